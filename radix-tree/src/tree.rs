@@ -1,0 +1,869 @@
+//! The radix tree itself: arena-allocated nodes, match, insert, split, locks and eviction.
+
+use crate::error::{IntegrityError, RadixError};
+use crate::key::{KeyRef, Namespace, Token};
+use crate::policy::{EvictionKey, EvictionPolicy, EvictionStrategy, NodeStats};
+use hashbrown::HashTable;
+use rustc_hash::{FxHashMap, FxHasher};
+use std::collections::BTreeSet;
+use std::hash::Hasher;
+
+/// A stable handle to a tree node. Handles of removed nodes are detected (the slot's generation
+/// changes), so a stale handle yields [`RadixError::StaleNode`] instead of touching another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId {
+    index: u32,
+    generation: u32,
+}
+
+impl NodeId {
+    /// The slot index (for display and debugging).
+    pub fn index(self) -> u32 {
+        self.index
+    }
+}
+
+const ROOT: u32 = 0;
+
+/// What [`RadixCache::match_prefix`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchResult<V> {
+    /// The values of the matched prefix, one per matched token.
+    pub values: Vec<V>,
+    /// The deepest node of the match (the root when nothing matched). Lock it before relying on
+    /// the values staying in the tree.
+    pub last_node: NodeId,
+}
+
+impl<V> MatchResult<V> {
+    /// Number of matched tokens.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when nothing matched.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// What [`RadixCache::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// Number of leading tokens that were already in the tree. The tree keeps its own values for
+    /// them, so the caller's values for `[0, prefix_len)` are duplicates that the caller must free.
+    pub prefix_len: usize,
+    /// The node at which the inserted key ends.
+    pub last_node: NodeId,
+}
+
+/// Monotonic counters of cache use; [`RadixCache::reset`] does not clear them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Calls of `match_prefix`.
+    pub match_calls: u64,
+    /// Tokens asked for by those calls (before page truncation).
+    pub tokens_queried: u64,
+    /// Tokens those calls found in the tree.
+    pub tokens_hit: u64,
+    /// Calls of `insert`.
+    pub insert_calls: u64,
+    /// Tokens newly stored by those calls.
+    pub tokens_inserted: u64,
+    /// Tokens removed by eviction.
+    pub tokens_evicted: u64,
+    /// Leaves removed by eviction.
+    pub nodes_evicted: u64,
+}
+
+struct Node<V> {
+    generation: u32,
+    live: bool,
+    parent: u32,
+    ns: u32,
+    key: Vec<Token>,
+    value: Vec<V>,
+    /// Children keyed by (namespace, first page), stored as (hash, child index); equality is
+    /// checked against the child's own key, so hash collisions are harmless.
+    children: HashTable<(u64, u32)>,
+    lock_ref: u32,
+    /// Locks anchored at this node itself (the rest of `lock_ref` comes from descendants).
+    direct_locks: u32,
+    stats: NodeStats,
+    /// The node's rank while it is in the evictable-leaf set.
+    evict_key: Option<EvictionKey>,
+}
+
+impl<V> Node<V> {
+    fn empty(generation: u32) -> Self {
+        Node {
+            generation,
+            live: false,
+            parent: ROOT,
+            ns: 0,
+            key: Vec::new(),
+            value: Vec::new(),
+            children: HashTable::new(),
+            lock_ref: 0,
+            direct_locks: 0,
+            stats: NodeStats::default(),
+            evict_key: None,
+        }
+    }
+}
+
+/// One node as seen by [`RadixCache::walk`].
+pub(crate) struct Visit<'a, V> {
+    pub index: u32,
+    pub parent: u32,
+    pub depth: usize,
+    pub tokens: &'a [Token],
+    pub values: &'a [V],
+    pub lock_ref: u32,
+    pub stats: NodeStats,
+}
+
+/// SGLang's `RadixCache`: a radix tree from token prefixes to per-token values (KV slot ids).
+///
+/// See the crate documentation for the semantics. All sizes are in tokens.
+pub struct RadixCache<V: Copy> {
+    nodes: Vec<Node<V>>,
+    free_nodes: Vec<u32>,
+    page_size: usize,
+    disabled: bool,
+    strategy: Box<dyn EvictionStrategy>,
+    evictable: BTreeSet<(EvictionKey, u32)>,
+    evictable_size: usize,
+    protected_size: usize,
+    namespaces: FxHashMap<Namespace, u32>,
+    namespace_names: Vec<Namespace>,
+    clock: u64,
+    stats: CacheStats,
+}
+
+impl<V: Copy> std::fmt::Debug for RadixCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RadixCache")
+            .field("page_size", &self.page_size)
+            .field("disabled", &self.disabled)
+            .field("strategy", &self.strategy)
+            .field("evictable_size", &self.evictable_size)
+            .field("protected_size", &self.protected_size)
+            .field("nodes", &self.node_count())
+            .finish()
+    }
+}
+
+fn common_prefix(a: &[Token], b: &[Token]) -> usize {
+    const CHUNK: usize = 16;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut i = a
+        .chunks_exact(CHUNK)
+        .zip(b.chunks_exact(CHUNK))
+        .take_while(|(x, y)| x == y)
+        .count()
+        * CHUNK;
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+impl<V: Copy> RadixCache<V> {
+    /// A cache with the given page size and LRU eviction.
+    ///
+    /// # Panics
+    /// If `page_size` is 0; use [`RadixCache::try_new`] for unchecked input.
+    pub fn new(page_size: usize) -> Self {
+        Self::with_strategy(page_size, EvictionPolicy::Lru)
+    }
+
+    /// A cache with the given page size, or `None` when `page_size` is 0.
+    pub fn try_new(page_size: usize) -> Option<Self> {
+        (page_size > 0).then(|| Self::new(page_size))
+    }
+
+    /// A cache with the given page size and eviction strategy.
+    ///
+    /// # Panics
+    /// If `page_size` is 0.
+    pub fn with_strategy(page_size: usize, strategy: impl EvictionStrategy + 'static) -> Self {
+        assert!(page_size > 0, "page_size must be at least 1");
+        let mut root = Node::empty(0);
+        root.live = true;
+        root.lock_ref = 1;
+        root.stats.priority = i64::MIN;
+        let mut namespaces = FxHashMap::default();
+        namespaces.insert(Namespace::shared(), 0);
+        RadixCache {
+            nodes: vec![root],
+            free_nodes: Vec::new(),
+            page_size,
+            disabled: false,
+            strategy: Box::new(strategy),
+            evictable: BTreeSet::new(),
+            evictable_size: 0,
+            protected_size: 0,
+            namespaces,
+            namespace_names: vec![Namespace::shared()],
+            clock: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// A disabled cache (SGLang's `--disable-radix-cache`): matches are always empty and inserts
+    /// store nothing (they report 0 tokens present, so callers keep ownership of every value).
+    pub fn disabled(page_size: usize) -> Self {
+        let mut cache = Self::new(page_size);
+        cache.disabled = true;
+        cache
+    }
+
+    /// True when this cache was created with [`RadixCache::disabled`].
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// Tokens per page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// The root node (always locked, never evicted).
+    pub fn root(&self) -> NodeId {
+        NodeId {
+            index: ROOT,
+            generation: self.nodes[ROOT as usize].generation,
+        }
+    }
+
+    /// Tokens in unlocked nodes.
+    pub fn evictable_size(&self) -> usize {
+        self.evictable_size
+    }
+
+    /// Tokens in locked nodes.
+    pub fn protected_size(&self) -> usize {
+        self.protected_size
+    }
+
+    /// All tokens stored.
+    pub fn total_size(&self) -> usize {
+        self.evictable_size + self.protected_size
+    }
+
+    /// Live nodes, the root included.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len() - self.free_nodes.len()
+    }
+
+    /// The usage counters.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// Whether `id` names a live node.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.live_index(id).is_ok()
+    }
+
+    /// The lock count of a node (locks anchored at it or at any descendant).
+    pub fn lock_ref(&self, id: NodeId) -> Result<u32, RadixError> {
+        Ok(self.nodes[self.live_index(id)? as usize].lock_ref)
+    }
+
+    /// Number of tokens from the root to the end of `id` (the length of the prefix it completes).
+    pub fn prefix_len(&self, id: NodeId) -> Result<usize, RadixError> {
+        let mut idx = self.live_index(id)?;
+        let mut len = 0;
+        while idx != ROOT {
+            let node = &self.nodes[idx as usize];
+            len += node.key.len();
+            idx = node.parent;
+        }
+        Ok(len)
+    }
+
+    /// Every value stored in the tree (SGLang's `all_values_flatten`), in no particular order.
+    pub fn values(&self) -> Vec<V> {
+        self.nodes
+            .iter()
+            .filter(|n| n.live)
+            .flat_map(|n| n.value.iter().copied())
+            .collect()
+    }
+
+    fn live_index(&self, id: NodeId) -> Result<u32, RadixError> {
+        match self.nodes.get(id.index as usize) {
+            Some(n) if n.live && n.generation == id.generation => Ok(id.index),
+            _ => Err(RadixError::StaleNode(id)),
+        }
+    }
+
+    fn id_of(&self, index: u32) -> NodeId {
+        NodeId {
+            index,
+            generation: self.nodes[index as usize].generation,
+        }
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn namespace_id(&mut self, ns: &Namespace) -> u32 {
+        if let Some(&id) = self.namespaces.get(ns) {
+            return id;
+        }
+        let id = u32::try_from(self.namespace_names.len()).unwrap_or(u32::MAX);
+        self.namespaces.insert(ns.clone(), id);
+        self.namespace_names.push(ns.clone());
+        id
+    }
+
+    fn first_page<'a>(&self, tokens: &'a [Token]) -> &'a [Token] {
+        &tokens[..self.page_size.min(tokens.len())]
+    }
+
+    fn page_hash(ns: u32, page: &[Token]) -> u64 {
+        let mut h = FxHasher::default();
+        h.write_u32(ns);
+        for &t in page {
+            h.write_u32(t);
+        }
+        h.finish()
+    }
+
+    /// Length of the common prefix of a stored edge and a query, compared page by page: a page
+    /// matches only if both sides hold the same tokens and the same number of them.
+    fn key_match(&self, stored: &[Token], query: &[Token]) -> usize {
+        let m = common_prefix(stored, query);
+        if self.page_size == 1 || (m == stored.len() && m == query.len()) {
+            return m;
+        }
+        m - m % self.page_size
+    }
+
+    fn find_child(&self, parent: u32, ns: u32, query: &[Token]) -> Option<u32> {
+        let page = self.first_page(query);
+        let hash = Self::page_hash(ns, page);
+        let nodes = &self.nodes;
+        nodes[parent as usize]
+            .children
+            .find(hash, |&(h, c)| {
+                h == hash && {
+                    let child = &nodes[c as usize];
+                    child.ns == ns && &child.key[..self.page_size.min(child.key.len())] == page
+                }
+            })
+            .map(|&(_, c)| c)
+    }
+
+    fn child_hash(&self, child: u32) -> u64 {
+        let node = &self.nodes[child as usize];
+        Self::page_hash(node.ns, self.first_page(&node.key))
+    }
+
+    fn attach_child(&mut self, parent: u32, child: u32) {
+        let hash = self.child_hash(child);
+        self.nodes[child as usize].parent = parent;
+        self.nodes[parent as usize]
+            .children
+            .insert_unique(hash, (hash, child), |&(h, _)| h);
+    }
+
+    fn detach_child(&mut self, parent: u32, child: u32) {
+        let hash = self.child_hash(child);
+        if let Ok(entry) = self.nodes[parent as usize]
+            .children
+            .find_entry(hash, |&(_, c)| c == child)
+        {
+            entry.remove();
+        }
+    }
+
+    fn alloc_node(&mut self) -> u32 {
+        if let Some(idx) = self.free_nodes.pop() {
+            self.nodes[idx as usize].live = true;
+            idx
+        } else {
+            let idx = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+            let mut node = Node::empty(0);
+            node.live = true;
+            self.nodes.push(node);
+            idx
+        }
+    }
+
+    fn free_node(&mut self, idx: u32) {
+        let generation = self.nodes[idx as usize].generation.wrapping_add(1);
+        self.nodes[idx as usize] = Node::empty(generation);
+        self.free_nodes.push(idx);
+    }
+
+    /// Puts a node into, or takes it out of, the evictable-leaf set as its state requires.
+    fn refresh_leaf(&mut self, idx: u32) {
+        let node = &self.nodes[idx as usize];
+        let should = idx != ROOT && node.live && node.lock_ref == 0 && node.children.is_empty();
+        match (should, node.evict_key) {
+            (true, None) => {
+                let key = self.strategy.key(&node.stats);
+                self.nodes[idx as usize].evict_key = Some(key);
+                self.evictable.insert((key, idx));
+            }
+            (false, Some(key)) => {
+                self.evictable.remove(&(key, idx));
+                self.nodes[idx as usize].evict_key = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Records an access; keeps the node's rank in the evictable set current.
+    fn touch(&mut self, idx: u32, now: u64, hit: bool, priority: Option<i64>) {
+        let node = &mut self.nodes[idx as usize];
+        node.stats.last_access = now;
+        if hit {
+            node.stats.hit_count += 1;
+        }
+        if let Some(p) = priority {
+            node.stats.priority = node.stats.priority.max(p);
+        }
+        if let Some(old) = node.evict_key {
+            let new = self.strategy.key(&node.stats);
+            if new != old {
+                node.evict_key = Some(new);
+                self.evictable.remove(&(old, idx));
+                self.evictable.insert((new, idx));
+            }
+        }
+    }
+
+    /// Splits `child` after its first `n` tokens; returns the new upper node, which takes the
+    /// child's place under its parent. The child keeps its id, so locks anchored at it stay valid.
+    fn split(&mut self, child: u32, n: usize) -> u32 {
+        let upper = self.alloc_node();
+        let parent = self.nodes[child as usize].parent;
+        let old_hash = self.child_hash(child);
+        let c = &mut self.nodes[child as usize];
+        let upper_key: Vec<Token> = c.key.drain(..n).collect();
+        let upper_value: Vec<V> = c.value.drain(..n).collect();
+        let (ns, lock_ref, stats) = (c.ns, c.lock_ref, c.stats);
+        let u = &mut self.nodes[upper as usize];
+        u.parent = parent;
+        u.ns = ns;
+        u.key = upper_key;
+        u.value = upper_value;
+        u.lock_ref = lock_ref;
+        u.stats = stats;
+        // The upper node has the child's old first page, so it reuses the parent's entry.
+        if let Some(entry) = self.nodes[parent as usize]
+            .children
+            .find_mut(old_hash, |&(_, c)| c == child)
+        {
+            entry.1 = upper;
+        }
+        self.attach_child(upper, child);
+        upper
+    }
+
+    /// Finds the longest stored prefix of `key` (whole pages only when `page_size > 1`).
+    ///
+    /// May split the node at the match boundary so that the returned node ends exactly there;
+    /// sizes never change and no lock is taken.
+    pub fn match_prefix<'k>(&mut self, key: impl Into<KeyRef<'k>>) -> MatchResult<V> {
+        let mut values = Vec::new();
+        let last_node = self.match_prefix_into(key, &mut values);
+        MatchResult { values, last_node }
+    }
+
+    /// Like [`RadixCache::match_prefix`], appending the matched values to `out` (so a caller can
+    /// reuse one buffer); returns the last matched node.
+    pub fn match_prefix_into<'k>(
+        &mut self,
+        key: impl Into<KeyRef<'k>>,
+        out: &mut Vec<V>,
+    ) -> NodeId {
+        let key = key.into();
+        self.stats.match_calls += 1;
+        self.stats.tokens_queried += key.tokens.len() as u64;
+        let now = self.tick();
+        self.touch(ROOT, now, false, None);
+        let aligned = key.tokens.len() - key.tokens.len() % self.page_size;
+        if self.disabled || aligned == 0 {
+            return self.root();
+        }
+        let Some(&ns) = self.namespaces.get(key.namespace) else {
+            return self.root();
+        };
+        let mut tokens = &key.tokens[..aligned];
+        let mut node = ROOT;
+        let mut matched = 0usize;
+        while !tokens.is_empty() {
+            let Some(child) = self.find_child(node, ns, tokens) else {
+                break;
+            };
+            self.touch(child, now, true, None);
+            let c = &self.nodes[child as usize];
+            let n = self.key_match(&c.key, tokens);
+            if n < c.key.len() {
+                let upper = self.split(child, n);
+                out.extend_from_slice(&self.nodes[upper as usize].value);
+                matched += n;
+                node = upper;
+                break;
+            }
+            out.extend_from_slice(&c.value);
+            matched += n;
+            tokens = &tokens[n..];
+            node = child;
+        }
+        self.stats.tokens_hit += matched as u64;
+        self.id_of(node)
+    }
+
+    /// Stores `key` with one value per token, at priority 0. See [`RadixCache::insert_with_priority`].
+    pub fn insert<'k>(
+        &mut self,
+        key: impl Into<KeyRef<'k>>,
+        values: &[V],
+    ) -> Result<InsertOutcome, RadixError> {
+        self.insert_with_priority(key, values, 0)
+    }
+
+    /// Stores `key` with one value per token. Returns how many leading tokens were already
+    /// present: the tree keeps its values for those, and the caller must free its duplicates.
+    /// Nodes on the path take the maximum of their priority and `priority`.
+    pub fn insert_with_priority<'k>(
+        &mut self,
+        key: impl Into<KeyRef<'k>>,
+        values: &[V],
+        priority: i64,
+    ) -> Result<InsertOutcome, RadixError> {
+        let key = key.into();
+        if key.tokens.len() != values.len() {
+            return Err(RadixError::LengthMismatch {
+                tokens: key.tokens.len(),
+                values: values.len(),
+            });
+        }
+        if self.disabled || key.tokens.is_empty() {
+            return Ok(InsertOutcome {
+                prefix_len: 0,
+                last_node: self.root(),
+            });
+        }
+        self.stats.insert_calls += 1;
+        let ns = self.namespace_id(key.namespace);
+        let now = self.tick();
+        self.touch(ROOT, now, false, None);
+        let mut pos = 0usize;
+        let mut node = ROOT;
+        while pos < key.tokens.len() {
+            let rest = &key.tokens[pos..];
+            let Some(child) = self.find_child(node, ns, rest) else {
+                break;
+            };
+            self.touch(child, now, false, Some(priority));
+            let n = self.key_match(&self.nodes[child as usize].key, rest);
+            pos += n;
+            node = if n < self.nodes[child as usize].key.len() {
+                self.split(child, n)
+            } else {
+                child
+            };
+        }
+        let prefix_len = pos;
+        if pos < key.tokens.len() {
+            let leaf = self.alloc_node();
+            let l = &mut self.nodes[leaf as usize];
+            l.ns = ns;
+            l.key = key.tokens[pos..].to_vec();
+            l.value = values[pos..].to_vec();
+            l.stats = NodeStats {
+                last_access: now,
+                creation: now,
+                hit_count: 0,
+                priority,
+            };
+            let added = l.key.len();
+            self.attach_child(node, leaf);
+            self.evictable_size += added;
+            self.stats.tokens_inserted += added as u64;
+            self.refresh_leaf(node);
+            self.refresh_leaf(leaf);
+            node = leaf;
+        }
+        Ok(InsertOutcome {
+            prefix_len,
+            last_node: self.id_of(node),
+        })
+    }
+
+    /// Takes one lock on `id` and each ancestor (SGLang's `inc_lock_ref`); returns how many
+    /// tokens moved from evictable to protected. Locking the root is a no-op.
+    pub fn inc_lock_ref(&mut self, id: NodeId) -> Result<usize, RadixError> {
+        let mut idx = self.live_index(id)?;
+        if idx == ROOT {
+            return Ok(0);
+        }
+        self.nodes[idx as usize].direct_locks += 1;
+        let mut moved = 0;
+        while idx != ROOT {
+            let node = &mut self.nodes[idx as usize];
+            if node.lock_ref == 0 {
+                moved += node.key.len();
+            }
+            node.lock_ref += 1;
+            let parent = node.parent;
+            self.refresh_leaf(idx);
+            idx = parent;
+        }
+        self.evictable_size -= moved;
+        self.protected_size += moved;
+        Ok(moved)
+    }
+
+    /// Releases one lock taken by [`RadixCache::inc_lock_ref`] on `id`; returns how many tokens
+    /// became evictable. Releasing a lock that `id` does not hold is
+    /// [`RadixError::UnbalancedUnlock`] and changes nothing.
+    pub fn dec_lock_ref(&mut self, id: NodeId) -> Result<usize, RadixError> {
+        let mut idx = self.live_index(id)?;
+        if idx == ROOT {
+            return Ok(0);
+        }
+        if self.nodes[idx as usize].direct_locks == 0 {
+            return Err(RadixError::UnbalancedUnlock(id));
+        }
+        self.nodes[idx as usize].direct_locks -= 1;
+        let mut moved = 0;
+        while idx != ROOT {
+            let node = &mut self.nodes[idx as usize];
+            node.lock_ref -= 1;
+            if node.lock_ref == 0 {
+                moved += node.key.len();
+            }
+            let parent = node.parent;
+            self.refresh_leaf(idx);
+            idx = parent;
+        }
+        self.evictable_size += moved;
+        self.protected_size -= moved;
+        Ok(moved)
+    }
+
+    /// Evicts whole unlocked leaves, lowest strategy rank first, until at least `num_tokens`
+    /// tokens are gone or nothing is evictable. A parent left childless and unlocked becomes a
+    /// candidate in the same call. Returns the evicted values (may exceed `num_tokens`, since a
+    /// leaf goes whole); the caller frees them.
+    pub fn evict(&mut self, num_tokens: usize) -> Vec<V> {
+        let mut out = Vec::new();
+        self.evict_into(num_tokens, &mut out);
+        out
+    }
+
+    /// Like [`RadixCache::evict`], appending to `out`; returns the number of tokens evicted.
+    pub fn evict_into(&mut self, num_tokens: usize, out: &mut Vec<V>) -> usize {
+        let mut evicted = 0;
+        while evicted < num_tokens {
+            let Some((_, idx)) = self.evictable.pop_first() else {
+                break;
+            };
+            let node = &mut self.nodes[idx as usize];
+            node.evict_key = None;
+            out.extend_from_slice(&node.value);
+            let len = node.key.len();
+            let parent = node.parent;
+            evicted += len;
+            self.evictable_size -= len;
+            self.detach_child(parent, idx);
+            self.free_node(idx);
+            self.refresh_leaf(parent);
+            self.stats.nodes_evicted += 1;
+        }
+        self.stats.tokens_evicted += evicted as u64;
+        evicted
+    }
+
+    /// Removes every node; sizes become zero and the root stays locked. The caller is responsible
+    /// for the values that were stored (SGLang's `reset` is paired with clearing the allocator).
+    pub fn reset(&mut self) {
+        let root = Node {
+            generation: self.nodes[ROOT as usize].generation,
+            live: true,
+            lock_ref: 1,
+            stats: NodeStats {
+                priority: i64::MIN,
+                ..NodeStats::default()
+            },
+            ..Node::empty(0)
+        };
+        let generations: Vec<u32> = self.nodes.iter().map(|n| n.generation).collect();
+        self.nodes.clear();
+        self.free_nodes.clear();
+        self.nodes.push(root);
+        // Keep slots (with bumped generations) so that old handles stay detectably stale.
+        for (i, g) in generations.into_iter().enumerate().skip(1) {
+            self.nodes.push(Node::empty(g.wrapping_add(1)));
+            self.free_nodes.push(i as u32);
+        }
+        self.free_nodes.reverse();
+        self.evictable.clear();
+        self.evictable_size = 0;
+        self.protected_size = 0;
+    }
+
+    /// Verifies every structural invariant and reports the first violation: child keys, parent
+    /// links, value shape, lock counts, size accounting, the evictable-leaf set, namespaces, page
+    /// alignment, and that every arena slot is either reachable or free.
+    pub fn check_integrity(&self) -> Result<(), IntegrityError> {
+        let fail = |msg: String| Err(IntegrityError(msg));
+        let root = &self.nodes[ROOT as usize];
+        if !root.live || root.lock_ref != 1 || !root.key.is_empty() || !root.value.is_empty() {
+            return fail("root must be live, hold lock_ref 1 and have an empty key".into());
+        }
+        let mut evictable = 0usize;
+        let mut protected = 0usize;
+        let mut leaves = 0usize;
+        let mut reached = 1usize;
+        // (node, token offset of its key from the root)
+        let mut stack = vec![(ROOT, 0usize)];
+        while let Some((idx, offset)) = stack.pop() {
+            let node = &self.nodes[idx as usize];
+            let mut child_locks = 0u32;
+            for &(hash, c) in node.children.iter() {
+                let child = &self.nodes[c as usize];
+                if !child.live {
+                    return fail(format!("node {idx} links to dead slot {c}"));
+                }
+                if child.parent != idx {
+                    return fail(format!(
+                        "node {c} has parent {} but hangs under {idx}",
+                        child.parent
+                    ));
+                }
+                if hash != self.child_hash(c) {
+                    return fail(format!("node {c} is filed under a stale child key"));
+                }
+                if self.find_child(idx, child.ns, &child.key) != Some(c) {
+                    return fail(format!("node {c} is not found under its own first page"));
+                }
+                if idx != ROOT && child.ns != node.ns {
+                    return fail(format!(
+                        "node {c} is in another namespace than its parent {idx}"
+                    ));
+                }
+                child_locks += child.lock_ref;
+                reached += 1;
+                stack.push((c, offset + node.key.len()));
+            }
+            if idx == ROOT {
+                continue;
+            }
+            if node.key.is_empty() || node.key.len() != node.value.len() {
+                return fail(format!(
+                    "node {idx} has {} tokens and {} values",
+                    node.key.len(),
+                    node.value.len()
+                ));
+            }
+            if node.lock_ref != node.direct_locks + child_locks {
+                return fail(format!(
+                    "node {idx} lock_ref {} != own {} + children {child_locks}",
+                    node.lock_ref, node.direct_locks
+                ));
+            }
+            if node.lock_ref == 0 {
+                evictable += node.key.len();
+            } else {
+                protected += node.key.len();
+            }
+            if self.page_size > 1 {
+                if offset % self.page_size != 0 {
+                    return fail(format!("node {idx} starts at unaligned offset {offset}"));
+                }
+                if !node.children.is_empty() && !node.key.len().is_multiple_of(self.page_size) {
+                    return fail(format!(
+                        "inner node {idx} has unaligned length {}",
+                        node.key.len()
+                    ));
+                }
+            }
+            let should_be_leaf = node.lock_ref == 0 && node.children.is_empty();
+            match node.evict_key {
+                Some(key) => {
+                    if !should_be_leaf {
+                        return fail(format!(
+                            "node {idx} is in the evictable set but is not an unlocked leaf"
+                        ));
+                    }
+                    if key != self.strategy.key(&node.stats)
+                        || !self.evictable.contains(&(key, idx))
+                    {
+                        return fail(format!("node {idx} has a stale eviction rank"));
+                    }
+                    leaves += 1;
+                }
+                None if should_be_leaf => {
+                    return fail(format!(
+                        "unlocked leaf {idx} is missing from the evictable set"
+                    ));
+                }
+                None => {}
+            }
+        }
+        if leaves != self.evictable.len() {
+            return fail(format!(
+                "evictable set holds {} entries but {leaves} leaves qualify",
+                self.evictable.len()
+            ));
+        }
+        if evictable != self.evictable_size || protected != self.protected_size {
+            return fail(format!(
+                "sizes (evictable {}, protected {}) differ from a recount ({evictable}, {protected})",
+                self.evictable_size, self.protected_size
+            ));
+        }
+        if reached != self.node_count() {
+            return fail(format!(
+                "{reached} nodes reachable but {} live in the arena",
+                self.node_count()
+            ));
+        }
+        if self.disabled && self.total_size() != 0 {
+            return fail("a disabled cache stores tokens".into());
+        }
+        Ok(())
+    }
+
+    /// The namespace a node belongs to.
+    pub(crate) fn namespace_of(&self, idx: u32) -> &Namespace {
+        let ns = self.nodes[idx as usize].ns as usize;
+        &self.namespace_names[ns]
+    }
+
+    /// Depth-first walk for the dumps, children in order of their first token.
+    pub(crate) fn walk(&self) -> Vec<Visit<'_, V>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(ROOT, 0usize)];
+        while let Some((idx, depth)) = stack.pop() {
+            let node = &self.nodes[idx as usize];
+            out.push(Visit {
+                index: idx,
+                parent: node.parent,
+                depth,
+                tokens: &node.key,
+                values: &node.value,
+                lock_ref: node.lock_ref,
+                stats: node.stats,
+            });
+            let mut children: Vec<u32> = node.children.iter().map(|&(_, c)| c).collect();
+            children
+                .sort_by_key(|&c| std::cmp::Reverse(self.nodes[c as usize].key.first().copied()));
+            stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+        }
+        out
+    }
+}
