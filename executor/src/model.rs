@@ -1,0 +1,430 @@
+//! Llama-family decoder over burn, with K/V stored by slot.
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+
+use crate::batch::{ForwardBatch, SequenceInput};
+use crate::error::{ExecutorError, Result};
+use crate::weights::{HostMatrix, LlamaConfig, LlamaWeights, RopeStyle};
+
+/// Per-layer K and V pools, `[num_slots, kv_heads * head_dim]` each; slot 0 is the padding target.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    k: Vec<Tensor<B, 2>>,
+    v: Vec<Tensor<B, 2>>,
+    num_slots: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Allocates zeroed pools of `num_slots` slots (slot 0 included) for `config`.
+    pub fn new(config: &LlamaConfig, num_slots: usize, device: &B::Device) -> Self {
+        let width = config.num_kv_heads * config.head_dim;
+        let make = || {
+            (0..config.num_layers)
+                .map(|_| Tensor::<B, 2>::zeros([num_slots.max(1), width], device))
+                .collect()
+        };
+        Self {
+            k: make(),
+            v: make(),
+            num_slots: num_slots.max(1),
+        }
+    }
+
+    /// Pool size in slots (slot 0 included).
+    pub fn num_slots(&self) -> usize {
+        self.num_slots
+    }
+
+    /// K rows of `layer` at `slots` (for tests and debugging).
+    pub fn read_k(&self, layer: usize, slots: &[usize]) -> Result<Vec<f32>> {
+        let t = self
+            .k
+            .get(layer)
+            .ok_or_else(|| ExecutorError::InvalidBatch(format!("no layer {layer}")))?;
+        let dev = t.device();
+        to_vec(t.clone().select(0, index(slots, &dev)))
+    }
+}
+
+struct Layer<B: Backend> {
+    attn_norm: Tensor<B, 1>,
+    wqkv: Tensor<B, 2>,
+    bqkv: Option<Tensor<B, 1>>,
+    wo: Tensor<B, 2>,
+    ffn_norm: Tensor<B, 1>,
+    w_gate_up: Tensor<B, 2>,
+    w_down: Tensor<B, 2>,
+}
+
+/// A Llama/Qwen2/Mistral decoder with dequantised f32 weights on a burn backend.
+pub struct LlamaModel<B: Backend> {
+    config: LlamaConfig,
+    device: B::Device,
+    embedding: Tensor<B, 2>,
+    layers: Vec<Layer<B>>,
+    final_norm: Tensor<B, 1>,
+    lm_head: Tensor<B, 2>,
+    rope_cos: Tensor<B, 2>,
+    rope_sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaModel")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| ExecutorError::InvalidBatch(format!("tensor readback: {e:?}")))
+}
+
+fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(v, [ids.len()]), device)
+}
+
+fn tensor2<B: Backend>(data: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn tensor1<B: Backend>(data: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
+    let n = data.len();
+    Tensor::from_data(TensorData::new(data, [n]), device)
+}
+
+/// `[in, out]` layout of several `[out][in]` host matrices concatenated along outputs.
+fn concat_in_out(parts: &[&HostMatrix]) -> (Vec<f32>, [usize; 2]) {
+    let cols = parts[0].cols;
+    let out_total: usize = parts.iter().map(|p| p.rows).sum();
+    let mut data = vec![0f32; cols * out_total];
+    let mut off = 0;
+    for p in parts {
+        for r in 0..p.rows {
+            for c in 0..cols {
+                data[c * out_total + off + r] = p.data[r * cols + c];
+            }
+        }
+        off += p.rows;
+    }
+    (data, [cols, out_total])
+}
+
+fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f32) -> Tensor<B, 2> {
+    let ms = x.clone().powi_scalar(2).mean_dim(1);
+    let inv = ms.add_scalar(eps).sqrt().recip();
+    x.mul(inv).mul(w.clone().unsqueeze_dim(0))
+}
+
+impl<B: Backend> LlamaModel<B> {
+    /// Uploads host weights (consumed) to `device`.
+    pub fn new(weights: LlamaWeights, device: &B::Device) -> Result<Self> {
+        let c = weights.config.clone();
+        c.validate()?;
+        let (d, vocab) = (c.hidden_size, c.vocab_size);
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for lw in weights.layers {
+            let (qkv, qkv_shape) = concat_in_out(&[&lw.wq, &lw.wk, &lw.wv]);
+            let bqkv = match (&lw.bq, &lw.bk, &lw.bv) {
+                (None, None, None) => None,
+                (bq, bk, bv) => {
+                    let z =
+                        |b: &Option<Vec<f32>>, n: usize| b.clone().unwrap_or_else(|| vec![0.0; n]);
+                    let mut all = z(bq, lw.wq.rows);
+                    all.extend(z(bk, lw.wk.rows));
+                    all.extend(z(bv, lw.wv.rows));
+                    Some(tensor1(all, device))
+                }
+            };
+            let (gu, gu_shape) = concat_in_out(&[&lw.w_gate, &lw.w_up]);
+            let (wo, wo_shape) = concat_in_out(&[&lw.wo]);
+            let (wd, wd_shape) = concat_in_out(&[&lw.w_down]);
+            layers.push(Layer {
+                attn_norm: tensor1(lw.attn_norm, device),
+                wqkv: tensor2(qkv, qkv_shape, device),
+                bqkv,
+                wo: tensor2(wo, wo_shape, device),
+                ffn_norm: tensor1(lw.ffn_norm, device),
+                w_gate_up: tensor2(gu, gu_shape, device),
+                w_down: tensor2(wd, wd_shape, device),
+            });
+        }
+        let head = weights.lm_head.as_ref().unwrap_or(&weights.embedding);
+        let lm_head = tensor2(head.transposed(), [d, vocab], device);
+        let embedding = tensor2(weights.embedding.data, [vocab, d], device);
+        // RoPE tables [max_position, head_dim / 2]: angle = pos * theta^(-2i/head_dim).
+        let half = c.head_dim / 2;
+        let mut cos = Vec::with_capacity(c.max_position * half);
+        let mut sin = Vec::with_capacity(c.max_position * half);
+        for pos in 0..c.max_position {
+            for i in 0..half {
+                let inv = (c.rope_theta as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
+                let a = pos as f64 * inv;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Ok(Self {
+            rope_cos: tensor2(cos, [c.max_position, half], device),
+            rope_sin: tensor2(sin, [c.max_position, half], device),
+            final_norm: tensor1(weights.final_norm, device),
+            embedding,
+            lm_head,
+            layers,
+            device: device.clone(),
+            config: c,
+        })
+    }
+
+    /// Model configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Device the weights live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// A KV pool of `num_slots` slots for this model.
+    pub fn new_kv_cache(&self, num_slots: usize) -> KvCache<B> {
+        KvCache::new(&self.config, num_slots, &self.device)
+    }
+
+    /// Applies RoPE to `x: [T, heads, head_dim]` with per-token `cos`/`sin: [T, head_dim/2]`.
+    fn rope(&self, x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 3> {
+        let [t, h, hd] = x.dims();
+        let half = hd / 2;
+        let (pair_dim, x4, shape) = match self.config.rope_style {
+            RopeStyle::Interleaved => (3, x.reshape([t, h, half, 2]), [t, 1, half, 1]),
+            RopeStyle::Neox => (2, x.reshape([t, h, 2, half]), [t, 1, 1, half]),
+        };
+        let full = x4.dims();
+        let mut part = full;
+        part[pair_dim] = 1;
+        let c = cos.clone().reshape(shape).expand(part);
+        let s = sin.clone().reshape(shape).expand(part);
+        let x0 = x4.clone().narrow(pair_dim, 0, 1);
+        let x1 = x4.narrow(pair_dim, 1, 1);
+        let o0 = x0.clone().mul(c.clone()).sub(x1.clone().mul(s.clone()));
+        let o1 = x0.mul(s).add(x1.mul(c));
+        Tensor::cat(vec![o0, o1], pair_dim).reshape([t, h, hd])
+    }
+
+    /// Causal attention of a group of sequences, padded to a common query/key length.
+    /// `q: [T, heads*hd]` packed over the whole batch; `starts[i]` is sequence i's first token.
+    /// Returns `[sum of group tokens, heads*hd]` in the group's token order.
+    fn attend_group(
+        &self,
+        q: &Tensor<B, 2>,
+        k_pool: &Tensor<B, 2>,
+        v_pool: &Tensor<B, 2>,
+        seqs: &[(&SequenceInput, usize)],
+    ) -> Tensor<B, 2> {
+        let c = &self.config;
+        let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let g = h / kvh;
+        let b = seqs.len();
+        let n_max = seqs
+            .iter()
+            .map(|(s, _)| s.token_ids.len())
+            .max()
+            .unwrap_or(1);
+        let l_max = seqs
+            .iter()
+            .map(|(s, _)| s.slot_row.len())
+            .max()
+            .unwrap_or(1);
+        let mut kv_idx = vec![0usize; b * l_max];
+        let mut q_idx = vec![0usize; b * n_max];
+        let mut mask = vec![f32::NEG_INFINITY; b * n_max * l_max];
+        let mut keep = Vec::new();
+        for (bi, (s, start)) in seqs.iter().enumerate() {
+            kv_idx[bi * l_max..bi * l_max + s.slot_row.len()].copy_from_slice(&s.slot_row);
+            let n = s.token_ids.len();
+            let prefix = s.slot_row.len() - n;
+            for i in 0..n_max {
+                let row = &mut mask[(bi * n_max + i) * l_max..(bi * n_max + i + 1) * l_max];
+                if i < n {
+                    q_idx[bi * n_max + i] = start + i;
+                    keep.push(bi * n_max + i);
+                    row[..=prefix + i].fill(0.0);
+                } else {
+                    q_idx[bi * n_max + i] = *start;
+                    row[0] = 0.0;
+                }
+            }
+        }
+        let dev = &self.device;
+        let kv_index = index::<B>(&kv_idx, dev);
+        let k = k_pool
+            .clone()
+            .select(0, kv_index.clone())
+            .reshape([b, l_max, kvh, hd])
+            .swap_dims(1, 2);
+        let v = v_pool
+            .clone()
+            .select(0, kv_index)
+            .reshape([b, l_max, kvh, hd])
+            .swap_dims(1, 2);
+        // q: [b, n, kvh, g, hd] -> [b, kvh, g * n, hd] (query head = kv_head * g + j).
+        let qg = q
+            .clone()
+            .select(0, index::<B>(&q_idx, dev))
+            .reshape([b, n_max, kvh, g, hd])
+            .permute([0, 2, 3, 1, 4])
+            .reshape([b, kvh, g * n_max, hd]);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let scores = qg.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let mask_t: Tensor<B, 5> =
+            Tensor::<B, 2>::from_data(TensorData::new(mask, [b * n_max, l_max]), dev)
+                .reshape([b, 1, 1, n_max, l_max])
+                .expand([b, kvh, g, n_max, l_max]);
+        let scores = scores.reshape([b, kvh, g, n_max, l_max]).add(mask_t);
+        let probs = softmax(scores, 4).reshape([b, kvh, g * n_max, l_max]);
+        let out = probs
+            .matmul(v)
+            .reshape([b, kvh, g, n_max, hd])
+            .permute([0, 3, 1, 2, 4])
+            .reshape([b * n_max, h * hd]);
+        out.select(0, index::<B>(&keep, dev))
+    }
+
+    /// Runs the new tokens of `batch` through the model, writing their K/V into `kv` at the
+    /// output slots. Returns, per sequence, the logits of its last position when `sample` is set.
+    pub fn forward(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache<B>,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let c = &self.config;
+        batch.validate(kv.num_slots, c.vocab_size, c.max_position)?;
+        if kv.k.len() != c.num_layers {
+            return Err(ExecutorError::InvalidBatch(
+                "KV cache built for another model".into(),
+            ));
+        }
+        if batch.seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dev = &self.device;
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut out_slots = Vec::new();
+        let mut starts = Vec::with_capacity(batch.seqs.len());
+        for s in &batch.seqs {
+            starts.push(ids.len());
+            ids.extend(s.token_ids.iter().map(|&t| t as usize));
+            positions.extend_from_slice(&s.positions);
+            out_slots.extend_from_slice(&s.out_slots);
+        }
+        let t = ids.len();
+        let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        // Group sequences for attention: all single-token sequences together, each longer one alone.
+        let mut groups: Vec<Vec<(&SequenceInput, usize)>> = Vec::new();
+        let mut singles = Vec::new();
+        for (s, &st) in batch.seqs.iter().zip(&starts) {
+            if s.token_ids.len() == 1 {
+                singles.push((s, st));
+            } else {
+                groups.push(vec![(s, st)]);
+            }
+        }
+        if !singles.is_empty() {
+            groups.push(singles);
+        }
+        let order: Vec<usize> = groups
+            .iter()
+            .flat_map(|g| g.iter().flat_map(|(s, st)| *st..*st + s.token_ids.len()))
+            .collect();
+        let identity = order.iter().enumerate().all(|(i, &o)| i == o);
+        let mut inverse = vec![0usize; t];
+        for (row, &tok) in order.iter().enumerate() {
+            inverse[tok] = row;
+        }
+        let inverse_idx = (!identity).then(|| index::<B>(&inverse, dev));
+
+        let mut x = self.embedding.clone().select(0, index::<B>(&ids, dev));
+        let pos_idx = index::<B>(&positions, dev);
+        let cos = self.rope_cos.clone().select(0, pos_idx.clone());
+        let sin = self.rope_sin.clone().select(0, pos_idx);
+        let slot_idx = index::<B>(&out_slots, dev);
+        for (li, layer) in self.layers.iter().enumerate() {
+            let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_eps);
+            let mut qkv = hn.matmul(layer.wqkv.clone());
+            if let Some(b) = &layer.bqkv {
+                qkv = qkv.add(b.clone().unsqueeze_dim(0));
+            }
+            let q = qkv.clone().narrow(1, 0, h * hd).reshape([t, h, hd]);
+            let k = qkv
+                .clone()
+                .narrow(1, h * hd, kvh * hd)
+                .reshape([t, kvh, hd]);
+            let v = qkv.narrow(1, (h + kvh) * hd, kvh * hd);
+            let q = self.rope(q, &cos, &sin).reshape([t, h * hd]);
+            let k = self.rope(k, &cos, &sin).reshape([t, kvh * hd]);
+            // Write K/V at the output slots: 0.21's select_assign only adds, so add (new - old).
+            let old_k = kv.k[li].clone().select(0, slot_idx.clone());
+            let old_v = kv.v[li].clone().select(0, slot_idx.clone());
+            kv.k[li] = kv.k[li].clone().select_assign(
+                0,
+                slot_idx.clone(),
+                k.sub(old_k),
+                IndexingUpdateOp::Add,
+            );
+            kv.v[li] = kv.v[li].clone().select_assign(
+                0,
+                slot_idx.clone(),
+                v.sub(old_v),
+                IndexingUpdateOp::Add,
+            );
+            let parts: Vec<Tensor<B, 2>> = groups
+                .iter()
+                .map(|g| self.attend_group(&q, &kv.k[li], &kv.v[li], g))
+                .collect();
+            let mut attn = if parts.len() == 1 {
+                parts.into_iter().next().unwrap_or_else(|| q.clone())
+            } else {
+                Tensor::cat(parts, 0)
+            };
+            if let Some(inv) = &inverse_idx {
+                attn = attn.select(0, inv.clone());
+            }
+            x = x.add(attn.matmul(layer.wo.clone()));
+            let hn = rms_norm(x.clone(), &layer.ffn_norm, c.rms_eps);
+            let gu = hn.matmul(layer.w_gate_up.clone());
+            let ff = c.intermediate_size;
+            let gate = gu.clone().narrow(1, 0, ff);
+            let up = gu.narrow(1, ff, ff);
+            x = x.add(silu(gate).mul(up).matmul(layer.w_down.clone()));
+        }
+        // LM head only at the last token of sampled sequences.
+        let rows: Vec<usize> = batch
+            .seqs
+            .iter()
+            .zip(&starts)
+            .filter(|(s, _)| s.sample)
+            .map(|(s, &st)| st + s.token_ids.len() - 1)
+            .collect();
+        let mut out = vec![None; batch.seqs.len()];
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let last = x.select(0, index::<B>(&rows, dev));
+        let logits = rms_norm(last, &self.final_norm, c.rms_eps).matmul(self.lm_head.clone());
+        let flat = to_vec(logits)?;
+        let mut chunks = flat.chunks_exact(c.vocab_size);
+        for (o, s) in out.iter_mut().zip(&batch.seqs) {
+            if s.sample {
+                *o = chunks.next().map(<[f32]>::to_vec);
+            }
+        }
+        Ok(out)
+    }
+}

