@@ -48,6 +48,7 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
+#[derive(Clone)]
 struct Layer<B: Backend> {
     attn_norm: Tensor<B, 1>,
     wqkv: Tensor<B, 2>,
@@ -58,7 +59,9 @@ struct Layer<B: Backend> {
     w_down: Tensor<B, 2>,
 }
 
-/// A Llama/Qwen2/Mistral decoder with dequantised f32 weights on a burn backend.
+/// A Llama/Qwen2/Mistral decoder with dequantised f32 weights on a burn backend
+/// (cloning shares the weight tensors).
+#[derive(Clone)]
 pub struct LlamaModel<B: Backend> {
     config: LlamaConfig,
     device: B::Device,

@@ -1,0 +1,319 @@
+//! Tests on the real default model (SmolLM2-135M-Instruct Q4_1): tokenizer and greedy goldens
+//! from llama.cpp, and cache/batching invariance of the paged forward.
+//! Skipped (with a loud message) when the model file is absent.
+
+use std::sync::OnceLock;
+
+use executor::{
+    default_model_path, load_gguf, ChatMessage, CpuBackend, Executor, ForwardBatch, ForwardMode,
+    LlamaModel, SequenceInput, TextTokenizer,
+};
+use serde_json::Value;
+
+struct Loaded {
+    model: LlamaModel<CpuBackend>,
+    tokenizer: TextTokenizer,
+}
+
+fn loaded() -> Option<&'static Loaded> {
+    static CELL: OnceLock<Option<Loaded>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let path = default_model_path();
+        if !path.exists() {
+            eprintln!(
+                "\n!!!!!!!! SKIPPING real-model test: {} not found (set RADIXSERVE_MODEL or run \
+                 `cargo xtask fetch-model`) !!!!!!!!\n",
+                path.display()
+            );
+            return None;
+        }
+        let t0 = std::time::Instant::now();
+        let (model, tokenizer) =
+            load_gguf::<CpuBackend>(&path, &Default::default()).expect("model loads");
+        eprintln!("loaded {} in {:.2?}", path.display(), t0.elapsed());
+        Some(Loaded { model, tokenizer })
+    })
+    .as_ref()
+}
+
+fn fixture() -> Value {
+    let text = include_str!("fixtures/llamacpp-greedy.json");
+    serde_json::from_str(text).expect("fixture parses")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn executor(l: &Loaded, slots: usize) -> Executor<CpuBackend> {
+    Executor::new(clone_model(l), slots)
+}
+
+fn clone_model(l: &Loaded) -> LlamaModel<CpuBackend> {
+    l.model.clone()
+}
+
+/// Greedy generation of `n` tokens for several prompts in one batch. Each prompt may reuse
+/// `prefix` cached slots (already holding the K/V of its first `prefix.len()` tokens).
+/// Slots are taken from `next_slot` upwards. Returns the generated ids and the slot rows.
+fn generate(
+    exec: &mut Executor<CpuBackend>,
+    prompts: &[(Vec<u32>, Vec<usize>)],
+    n: usize,
+    next_slot: &mut usize,
+) -> (Vec<Vec<u32>>, Vec<Vec<usize>>) {
+    let mut rows: Vec<Vec<usize>> = prompts.iter().map(|(_, prefix)| prefix.clone()).collect();
+    let mut seqs = Vec::new();
+    for ((prompt, prefix), row) in prompts.iter().zip(&mut rows) {
+        let new: Vec<usize> = (0..prompt.len() - prefix.len())
+            .map(|_| {
+                *next_slot += 1;
+                *next_slot - 1
+            })
+            .collect();
+        seqs.push(SequenceInput::new(
+            prompt[prefix.len()..].to_vec(),
+            prefix,
+            &new,
+            true,
+        ));
+        row.extend(new);
+    }
+    let mut outs: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    let mut step = exec
+        .step(&ForwardBatch {
+            mode: ForwardMode::Extend,
+            seqs,
+        })
+        .expect("prefill");
+    for _ in 1..n {
+        let mut seqs = Vec::new();
+        for ((o, row), t) in outs.iter_mut().zip(&mut rows).zip(&step.tokens) {
+            let tok = t.expect("sampled").token;
+            o.push(tok);
+            let slot = *next_slot;
+            *next_slot += 1;
+            seqs.push(SequenceInput::new(vec![tok], row, &[slot], true));
+            row.push(slot);
+        }
+        step = exec
+            .step(&ForwardBatch {
+                mode: ForwardMode::Decode,
+                seqs,
+            })
+            .expect("decode");
+    }
+    for (o, t) in outs.iter_mut().zip(&step.tokens) {
+        o.push(t.expect("sampled").token);
+    }
+    (outs, rows)
+}
+
+#[test]
+fn tokenizer_reproduces_llamacpp_prompt_ids() {
+    let Some(l) = loaded() else { return };
+    let fx = fixture();
+    for p in fx["prompts"].as_array().expect("prompts") {
+        let text = p["prompt_text"].as_str().expect("text");
+        let want = ids(&p["prompt_token_ids"]);
+        let got = l.tokenizer.encode(text).expect("encodes");
+        assert_eq!(got, want, "prompt {}", p["name"]);
+        let back = l.tokenizer.decode(&got, false).expect("decodes");
+        assert_eq!(back, text, "round trip of {}", p["name"]);
+    }
+}
+
+#[test]
+fn chat_template_from_gguf_reproduces_fixture_prompt() {
+    let Some(l) = loaded() else { return };
+    let fx = fixture();
+    let chat = fx["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .find(|p| p["name"] == "chat_template")
+        .expect("chat prompt");
+    assert_eq!(
+        l.tokenizer.chat_template.as_deref(),
+        fx["chat_template"].as_str()
+    );
+    let rendered = l
+        .tokenizer
+        .apply_chat_template(
+            &[ChatMessage::new(
+                "user",
+                "What is the boiling point of water at sea level, in Celsius?",
+            )],
+            true,
+        )
+        .expect("renders");
+    assert_eq!(rendered, chat["prompt_text"].as_str().expect("text"));
+    assert_eq!(
+        l.tokenizer.encode(&rendered).expect("encodes"),
+        ids(&chat["prompt_token_ids"])
+    );
+    assert_eq!(l.tokenizer.eos_token_id, Some(2));
+}
+
+#[test]
+fn greedy_continuations_match_llamacpp_golden() {
+    let Some(l) = loaded() else { return };
+    let fx = fixture();
+    let prompts = fx["prompts"].as_array().expect("prompts");
+    let mut exec = executor(l, 2048);
+    let mut matched_first8 = 0;
+    let mut worst_top5 = 0f32;
+    for p in prompts {
+        let name = p["name"].as_str().expect("name");
+        let prompt = ids(&p["prompt_token_ids"]);
+        let want = ids(&p["output_token_ids"]);
+        // First-position logits vs llama.cpp's top-5.
+        let slots: Vec<usize> = (1..=prompt.len()).collect();
+        let logits = exec
+            .forward_logits(&ForwardBatch {
+                mode: ForwardMode::Extend,
+                seqs: vec![SequenceInput::new(prompt.clone(), &[], &slots, true)],
+            })
+            .expect("prefill")
+            .remove(0)
+            .expect("logits");
+        let mut top5 = Vec::new();
+        for pair in p["top5_logits_first_generated_position"]
+            .as_array()
+            .expect("top5")
+        {
+            let tok = pair[0].as_u64().expect("tok") as usize;
+            let want_logit = pair[1].as_f64().expect("logit") as f32;
+            let d = (logits[tok] - want_logit).abs();
+            worst_top5 = worst_top5.max(d);
+            top5.push(format!("{tok}:{:.3}/{want_logit:.3}", logits[tok]));
+        }
+        let mut next = 1;
+        let (out, _) = generate(&mut exec, &[(prompt.clone(), Vec::new())], 32, &mut next);
+        let got = &out[0];
+        let agree = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        if agree >= 8 {
+            matched_first8 += 1;
+        }
+        eprintln!(
+            "golden {name:>15}: {agree:>2}/32 tokens agree with llama.cpp (first 8 {}); top-5 ours/theirs [{}]",
+            if agree >= 8 { "MATCH" } else { "DIFFER" },
+            top5.join(" ")
+        );
+        if agree < 32 {
+            eprintln!("    ours:  {:?}\n    llama: {:?}", &got[..], &want[..]);
+        }
+    }
+    eprintln!("golden: {matched_first8}/{} prompts match the first 8 tokens; worst top-5 logit diff {worst_top5:.4}", prompts.len());
+    assert!(
+        matched_first8 >= 4,
+        "only {matched_first8} prompts match llama.cpp's first 8 tokens"
+    );
+    assert!(
+        worst_top5 < 0.5,
+        "top-5 logits differ from llama.cpp by {worst_top5}"
+    );
+}
+
+#[test]
+fn split_prefill_extend_and_decode_reproduce_single_prefill_logits() {
+    let Some(l) = loaded() else { return };
+    let fx = fixture();
+    let long = ids(&fx["prompts"][3]["prompt_token_ids"]);
+    let prompt = &long[..120];
+    let mut exec = executor(l, 512);
+    let slots: Vec<usize> = (1..=120).collect();
+    let full = exec
+        .forward_logits(&ForwardBatch {
+            mode: ForwardMode::Extend,
+            seqs: vec![SequenceInput::new(prompt.to_vec(), &[], &slots, true)],
+        })
+        .expect("full")
+        .remove(0)
+        .expect("logits");
+    // Same tokens, other slots: prefix 70, extend 40, then 10 decode steps.
+    let slots2: Vec<usize> = (200..320).rev().collect();
+    exec.forward_logits(&ForwardBatch {
+        mode: ForwardMode::Extend,
+        seqs: vec![SequenceInput::new(
+            prompt[..70].to_vec(),
+            &[],
+            &slots2[..70],
+            false,
+        )],
+    })
+    .expect("prefix");
+    exec.forward_logits(&ForwardBatch {
+        mode: ForwardMode::Extend,
+        seqs: vec![SequenceInput::new(
+            prompt[70..110].to_vec(),
+            &slots2[..70],
+            &slots2[70..110],
+            false,
+        )],
+    })
+    .expect("extend");
+    let mut last = Vec::new();
+    for p in 110..120 {
+        last = exec
+            .forward_logits(&ForwardBatch {
+                mode: ForwardMode::Decode,
+                seqs: vec![SequenceInput::new(
+                    vec![prompt[p]],
+                    &slots2[..p],
+                    &slots2[p..=p],
+                    true,
+                )],
+            })
+            .expect("decode")
+            .remove(0)
+            .expect("logits");
+    }
+    let diff = full
+        .iter()
+        .zip(&last)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    eprintln!("single prefill vs prefix+extend+decode: max |logit diff| = {diff:e}");
+    assert!(diff < 1e-3, "diff {diff}");
+}
+
+#[test]
+fn greedy_is_identical_with_prefix_reuse_and_in_a_batch() {
+    let Some(l) = loaded() else { return };
+    let fx = fixture();
+    let p: Vec<Vec<u32>> = (0..3)
+        .map(|i| ids(&fx["prompts"][i]["prompt_token_ids"]))
+        .collect();
+    let mut exec = executor(l, 1024);
+    let mut next = 1;
+    // Alone, from scratch.
+    let alone: Vec<(Vec<u32>, Vec<usize>)> = p
+        .iter()
+        .map(|prompt| {
+            let (mut o, mut r) =
+                generate(&mut exec, &[(prompt.clone(), Vec::new())], 32, &mut next);
+            (o.remove(0), r.remove(0))
+        })
+        .collect();
+    // Reusing the cached prompt (all but the last token, as the scheduler matches len-1).
+    for ((prompt, (want, row)), name) in p.iter().zip(&alone).zip(["plain", "chat", "code"]) {
+        let prefix = row[..prompt.len() - 1].to_vec();
+        let (o, _) = generate(&mut exec, &[(prompt.clone(), prefix)], 32, &mut next);
+        assert_eq!(
+            &o[0], want,
+            "{name}: prefix reuse changed the greedy output"
+        );
+    }
+    // All three batched together (different lengths), from scratch.
+    let batch: Vec<(Vec<u32>, Vec<usize>)> = p.iter().map(|x| (x.clone(), Vec::new())).collect();
+    let (o, _) = generate(&mut exec, &batch, 32, &mut next);
+    for (i, (got, (want, _))) in o.iter().zip(&alone).enumerate() {
+        assert_eq!(got, want, "prompt {i}: batching changed the greedy output");
+    }
+    eprintln!("prefix reuse and batching: 3 x 32 greedy tokens identical; slots used {next}");
+}
