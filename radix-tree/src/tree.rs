@@ -285,6 +285,23 @@ impl<V: Copy> RadixCache<V> {
         Ok(len)
     }
 
+    /// The values of the whole prefix that ends at `id`, root first (what a match ending at `id`
+    /// returned), without touching access statistics.
+    pub fn path_values(&self, id: NodeId) -> Result<Vec<V>, RadixError> {
+        let mut idx = self.live_index(id)?;
+        let mut parts = Vec::new();
+        while idx != ROOT {
+            let node = &self.nodes[idx as usize];
+            parts.push(&node.value[..]);
+            idx = node.parent;
+        }
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts.into_iter().rev() {
+            out.extend_from_slice(part);
+        }
+        Ok(out)
+    }
+
     /// Every value stored in the tree (SGLang's `all_values_flatten`), in no particular order.
     pub fn values(&self) -> Vec<V> {
         self.nodes

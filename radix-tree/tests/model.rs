@@ -95,6 +95,7 @@ impl Harness {
         assert_eq!(m.len(), expect, "match length for {tokens:?} in ns {ns}");
         assert_eq!(m.values, self.model_values(ns, &tokens[..expect]));
         assert_eq!(self.cache.prefix_len(m.last_node).unwrap(), expect);
+        assert_eq!(self.cache.path_values(m.last_node).unwrap(), m.values);
         (expect, m.last_node)
     }
 
