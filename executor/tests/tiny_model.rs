@@ -416,3 +416,158 @@ fn invalid_batches_are_rejected_with_typed_errors() {
         .forward(&batch(ForwardMode::Decode, vec![bad_pos]), &mut kv)
         .is_err());
 }
+
+/// Writes `w` (HF layout) as a Hugging Face directory: config.json, model.safetensors
+/// (embedding as F16, the rest F32) and a small tokenizer.json.
+fn write_hf_dir(w: &LlamaWeights, dir: &std::path::Path) {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let c = &w.config;
+    let config = serde_json::json!({
+        "model_type": "qwen2",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "rms_norm_eps": c.rms_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_position,
+        "tie_word_embeddings": w.lm_head.is_none(),
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    let f32b = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let emb16: Vec<u8> = w
+        .embedding
+        .data
+        .iter()
+        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+        .collect();
+    owned.push((
+        "model.embed_tokens.weight".into(),
+        Dtype::F16,
+        vec![c.vocab_size, c.hidden_size],
+        emb16,
+    ));
+    owned.push((
+        "model.norm.weight".into(),
+        Dtype::F32,
+        vec![c.hidden_size],
+        f32b(&w.final_norm),
+    ));
+    if let Some(h) = &w.lm_head {
+        owned.push((
+            "lm_head.weight".into(),
+            Dtype::F32,
+            vec![h.rows, h.cols],
+            f32b(&h.data),
+        ));
+    }
+    for (i, l) in w.layers.iter().enumerate() {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        let mats = [
+            ("self_attn.q_proj.weight", &l.wq),
+            ("self_attn.k_proj.weight", &l.wk),
+            ("self_attn.v_proj.weight", &l.wv),
+            ("self_attn.o_proj.weight", &l.wo),
+            ("mlp.gate_proj.weight", &l.w_gate),
+            ("mlp.up_proj.weight", &l.w_up),
+            ("mlp.down_proj.weight", &l.w_down),
+        ];
+        for (n, m) in mats {
+            owned.push((p(n), Dtype::F32, vec![m.rows, m.cols], f32b(&m.data)));
+        }
+        let vecs = [
+            ("input_layernorm.weight", Some(&l.attn_norm)),
+            ("post_attention_layernorm.weight", Some(&l.ffn_norm)),
+            ("self_attn.q_proj.bias", l.bq.as_ref()),
+            ("self_attn.k_proj.bias", l.bk.as_ref()),
+            ("self_attn.v_proj.bias", l.bv.as_ref()),
+        ];
+        for (n, v) in vecs {
+            if let Some(v) = v {
+                owned.push((p(n), Dtype::F32, vec![v.len()], f32b(v)));
+            }
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, dt, shape, bytes)| {
+            (
+                n.clone(),
+                TensorView::new(*dt, shape.clone(), bytes).expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))
+        .expect("safetensors");
+    // A tiny byte-level-free BPE tokenizer: "a", "b", "ab".
+    let vocab: tokenizers::models::bpe::Vocab = [
+        ("a".to_string(), 0u32),
+        ("b".to_string(), 1),
+        ("ab".to_string(), 2),
+    ]
+    .into_iter()
+    .collect();
+    let bpe = tokenizers::models::bpe::BPE::builder()
+        .vocab_and_merges(vocab, vec![("a".to_string(), "b".to_string())])
+        .build()
+        .expect("bpe");
+    tokenizers::Tokenizer::new(bpe)
+        .save(dir.join("tokenizer.json"), false)
+        .expect("tokenizer.json");
+}
+
+#[test]
+fn hugging_face_directory_loads_and_matches_reference() {
+    let mut w = random_weights(17, true, false);
+    // The file stores the embedding as f16: the reference uses the same rounded values.
+    for x in &mut w.embedding.data {
+        *x = half::f16::from_f32(*x).to_f32();
+    }
+    let dir = std::env::temp_dir().join(format!("radixserve-executor-hf-{}", std::process::id()));
+    write_hf_dir(&w, &dir);
+    let (m, tok) = executor::load_hf_dir::<CpuBackend>(&dir, &Default::default()).expect("loads");
+    assert_eq!(m.config().rope_style, RopeStyle::Neox);
+    assert_eq!(tok.encode("abab").expect("encodes"), vec![2, 2]);
+    let toks = tokens(13, 11);
+    let reference = reference_forward(&w, &toks);
+    let mut kv = m.new_kv_cache(16);
+    let slots: Vec<usize> = (1..12).collect();
+    let out = m
+        .forward(
+            &batch(
+                ForwardMode::Extend,
+                vec![SequenceInput::new(toks, &[], &slots, true)],
+            ),
+            &mut kv,
+        )
+        .expect("forward");
+    let diff = max_diff(out[0].as_ref().expect("logits"), &reference[10]);
+    eprintln!("HF directory: max |diff| = {diff:e}");
+    assert!(diff < 1e-4, "diff {diff}");
+    // A directory without weights is a typed error.
+    std::fs::remove_file(dir.join("model.safetensors")).expect("rm");
+    let err =
+        executor::load_hf_dir::<CpuBackend>(&dir, &Default::default()).expect_err("no weights");
+    assert!(matches!(err, executor::ExecutorError::NotFound(_)), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gguf_with_unsupported_architecture_is_rejected() {
+    use executor::gguf::{writer, GgufFile, GgufValue};
+    let img = writer::build(
+        &[("general.architecture", GgufValue::String("gpt2".into()))],
+        &[],
+    );
+    let g = GgufFile::parse(img).expect("parses");
+    let err = LlamaWeights::from_gguf(&g).expect_err("gpt2 is not llama");
+    assert!(
+        matches!(err, executor::ExecutorError::UnsupportedArchitecture(ref a) if a == "gpt2"),
+        "{err}"
+    );
+}
