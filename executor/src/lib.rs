@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod error;
 pub mod gguf;
+pub mod kernels;
 pub mod model;
 pub mod runner;
 pub mod sampling;

@@ -6,6 +6,7 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::batch::{ForwardBatch, SequenceInput};
 use crate::error::{ExecutorError, Result};
+use crate::kernels::HostLinear;
 use crate::weights::{HostMatrix, LlamaConfig, LlamaWeights, RopeStyle};
 
 /// Per-layer K and V pools, `[num_slots, kv_heads * head_dim]` each; slot 0 is the padding target.
@@ -57,6 +58,15 @@ struct Layer<B: Backend> {
     ffn_norm: Tensor<B, 1>,
     w_gate_up: Tensor<B, 2>,
     w_down: Tensor<B, 2>,
+    host: Option<LayerHost>,
+}
+
+#[derive(Clone)]
+struct LayerHost {
+    wqkv: HostLinear,
+    wo: HostLinear,
+    w_gate_up: HostLinear,
+    w_down: HostLinear,
 }
 
 /// A Llama/Qwen2/Mistral decoder with dequantised f32 weights on a burn backend
@@ -71,6 +81,8 @@ pub struct LlamaModel<B: Backend> {
     lm_head: Tensor<B, 2>,
     rope_cos: Tensor<B, 2>,
     rope_sin: Tensor<B, 2>,
+    host_lm_head: Option<HostLinear>,
+    host_max_rows: usize,
 }
 
 impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
@@ -156,6 +168,7 @@ impl<B: Backend> LlamaModel<B> {
                 ffn_norm: tensor1(lw.ffn_norm, device),
                 w_gate_up: tensor2(gu, gu_shape, device),
                 w_down: tensor2(wd, wd_shape, device),
+                host: None,
             });
         }
         let head = weights.lm_head.as_ref().unwrap_or(&weights.embedding);
@@ -180,9 +193,63 @@ impl<B: Backend> LlamaModel<B> {
             embedding,
             lm_head,
             layers,
+            host_lm_head: None,
+            host_max_rows: 0,
             device: device.clone(),
             config: c,
         })
+    }
+
+    /// Routes projections of at most `max_rows` token rows (decode batches) through the host
+    /// kernel in [`crate::kernels`] instead of burn's matmul. Meant for CPU backends (the weights
+    /// are read back to host memory once); `max_rows = 0` turns it off.
+    pub fn with_host_kernels(mut self, max_rows: usize) -> Result<Self> {
+        let host = |w: &Tensor<B, 2>| -> Result<HostLinear> {
+            let [inp, out] = w.dims();
+            let data = to_vec(w.clone())?;
+            let t = HostMatrix::new(inp, out, data)?.transposed();
+            HostLinear::new(inp, out, t)
+                .ok_or_else(|| ExecutorError::InvalidBatch("host weight shape".into()))
+        };
+        if max_rows > 0 {
+            for l in &mut self.layers {
+                if l.host.is_none() {
+                    l.host = Some(LayerHost {
+                        wqkv: host(&l.wqkv)?,
+                        wo: host(&l.wo)?,
+                        w_gate_up: host(&l.w_gate_up)?,
+                        w_down: host(&l.w_down)?,
+                    });
+                }
+            }
+            if self.host_lm_head.is_none() {
+                self.host_lm_head = Some(host(&self.lm_head)?);
+            }
+        } else {
+            for l in &mut self.layers {
+                l.host = None;
+            }
+            self.host_lm_head = None;
+        }
+        self.host_max_rows = max_rows;
+        Ok(self)
+    }
+
+    /// `x · w`, through the host kernel for small row counts when enabled.
+    fn linear(
+        &self,
+        x: Tensor<B, 2>,
+        w: &Tensor<B, 2>,
+        host: Option<&HostLinear>,
+    ) -> Result<Tensor<B, 2>> {
+        let [m, _] = x.dims();
+        match host {
+            Some(h) if m <= self.host_max_rows => {
+                let y = h.forward(&to_vec(x)?, m);
+                Ok(tensor2(y, [m, h.out()], &self.device))
+            }
+            _ => Ok(x.matmul(w.clone())),
+        }
     }
 
     /// Model configuration.
@@ -360,7 +427,8 @@ impl<B: Backend> LlamaModel<B> {
         let slot_idx = index::<B>(&out_slots, dev);
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_eps);
-            let mut qkv = hn.matmul(layer.wqkv.clone());
+            let host = layer.host.as_ref();
+            let mut qkv = self.linear(hn, &layer.wqkv, host.map(|h| &h.wqkv))?;
             if let Some(b) = &layer.bqkv {
                 qkv = qkv.add(b.clone().unsqueeze_dim(0));
             }
@@ -399,13 +467,13 @@ impl<B: Backend> LlamaModel<B> {
             if let Some(inv) = &inverse_idx {
                 attn = attn.select(0, inv.clone());
             }
-            x = x.add(attn.matmul(layer.wo.clone()));
+            x = x.add(self.linear(attn, &layer.wo, host.map(|h| &h.wo))?);
             let hn = rms_norm(x.clone(), &layer.ffn_norm, c.rms_eps);
-            let gu = hn.matmul(layer.w_gate_up.clone());
+            let gu = self.linear(hn, &layer.w_gate_up, host.map(|h| &h.w_gate_up))?;
             let ff = c.intermediate_size;
             let gate = gu.clone().narrow(1, 0, ff);
             let up = gu.narrow(1, ff, ff);
-            x = x.add(silu(gate).mul(up).matmul(layer.w_down.clone()));
+            x = x.add(self.linear(silu(gate).mul(up), &layer.w_down, host.map(|h| &h.w_down))?);
         }
         // LM head only at the last token of sampled sequences.
         let rows: Vec<usize> = batch
@@ -420,7 +488,11 @@ impl<B: Backend> LlamaModel<B> {
             return Ok(out);
         }
         let last = x.select(0, index::<B>(&rows, dev));
-        let logits = rms_norm(last, &self.final_norm, c.rms_eps).matmul(self.lm_head.clone());
+        let logits = self.linear(
+            rms_norm(last, &self.final_norm, c.rms_eps),
+            &self.lm_head,
+            self.host_lm_head.as_ref(),
+        )?;
         let flat = to_vec(logits)?;
         let mut chunks = flat.chunks_exact(c.vocab_size);
         for (o, s) in out.iter_mut().zip(&batch.seqs) {

@@ -261,8 +261,11 @@ fn prefix_extend_and_decode_match_reference_at_every_position() {
     let w = random_weights(3, true, false);
     let toks = tokens(9, 20);
     let reference = reference_forward(&w, &toks);
-    for w_model in [w.clone(), to_gguf_layout(w)] {
-        let m = model(w_model);
+    // Burn matmuls only, then the host kernel for projections of up to 8 rows (decode, extend).
+    for (w_model, host_rows) in [(w.clone(), 0), (to_gguf_layout(w.clone()), 0), (w, 8)] {
+        let m = model(w_model)
+            .with_host_kernels(host_rows)
+            .expect("host kernels");
         let mut kv = m.new_kv_cache(64);
         // Scattered, non-monotone slots.
         let slots: Vec<usize> = (0..20).map(|i| 1 + (i * 7) % 60).collect();
@@ -320,35 +323,39 @@ fn mixed_batch_of_extends_and_decodes_matches_reference() {
         reference_forward(&w, &b),
         reference_forward(&w, &c),
     );
-    let m = model(w);
-    let mut kv = m.new_kv_cache(64);
-    let sa: Vec<usize> = (1..10).collect();
-    let sb: Vec<usize> = (20..35).collect();
-    let sc: Vec<usize> = (50..55).collect();
-    // Step 1: a fully, b's first 10 tokens (a chunk: no logits), c's first 4.
-    let step1 = vec![
-        SequenceInput::new(a[..8].to_vec(), &[], &sa[..8], true),
-        SequenceInput::new(b[..10].to_vec(), &[], &sb[..10], false),
-        SequenceInput::new(c[..4].to_vec(), &[], &sc[..4], true),
-    ];
-    let out = m
-        .forward(&batch(ForwardMode::Extend, step1), &mut kv)
-        .expect("step1");
-    assert!(out[1].is_none());
-    assert!(max_diff(out[0].as_ref().expect("a"), &ra[7]) < 1e-4);
-    assert!(max_diff(out[2].as_ref().expect("c"), &rc[3]) < 1e-4);
-    // Step 2 (mixed): decode a and c, extend b's remaining 5 tokens.
-    let step2 = vec![
-        SequenceInput::new(vec![a[8]], &sa[..8], &sa[8..9], true),
-        SequenceInput::new(b[10..].to_vec(), &sb[..10], &sb[10..], true),
-        SequenceInput::new(vec![c[4]], &sc[..4], &sc[4..5], true),
-    ];
-    let out = m
-        .forward(&batch(ForwardMode::Mixed, step2), &mut kv)
-        .expect("step2");
-    for (o, r) in out.iter().zip([&ra[8], &rb[14], &rc[4]]) {
-        let diff = max_diff(o.as_ref().expect("logits"), r);
-        assert!(diff < 1e-4, "mixed diff {diff}");
+    for host_rows in [0, 64] {
+        let m = model(w.clone())
+            .with_host_kernels(host_rows)
+            .expect("host kernels");
+        let mut kv = m.new_kv_cache(64);
+        let sa: Vec<usize> = (1..10).collect();
+        let sb: Vec<usize> = (20..35).collect();
+        let sc: Vec<usize> = (50..55).collect();
+        // Step 1: a fully, b's first 10 tokens (a chunk: no logits), c's first 4.
+        let step1 = vec![
+            SequenceInput::new(a[..8].to_vec(), &[], &sa[..8], true),
+            SequenceInput::new(b[..10].to_vec(), &[], &sb[..10], false),
+            SequenceInput::new(c[..4].to_vec(), &[], &sc[..4], true),
+        ];
+        let out = m
+            .forward(&batch(ForwardMode::Extend, step1), &mut kv)
+            .expect("step1");
+        assert!(out[1].is_none());
+        assert!(max_diff(out[0].as_ref().expect("a"), &ra[7]) < 1e-4);
+        assert!(max_diff(out[2].as_ref().expect("c"), &rc[3]) < 1e-4);
+        // Step 2 (mixed): decode a and c, extend b's remaining 5 tokens.
+        let step2 = vec![
+            SequenceInput::new(vec![a[8]], &sa[..8], &sa[8..9], true),
+            SequenceInput::new(b[10..].to_vec(), &sb[..10], &sb[10..], true),
+            SequenceInput::new(vec![c[4]], &sc[..4], &sc[4..5], true),
+        ];
+        let out = m
+            .forward(&batch(ForwardMode::Mixed, step2), &mut kv)
+            .expect("step2");
+        for (o, r) in out.iter().zip([&ra[8], &rb[14], &rc[4]]) {
+            let diff = max_diff(o.as_ref().expect("logits"), r);
+            assert!(diff < 1e-4, "mixed diff {diff} (host rows {host_rows})");
+        }
     }
 }
 
