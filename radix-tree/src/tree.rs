@@ -285,6 +285,22 @@ impl<V: Copy> RadixCache<V> {
         Ok(len)
     }
 
+    /// The parent of a node (`None` for the root).
+    pub fn parent(&self, id: NodeId) -> Result<Option<NodeId>, RadixError> {
+        let idx = self.live_index(id)?;
+        Ok((idx != ROOT).then(|| self.id_of(self.nodes[idx as usize].parent)))
+    }
+
+    /// The children of a node, in no particular order.
+    pub fn children(&self, id: NodeId) -> Result<Vec<NodeId>, RadixError> {
+        let idx = self.live_index(id)?;
+        Ok(self.nodes[idx as usize]
+            .children
+            .iter()
+            .map(|&(_, c)| self.id_of(c))
+            .collect())
+    }
+
     /// The values of the whole prefix that ends at `id`, root first (what a match ending at `id`
     /// returned), without touching access statistics.
     pub fn path_values(&self, id: NodeId) -> Result<Vec<V>, RadixError> {

@@ -520,3 +520,20 @@ fn policy_names_parse_and_unknown_is_an_error() {
     }
     assert!("bogus".parse::<EvictionPolicy>().is_err());
 }
+
+#[test]
+fn parent_and_children_navigate_the_tree() {
+    let mut c = RadixCache::new(1);
+    let a = c.insert(&key(&[1, 2, 3]), &[1, 2, 3]).unwrap().last_node;
+    let b = c.insert(&key(&[1, 2, 4]), &[1, 2, 4]).unwrap().last_node;
+    let mid = c.parent(a).unwrap().unwrap();
+    assert_eq!(c.parent(b).unwrap(), Some(mid));
+    assert_eq!(c.prefix_len(mid).unwrap(), 2);
+    let mut kids = c.children(mid).unwrap();
+    kids.sort();
+    let mut expect = vec![a, b];
+    expect.sort();
+    assert_eq!(kids, expect);
+    assert_eq!(c.parent(c.parent(mid).unwrap().unwrap()).unwrap(), None);
+    ok(&c);
+}

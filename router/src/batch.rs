@@ -1,0 +1,277 @@
+//! The seam between the control plane and the model: what one forward step computes.
+
+use crate::Slot;
+use radix_tree::Token;
+
+/// What kind of step a batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// Prefill (possibly over a cached prefix, possibly one chunk of a long prompt).
+    Extend,
+    /// One new token per sequence.
+    Decode,
+    /// Extend and decode sequences together.
+    Mixed,
+}
+
+/// Sampling parameters of one request (SGLang / OpenAI semantics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest most-likely set whose probability reaches top_p; 1 disables.
+    pub top_p: f32,
+    /// Drop tokens whose probability is below min_p times the top probability; 0 disables.
+    pub min_p: f32,
+    /// Multiplicative penalty on tokens seen in prompt or output; 1 disables.
+    pub repetition_penalty: f32,
+    /// Subtracted once per earlier occurrence in the output; 0 disables.
+    pub frequency_penalty: f32,
+    /// Subtracted once if the token occurred in the output; 0 disables.
+    pub presence_penalty: f32,
+    /// Seed of the request's random stream (reproducible sampling); `None` = fresh entropy.
+    pub seed: Option<u64>,
+    /// Also return the log-probability of the chosen token.
+    pub return_logprob: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self::greedy()
+    }
+}
+
+impl SamplingParams {
+    /// Argmax decoding without penalties.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+            return_logprob: false,
+        }
+    }
+
+    /// True when sampling reduces to argmax.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == 1
+    }
+
+    /// Rejects out-of-range values with a reason a client can act on.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err("temperature must be finite and >= 0".into());
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err("top_p must be in (0, 1]".into());
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err("min_p must be in [0, 1]".into());
+        }
+        if !(self.repetition_penalty.is_finite()
+            && self.repetition_penalty > 0.0
+            && self.repetition_penalty <= 2.0)
+        {
+            return Err("repetition_penalty must be in (0, 2]".into());
+        }
+        for (name, v) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if !v.is_finite() || !(-2.0..=2.0).contains(&v) {
+                return Err(format!("{name} must be in [-2, 2]"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One sequence's part of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceInput {
+    /// Token ids to compute now (the uncached tail of the sequence, or one decode token).
+    pub token_ids: Vec<Token>,
+    /// Absolute positions of `token_ids`: `prefix_len .. seq_len`.
+    pub positions: Vec<usize>,
+    /// KV slots of the whole sequence, length `seq_len`: cached prefix then the new ones.
+    pub slot_row: Vec<Slot>,
+    /// Where to write the new tokens' K/V (`slot_row[prefix_len..]`; never slot 0).
+    pub out_slots: Vec<Slot>,
+    /// Sample a token at the last position (false for a prefill chunk that is not the last).
+    pub sample: bool,
+    /// Sampling parameters (used only when `sample`).
+    pub sampling: SamplingParams,
+    /// Tokens generated so far (penalties count them; seeded sampling is indexed by their number).
+    pub output_ids: Vec<Token>,
+    /// Prompt tokens (the repetition penalty consults them).
+    pub prompt_ids: Vec<Token>,
+}
+
+impl SequenceInput {
+    /// A sequence whose cached prefix occupies `prefix_slots` and whose new `tokens` go to
+    /// `new_slots`, with greedy sampling and no history.
+    pub fn new(
+        tokens: Vec<Token>,
+        prefix_slots: &[Slot],
+        new_slots: &[Slot],
+        sample: bool,
+    ) -> Self {
+        let prefix_len = prefix_slots.len();
+        let mut slot_row = prefix_slots.to_vec();
+        slot_row.extend_from_slice(new_slots);
+        Self {
+            positions: (prefix_len..prefix_len + tokens.len()).collect(),
+            token_ids: tokens,
+            slot_row,
+            out_slots: new_slots.to_vec(),
+            sample,
+            sampling: SamplingParams::greedy(),
+            output_ids: Vec::new(),
+            prompt_ids: Vec::new(),
+        }
+    }
+
+    /// Number of cached tokens before the new ones.
+    pub fn prefix_len(&self) -> usize {
+        self.slot_row.len().saturating_sub(self.token_ids.len())
+    }
+
+    /// Length of the whole sequence after this step.
+    pub fn seq_len(&self) -> usize {
+        self.slot_row.len()
+    }
+}
+
+/// A batch of sequences for one forward step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardBatch {
+    /// Step kind.
+    pub mode: ForwardMode,
+    /// The sequences, in output order.
+    pub seqs: Vec<SequenceInput>,
+}
+
+impl ForwardBatch {
+    /// Tokens computed by this step.
+    pub fn num_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.token_ids.len()).sum()
+    }
+
+    /// Checks the batch against the contract; `num_slots` is the KV pool size, `vocab` the
+    /// vocabulary size and `max_position` the longest sequence the model supports.
+    pub fn validate(
+        &self,
+        num_slots: usize,
+        vocab: usize,
+        max_position: usize,
+    ) -> Result<(), String> {
+        let mut written = std::collections::HashSet::new();
+        for (i, s) in self.seqs.iter().enumerate() {
+            let n = s.token_ids.len();
+            if n == 0 {
+                return Err(format!("sequence {i} has no new tokens"));
+            }
+            if s.positions.len() != n || s.out_slots.len() != n {
+                return Err(format!(
+                    "sequence {i}: {n} tokens but {} positions and {} output slots",
+                    s.positions.len(),
+                    s.out_slots.len()
+                ));
+            }
+            if s.slot_row.len() < n {
+                return Err(format!(
+                    "sequence {i}: slot row shorter than its new tokens"
+                ));
+            }
+            let prefix = s.slot_row.len() - n;
+            if s.positions
+                .iter()
+                .enumerate()
+                .any(|(j, &p)| p != prefix + j)
+            {
+                return Err(format!(
+                    "sequence {i}: positions must run {prefix}..{}",
+                    s.slot_row.len()
+                ));
+            }
+            if s.slot_row[prefix..] != s.out_slots[..] {
+                return Err(format!(
+                    "sequence {i}: output slots differ from the slot row tail"
+                ));
+            }
+            if s.slot_row.len() > max_position {
+                return Err(format!(
+                    "sequence {i}: length {} exceeds the model's {max_position} positions",
+                    s.slot_row.len()
+                ));
+            }
+            if let Some(&slot) = s.slot_row.iter().find(|&&x| x as usize >= num_slots) {
+                return Err(format!(
+                    "sequence {i}: slot {slot} outside the pool of {num_slots}"
+                ));
+            }
+            for &slot in &s.out_slots {
+                if slot == 0 {
+                    return Err(format!("sequence {i}: slot 0 is reserved for padding"));
+                }
+                if !written.insert(slot) {
+                    return Err(format!("slot {slot} is written twice in one batch"));
+                }
+            }
+            if let Some(&t) = s.token_ids.iter().find(|&&t| t as usize >= vocab) {
+                return Err(format!(
+                    "sequence {i}: token id {t} outside the vocabulary of {vocab}"
+                ));
+            }
+            s.sampling.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// What sampling produced for one sequence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampledToken {
+    /// The chosen token id.
+    pub token: Token,
+    /// Its log-probability, when requested.
+    pub logprob: Option<f32>,
+}
+
+/// Result of one step: per sequence (batch order) the sampled token, `None` when `sample` was false.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepOutput {
+    /// One entry per sequence of the batch.
+    pub tokens: Vec<Option<SampledToken>>,
+}
+
+/// A failed forward step. The scheduler aborts the batch's requests and frees their KV.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("model step failed: {0}")]
+pub struct ModelError(pub String);
+
+/// Runs a forward batch and samples: implemented by the executor (and by fakes in tests).
+pub trait ModelRunner {
+    /// Computes the batch's new tokens (writing their K/V at `out_slots`) and returns one sampled
+    /// token for every sequence with `sample` set.
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError>;
+}
+
+impl<R: ModelRunner + ?Sized> ModelRunner for &mut R {
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError> {
+        (**self).forward(batch)
+    }
+}
+
+impl<R: ModelRunner + ?Sized> ModelRunner for Box<R> {
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError> {
+        (**self).forward(batch)
+    }
+}

@@ -1,0 +1,223 @@
+//! Requests and their state machine.
+
+use crate::batch::SamplingParams;
+use page_manager::{PrefixHit, RowId};
+use radix_tree::{Namespace, Token};
+
+/// A request id, unique among live requests of one scheduler.
+pub type ReqId = u64;
+
+/// When generation stops (decided by the scheduler after each sampled token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopConditions {
+    /// Generate at most this many tokens (0: prefill only).
+    pub max_new_tokens: usize,
+    /// Ignore stop tokens and EOS until this many tokens were generated.
+    pub min_new_tokens: usize,
+    /// Extra token ids that end generation.
+    pub stop_token_ids: Vec<Token>,
+    /// Keep generating past the model's end-of-sequence tokens.
+    pub ignore_eos: bool,
+}
+
+impl Default for StopConditions {
+    fn default() -> Self {
+        StopConditions {
+            max_new_tokens: 128,
+            min_new_tokens: 0,
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why a request finished (SGLang's `finish_reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token (or, decided by the caller, a stop string) ended generation.
+    Stop {
+        /// The stop token, when a token matched.
+        token: Option<Token>,
+        /// The stop string, when text matched.
+        text: Option<String>,
+    },
+    /// `max_new_tokens` was reached.
+    Length {
+        /// The limit that was reached.
+        length: usize,
+    },
+    /// The request was aborted (by the client, or because it could not be served).
+    Abort {
+        /// Why.
+        message: String,
+    },
+}
+
+impl FinishReason {
+    /// SGLang's / OpenAI's name for the reason: `stop`, `length` or `abort`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FinishReason::Stop { .. } => "stop",
+            FinishReason::Length { .. } => "length",
+            FinishReason::Abort { .. } => "abort",
+        }
+    }
+}
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReqStatus {
+    /// Queued (new, or retracted with its output so far).
+    Waiting,
+    /// Admitted; its prompt is being computed in chunks.
+    Prefilling,
+    /// Generating one token per step.
+    Decoding,
+    /// Done.
+    Finished,
+}
+
+/// A generation request as the scheduler tracks it.
+#[derive(Debug, Clone)]
+pub struct Req {
+    /// Caller-chosen id.
+    pub id: ReqId,
+    /// Cache namespace: requests only share cached prefixes within one namespace.
+    pub namespace: Namespace,
+    /// Prompt token ids.
+    pub prompt: Vec<Token>,
+    /// Generated token ids so far.
+    pub output: Vec<Token>,
+    /// How to sample.
+    pub sampling: SamplingParams,
+    /// When to stop.
+    pub stop: StopConditions,
+    /// First prompt position whose logprob is wanted: caps the reusable prefix (SGLang rule).
+    pub logprob_start: Option<usize>,
+    /// Log-probabilities of the generated tokens, when requested.
+    pub output_logprobs: Vec<f32>,
+    pub(crate) status: ReqStatus,
+    pub(crate) row: Option<RowId>,
+    pub(crate) arrival: u64,
+    pub(crate) waited_rounds: u32,
+    pub(crate) lpm_key: usize,
+    pub(crate) lpm_node: Option<radix_tree::NodeId>,
+    pub(crate) lpm_round: u64,
+    pub(crate) hit: Option<PrefixHit>,
+    pub(crate) pending_extend: usize,
+    pub(crate) cached_tokens: usize,
+    pub(crate) already_computed: usize,
+    pub(crate) retracted: bool,
+    pub(crate) retractions: u32,
+    pub(crate) pending_finish: Option<FinishReason>,
+    pub(crate) finish: Option<FinishReason>,
+}
+
+impl Req {
+    /// A request in the shared namespace.
+    pub fn new(
+        id: ReqId,
+        prompt: Vec<Token>,
+        sampling: SamplingParams,
+        stop: StopConditions,
+    ) -> Self {
+        Req {
+            id,
+            namespace: Namespace::shared(),
+            prompt,
+            output: Vec::new(),
+            sampling,
+            stop,
+            logprob_start: None,
+            output_logprobs: Vec::new(),
+            status: ReqStatus::Waiting,
+            row: None,
+            arrival: 0,
+            waited_rounds: 0,
+            lpm_key: 0,
+            lpm_node: None,
+            lpm_round: 0,
+            hit: None,
+            pending_extend: 0,
+            cached_tokens: 0,
+            already_computed: 0,
+            retracted: false,
+            retractions: 0,
+            pending_finish: None,
+            finish: None,
+        }
+    }
+
+    /// The same request in another cache namespace.
+    pub fn with_namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// Where the request is.
+    pub fn status(&self) -> ReqStatus {
+        self.status
+    }
+
+    /// Prompt tokens that were served from the cache (SGLang's `cached_tokens`).
+    pub fn cached_tokens(&self) -> usize {
+        self.cached_tokens
+    }
+
+    /// How often the request was retracted under memory pressure.
+    pub fn retractions(&self) -> u32 {
+        self.retractions
+    }
+
+    /// Why it finished, once it has.
+    pub fn finish_reason(&self) -> Option<&FinishReason> {
+        self.finish.as_ref()
+    }
+
+    /// Prompt followed by output.
+    pub(crate) fn all_tokens(&self) -> Vec<Token> {
+        let mut t = Vec::with_capacity(self.prompt.len() + self.output.len());
+        t.extend_from_slice(&self.prompt);
+        t.extend_from_slice(&self.output);
+        t
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.prompt.len() + self.output.len()
+    }
+
+    pub(crate) fn max_new_left(&self) -> usize {
+        self.stop.max_new_tokens.saturating_sub(self.output.len())
+    }
+
+    /// SGLang's `check_finished` after a token was appended: length first, then stop tokens.
+    pub(crate) fn check_finished(&self, eos: &[Token]) -> Option<FinishReason> {
+        if self.output.len() >= self.stop.max_new_tokens {
+            return Some(FinishReason::Length {
+                length: self.stop.max_new_tokens,
+            });
+        }
+        let last = *self.output.last()?;
+        if self.output.len() < self.stop.min_new_tokens {
+            return None;
+        }
+        if self.stop.stop_token_ids.contains(&last)
+            || (!self.stop.ignore_eos && eos.contains(&last))
+        {
+            return Some(FinishReason::Stop {
+                token: Some(last),
+                text: None,
+            });
+        }
+        None
+    }
+
+    /// Clears the KV-side state after a retraction; the output so far is kept and recomputed.
+    pub(crate) fn reset_for_retract(&mut self) {
+        self.row = None;
+        self.hit = None;
+        self.status = ReqStatus::Waiting;
+        self.retracted = true;
+        self.retractions += 1;
+    }
+}

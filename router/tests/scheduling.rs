@@ -1,0 +1,536 @@
+//! SGLang scheduling behaviours (reference cases 50-68 of section (h)) and the router's own
+//! guarantees, with the deterministic fake runner.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use router::{
+    retract_ratio, retraction_order, AddResult, FinishReason, ForwardMode, Namespace, Plan, Policy,
+    PrefillAdder, RouterError, Scheduler,
+};
+
+fn tokens(seed: u32, n: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(7) ^ seed) % 3)
+        .collect()
+}
+
+#[test]
+fn policy_names_parse_and_cache_aware_become_fcfs_without_cache() {
+    assert_eq!("lpm".parse::<Policy>().unwrap(), Policy::Lpm);
+    assert_eq!("fcfs".parse::<Policy>().unwrap(), Policy::Fcfs);
+    assert_eq!("dfs-weight".parse::<Policy>().unwrap(), Policy::DfsWeight);
+    assert!("invalid".parse::<Policy>().is_err());
+    let mut cfg = config(1, 256);
+    cfg.policy = Policy::Lpm;
+    cfg.disable_radix_cache = true;
+    assert_eq!(Scheduler::new(cfg).unwrap().policy(), Policy::Fcfs);
+}
+
+#[test]
+fn fcfs_keeps_arrival_order() {
+    let mut s = Scheduler::new(config(1, 256)).unwrap();
+    for id in [1, 3, 2] {
+        s.add_request(req(id, vec![1, 2, 3], 4)).unwrap();
+    }
+    assert_eq!(s.preview_order(), vec![1, 3, 2]);
+}
+
+/// Runs one request to completion so that its prompt (and output) are cached.
+fn warm(s: &mut Scheduler, r: &mut FakeRunner, id: u64, prompt: Vec<u32>) {
+    s.add_request(req(id, prompt, 1)).unwrap();
+    run_to_idle(s, r, 100);
+}
+
+#[test]
+fn lpm_orders_by_longest_cached_prefix_and_keeps_arrival_order_on_ties() {
+    let mut cfg = config(1, 2048);
+    cfg.policy = Policy::Lpm;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    let base: Vec<u32> = (0..100).map(|i| i % 3).collect();
+    warm(&mut s, &mut r, 100, base.clone());
+    let mut a = base[..50].to_vec();
+    a.extend([9; 60]);
+    let b = vec![8; 110];
+    let mut c = base.clone();
+    c.extend([7; 10]);
+    let mut d = base[..50].to_vec();
+    d.extend([6; 60]);
+    s.add_request(req(1, a, 4)).unwrap();
+    s.add_request(req(2, b, 4)).unwrap();
+    s.add_request(req(3, c, 4)).unwrap();
+    s.add_request(req(4, d, 4)).unwrap();
+    assert_eq!(s.preview_order(), vec![3, 1, 4, 2]);
+}
+
+#[test]
+fn lpm_does_not_fall_back_to_fcfs_on_long_queues() {
+    let mut cfg = config(1, 8192);
+    cfg.policy = Policy::Lpm;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    let base: Vec<u32> = vec![5; 40];
+    warm(&mut s, &mut r, 10_000, base.clone());
+    for id in 0..200u64 {
+        let mut p = vec![4u32; 8];
+        p.push(id as u32 % 3);
+        s.add_request(req(id, p, 2)).unwrap();
+    }
+    let mut hit = base.clone();
+    hit.push(1);
+    s.add_request(req(500, hit, 2)).unwrap();
+    assert_eq!(
+        s.preview_order()[0],
+        500,
+        "the cache hit goes first even with 201 waiting"
+    );
+}
+
+#[test]
+fn in_batch_prefix_caching_defers_sharers_of_an_uncached_prefix() {
+    let mut cfg = config(1, 2048);
+    cfg.policy = Policy::Lpm;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let shared = tokens(1, 64);
+    for id in 1..=3u64 {
+        let mut p = shared.clone();
+        p.extend([id as u32 + 3; 4]);
+        s.add_request(req(id, p, 2)).unwrap();
+    }
+    s.add_request(req(4, vec![9; 20], 2)).unwrap();
+    assert_eq!(s.preview_order(), vec![1, 4, 2, 3]);
+}
+
+#[test]
+fn in_batch_prefix_caching_ignores_short_shared_prefixes() {
+    let mut cfg = config(1, 2048);
+    cfg.policy = Policy::Lpm;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let shared = tokens(1, 20);
+    for id in 1..=3u64 {
+        let mut p = shared.clone();
+        p.extend([id as u32 + 3; 4]);
+        s.add_request(req(id, p, 2)).unwrap();
+    }
+    s.add_request(req(4, vec![9; 20], 2)).unwrap();
+    assert_eq!(s.preview_order(), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn dfs_weight_visits_heaviest_subtrees_first_and_parents_after_children() {
+    let mut cfg = config(1, 4096);
+    cfg.policy = Policy::DfsWeight;
+    cfg.in_batch_prefix_check = None;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    // Tree: a = [1;10], b = a + [2;10], c = a + [3;10].
+    let a = vec![1u32; 10];
+    let mut b = a.clone();
+    b.extend([2; 10]);
+    let mut c = a.clone();
+    c.extend([3; 10]);
+    warm(&mut s, &mut r, 100, b.clone());
+    warm(&mut s, &mut r, 101, c.clone());
+    let with = |mut p: Vec<u32>, t: u32| {
+        p.extend([t, t]);
+        p
+    };
+    s.add_request(req(1, with(a.clone(), 9), 2)).unwrap(); // at a
+    s.add_request(req(2, with(c.clone(), 9), 2)).unwrap(); // at c
+    s.add_request(req(3, with(b.clone(), 8), 2)).unwrap(); // at b
+    s.add_request(req(4, vec![7, 7, 7], 2)).unwrap(); // at root
+    s.add_request(req(5, with(b.clone(), 9), 2)).unwrap(); // at b
+    let order = s.preview_order();
+    assert_eq!(order.len(), 5);
+    let pos = |id: u64| order.iter().position(|&x| x == id).unwrap();
+    assert!(
+        pos(3) < pos(2) && pos(5) < pos(2),
+        "b (weight 2) before c (weight 1): {order:?}"
+    );
+    assert!(pos(2) < pos(1), "children before their parent: {order:?}");
+    assert_eq!(
+        *order.last().unwrap(),
+        4,
+        "root's own requests last: {order:?}"
+    );
+}
+
+#[test]
+fn lof_orders_by_max_new_tokens_descending() {
+    let mut cfg = config(1, 2048);
+    cfg.policy = Policy::Lof;
+    let mut s = Scheduler::new(cfg).unwrap();
+    s.add_request(req(1, vec![1, 2], 10)).unwrap();
+    s.add_request(req(2, vec![1, 2], 100)).unwrap();
+    s.add_request(req(3, vec![1, 2], 50)).unwrap();
+    assert_eq!(s.preview_order(), vec![2, 3, 1]);
+}
+
+#[test]
+fn budget_rejects_when_future_reservations_exceed_the_pool() {
+    let mut a = PrefillAdder::new(1, 0.7, 4096, [], 16384, None);
+    assert_eq!(a.precheck(100, 200, 1000), None);
+    assert_eq!(a.plan(100, 200, 1000), Plan::Whole);
+    assert_eq!(a.reserved_tokens(), 300.0);
+    assert_eq!(a.precheck(100, 700, 1000), Some(AddResult::NoToken));
+}
+
+#[test]
+fn running_requests_reserve_clipped_decode_tokens() {
+    let a = PrefillAdder::new(1, 0.7, 4096, [(1000, 100)], 16384, None);
+    assert!((a.reserved_tokens() - 630.0).abs() < 1e-9);
+    let b = PrefillAdder::new(1, 0.7, 4096, [(10000, 0)], 16384, None);
+    assert!((b.reserved_tokens() - 2867.2).abs() < 1e-6);
+}
+
+#[test]
+fn first_request_may_exceed_max_prefill_tokens() {
+    let mut a = PrefillAdder::new(1, 0.7, 4096, [], 100, None);
+    assert_eq!(a.precheck(500, 10, 100_000), None);
+    assert_eq!(a.plan(500, 10, 100_000), Plan::Whole);
+    assert_eq!(a.budget_state(100_000), AddResult::Other);
+    assert_eq!(a.precheck(10, 10, 100_000), Some(AddResult::Other));
+}
+
+#[test]
+fn chunked_prefill_budget_splits_a_long_prompt() {
+    let mut a = PrefillAdder::new(1, 0.7, 4096, [], 16384, Some(256));
+    assert_eq!(a.plan(1000, 50, 100_000), Plan::Chunk(256));
+    assert_eq!(
+        a.reserved_tokens(),
+        256.0,
+        "no decode reservation for a chunk"
+    );
+    assert_eq!(a.budget_state(100_000), AddResult::Other);
+    let mut left = 1000 - 256;
+    let mut chunks = vec![256];
+    while left > 0 {
+        let mut next = PrefillAdder::new(1, 0.7, 4096, [], 16384, Some(256));
+        let n = next.add_chunked(left, 50, 100_000);
+        if n == left {
+            assert_eq!(
+                next.reserved_tokens(),
+                (n + 50) as f64,
+                "last chunk reserves max_new"
+            );
+        }
+        chunks.push(n);
+        left -= n;
+    }
+    assert_eq!(chunks, vec![256, 256, 256, 232]);
+}
+
+#[test]
+fn paged_chunks_are_page_aligned() {
+    let mut a = PrefillAdder::new(16, 0.7, 4096, [], 16384, Some(100));
+    assert_eq!(a.plan(1000, 10, 100_000), Plan::Chunk(96));
+    let mut b = PrefillAdder::new(16, 0.7, 4096, [], 16384, Some(10));
+    assert_eq!(b.plan(1000, 10, 100_000), Plan::Reject(AddResult::Other));
+}
+
+#[test]
+fn retraction_takes_fewest_outputs_first_and_longest_prompt_on_ties() {
+    // A(5,100), B(1,50), C(1,200), D(9,10)
+    let order = retraction_order(&[(5, 100), (1, 50), (1, 200), (9, 10)]);
+    assert_eq!(&order[..2], &[2, 1]);
+}
+
+#[test]
+fn retraction_ratio_formula() {
+    let r = retract_ratio(30, 2, 20, 200);
+    assert!((r - 70.0 / 201.0).abs() < 1e-12);
+    assert_eq!(retract_ratio(1000, 2, 20, 10), 1.0);
+}
+
+#[test]
+fn prefix_skip_computes_only_the_uncached_suffix() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner {
+        record: true,
+        ..FakeRunner::default()
+    };
+    warm(&mut s, &mut r, 1, vec![1, 2, 3]);
+    r.batches.clear();
+    s.add_request(req(2, vec![1, 2, 3, 4, 5], 1)).unwrap();
+    let out = run_to_idle(&mut s, &mut r, 10);
+    let b = &r.batches[0];
+    assert_eq!(b.mode, ForwardMode::Extend);
+    let seq = &b.seqs[0];
+    assert_eq!(seq.token_ids, vec![4, 5]);
+    assert_eq!(seq.positions, vec![3, 4]);
+    assert_eq!(seq.slot_row.len(), 5);
+    assert_eq!(&seq.slot_row[3..], &seq.out_slots[..]);
+    assert_eq!(out[&2].cached, 3);
+    assert_eq!(
+        out[&2].tokens,
+        reference(&[1, 2, 3, 4, 5], &req(2, vec![], 1).stop)
+    );
+}
+
+#[test]
+fn decode_writes_one_slot_at_the_next_position() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner {
+        record: true,
+        ..FakeRunner::default()
+    };
+    s.add_request(req(1, vec![1, 2, 3, 4, 5], 3)).unwrap();
+    run_to_idle(&mut s, &mut r, 10);
+    let d = &r.batches[1];
+    assert_eq!(d.mode, ForwardMode::Decode);
+    assert_eq!(d.seqs[0].positions, vec![5]);
+    assert_eq!(d.seqs[0].slot_row.len(), 6);
+}
+
+#[test]
+fn identical_prompt_hits_all_but_the_last_token() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner::default();
+    let p = tokens(3, 12);
+    s.add_request(req(1, p.clone(), 1)).unwrap();
+    let first = run_to_idle(&mut s, &mut r, 10);
+    assert_eq!(first[&1].cached, 0);
+    assert_eq!(first[&1].finish.as_deref(), Some("length"));
+    s.add_request(req(2, p.clone(), 1)).unwrap();
+    let second = run_to_idle(&mut s, &mut r, 10);
+    assert_eq!(second[&2].cached, p.len() - 1);
+    assert_eq!(second[&2].tokens, first[&1].tokens);
+}
+
+#[test]
+fn paged_identical_prompt_hits_whole_pages() {
+    let mut s = Scheduler::new(config(4, 128)).unwrap();
+    let mut r = FakeRunner::default();
+    let p = tokens(3, 11);
+    s.add_request(req(1, p.clone(), 1)).unwrap();
+    run_to_idle(&mut s, &mut r, 10);
+    s.add_request(req(2, p.clone(), 1)).unwrap();
+    let second = run_to_idle(&mut s, &mut r, 10);
+    assert_eq!(second[&2].cached, 8, "floor((11 - 1) / 4) * 4");
+}
+
+#[test]
+fn chunked_prefill_counts_no_cache_hit_for_own_chunks() {
+    let mut cfg = config(1, 512);
+    cfg.chunked_prefill_size = Some(4);
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner {
+        record: true,
+        ..FakeRunner::default()
+    };
+    let p = tokens(5, 10);
+    s.add_request(req(1, p.clone(), 3)).unwrap();
+    let out = run_to_idle(&mut s, &mut r, 20);
+    let extend_sizes: Vec<usize> = r
+        .batches
+        .iter()
+        .filter(|b| b.mode == ForwardMode::Extend)
+        .map(|b| b.seqs[0].token_ids.len())
+        .collect();
+    assert_eq!(extend_sizes, vec![4, 4, 2]);
+    assert_eq!(out[&1].cached, 0);
+    assert_eq!(out[&1].tokens, reference(&p, &req(1, vec![], 3).stop));
+}
+
+#[test]
+fn abort_of_a_queued_request_touches_no_kv() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    s.add_request(req(1, vec![1, 2, 3], 3)).unwrap();
+    let before = s.check_invariants().unwrap();
+    assert!(s.abort(1, "client went away"));
+    let events = s.take_events();
+    assert!(matches!(
+        &events[0],
+        router::Event::Finished {
+            id: 1,
+            reason: FinishReason::Abort { .. },
+            ..
+        }
+    ));
+    assert_eq!(s.check_invariants().unwrap(), before);
+    assert!(s.is_idle());
+    assert!(!s.abort(1, "again"), "unknown ids are reported");
+}
+
+#[test]
+fn abort_of_a_running_request_caches_its_computed_kv() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner::default();
+    let p = tokens(7, 16);
+    s.add_request(req(1, p.clone(), 50)).unwrap();
+    s.step(&mut r).unwrap();
+    s.step(&mut r).unwrap();
+    assert!(s.abort(1, "stop"));
+    let mut out = std::collections::HashMap::new();
+    s.step(&mut r).unwrap();
+    collect(&mut s, &mut out);
+    assert_eq!(out[&1].finish.as_deref(), Some("abort"));
+    assert!(s.is_idle());
+    s.check_invariants().unwrap();
+    s.add_request(req(2, p.clone(), 1)).unwrap();
+    let again = run_to_idle(&mut s, &mut r, 10);
+    assert!(again[&2].cached > 0);
+}
+
+#[test]
+fn flush_only_when_idle() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner::default();
+    s.add_request(req(1, vec![1, 2, 3, 4], 5)).unwrap();
+    s.step(&mut r).unwrap();
+    assert!(matches!(s.flush_cache(), Err(RouterError::Busy(1))));
+    run_to_idle(&mut s, &mut r, 20);
+    s.flush_cache().unwrap();
+    s.add_request(req(2, vec![1, 2, 3, 4], 1)).unwrap();
+    let out = run_to_idle(&mut s, &mut r, 20);
+    assert_eq!(out[&2].cached, 0);
+}
+
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let mut cfg = config(1, 64);
+    cfg.context_length = 32;
+    let mut s = Scheduler::new(cfg).unwrap();
+    assert!(matches!(
+        s.add_request(req(1, vec![], 3)),
+        Err(RouterError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        s.add_request(req(1, vec![1; 30], 3)),
+        Err(RouterError::InvalidRequest(_))
+    ));
+    let mut bad = req(1, vec![1], 3);
+    bad.sampling.top_p = 0.0;
+    assert!(matches!(
+        s.add_request(bad),
+        Err(RouterError::InvalidRequest(_))
+    ));
+    s.add_request(req(1, vec![1], 3)).unwrap();
+    assert!(matches!(
+        s.add_request(req(1, vec![2], 3)),
+        Err(RouterError::DuplicateId(1))
+    ));
+    assert_eq!(s.num_waiting(), 1);
+}
+
+#[test]
+fn stop_tokens_eos_and_min_new_tokens() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner::default();
+    let p = tokens(11, 6);
+    let free_run = reference(&p, &req(0, vec![], 40).stop);
+    let stop_tok = free_run[3];
+    let mut q = req(1, p.clone(), 40);
+    q.stop.stop_token_ids = vec![stop_tok];
+    let expect = reference(&p, &q.stop);
+    s.add_request(q).unwrap();
+    let out = run_to_idle(&mut s, &mut r, 100);
+    assert_eq!(out[&1].tokens, expect);
+    assert_eq!(out[&1].finish.as_deref(), Some("stop"));
+    assert_eq!(*out[&1].tokens.last().unwrap(), stop_tok);
+}
+
+#[test]
+fn a_failed_forward_aborts_its_requests_and_frees_their_kv() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner {
+        fail_on_call: Some(2),
+        ..FakeRunner::default()
+    };
+    s.add_request(req(1, tokens(1, 8), 5)).unwrap();
+    s.add_request(req(2, tokens(2, 8), 5)).unwrap();
+    s.step(&mut r).unwrap();
+    let report = s.step(&mut r).unwrap().unwrap();
+    assert!(report.error.is_some());
+    let mut out = std::collections::HashMap::new();
+    collect(&mut s, &mut out);
+    assert_eq!(out[&1].finish.as_deref(), Some("abort"));
+    assert!(s.is_idle());
+    s.check_invariants().unwrap();
+    assert_eq!(
+        s.kv().tree().total_size(),
+        16,
+        "prefill KV was cached before the failure"
+    );
+}
+
+#[test]
+fn retraction_under_memory_pressure_preserves_outputs() {
+    // 4 requests whose decode cannot all fit: some are retracted and re-run.
+    let mut cfg = config(1, 48);
+    cfg.max_running_requests = 4;
+    cfg.schedule_conservativeness = 0.01;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    let prompts: Vec<Vec<u32>> = (0..4).map(|i| tokens(20 + i, 8)).collect();
+    for (i, p) in prompts.iter().enumerate() {
+        s.add_request(req(i as u64, p.clone(), 12)).unwrap();
+    }
+    let out = run_to_idle(&mut s, &mut r, 500);
+    assert!(
+        s.counters().retractions > 0,
+        "the pool was meant to force retraction"
+    );
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(
+            out[&(i as u64)].tokens,
+            reference(p, &req(0, vec![], 12).stop),
+            "request {i}"
+        );
+    }
+}
+
+#[test]
+fn namespaces_never_share_cached_prefixes() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner::default();
+    let p = tokens(9, 12);
+    s.add_request(req_ns(1, p.clone(), 1, Namespace::salted("a")))
+        .unwrap();
+    run_to_idle(&mut s, &mut r, 10);
+    s.add_request(req_ns(2, p.clone(), 1, Namespace::salted("b")))
+        .unwrap();
+    s.add_request(req_ns(3, p.clone(), 1, Namespace::salted("a")))
+        .unwrap();
+    let out = run_to_idle(&mut s, &mut r, 10);
+    assert_eq!(out[&2].cached, 0);
+    assert_eq!(out[&3].cached, 11);
+}
+
+#[test]
+fn lpm_aging_bounds_the_wait_of_a_cache_miss() {
+    // A steady stream of cache hits must not starve a miss forever.
+    let mut cfg = config(1, 4096);
+    cfg.policy = Policy::Lpm;
+    cfg.max_running_requests = 2;
+    cfg.max_wait_rounds = 5;
+    cfg.in_batch_prefix_check = None;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    let hot = vec![1u32; 64];
+    warm(&mut s, &mut r, 9_999, hot.clone());
+    s.add_request(req(0, vec![2; 8], 2)).unwrap(); // the miss
+    let mut next = 1u64;
+    let mut admitted_at = None;
+    for round in 0..200 {
+        // Keep the queue full of hits.
+        while s.num_waiting() < 6 {
+            let mut p = hot.clone();
+            p.push((next % 3) as u32);
+            s.add_request(req(next, p, 2)).unwrap();
+            next += 1;
+        }
+        s.step(&mut r).unwrap();
+        if !s.waiting_ids().contains(&0) {
+            admitted_at = Some(round);
+            break;
+        }
+    }
+    let rounds = admitted_at.expect("the cache miss was never admitted");
+    // Each step is at most one prefill round; the bound is max_wait_rounds prefill rounds plus
+    // the decode steps of the (bounded) running batch in between.
+    assert!(rounds <= 5 * 4, "admitted after {rounds} steps");
+}
