@@ -40,36 +40,42 @@ fn bench(c: &mut Criterion) {
 
     // Decode at context 128: each sequence has a cached 128-token prompt and computes one token.
     let ctx = 128;
-    let mut g = c.benchmark_group("decode_ctx128");
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .warm_up_time(Duration::from_secs(1));
-    for bs in [1usize, 8, 32] {
-        let mut exec = Executor::new(model.clone(), bs * (ctx + 1) + 1);
-        let rows: Vec<Vec<usize>> = (0..bs)
-            .map(|i| (1 + i * (ctx + 1)..1 + (i + 1) * (ctx + 1)).collect())
-            .collect();
-        let prefill = ForwardBatch {
-            mode: ForwardMode::Extend,
-            seqs: rows
-                .iter()
-                .map(|r| SequenceInput::new(prompt(ctx), &[], &r[..ctx], false))
-                .collect(),
-        };
-        exec.step(&prefill).expect("prefill");
-        let decode = ForwardBatch {
-            mode: ForwardMode::Decode,
-            seqs: rows
-                .iter()
-                .map(|r| SequenceInput::new(vec![42], &r[..ctx], &r[ctx..], true))
-                .collect(),
-        };
-        g.throughput(Throughput::Elements(bs as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(bs), &bs, |b, _| {
-            b.iter(|| exec.step(&decode).expect("decode"))
-        });
+    let fast = model.clone().with_host_kernels(32).expect("host kernels");
+    for (name, m) in [
+        ("decode_ctx128_burn", &model),
+        ("decode_ctx128_host", &fast),
+    ] {
+        let mut g = c.benchmark_group(name);
+        g.sample_size(10)
+            .measurement_time(Duration::from_secs(5))
+            .warm_up_time(Duration::from_secs(1));
+        for bs in [1usize, 8, 32] {
+            let mut exec = Executor::new(m.clone(), bs * (ctx + 1) + 1);
+            let rows: Vec<Vec<usize>> = (0..bs)
+                .map(|i| (1 + i * (ctx + 1)..1 + (i + 1) * (ctx + 1)).collect())
+                .collect();
+            let prefill = ForwardBatch {
+                mode: ForwardMode::Extend,
+                seqs: rows
+                    .iter()
+                    .map(|r| SequenceInput::new(prompt(ctx), &[], &r[..ctx], false))
+                    .collect(),
+            };
+            exec.step(&prefill).expect("prefill");
+            let decode = ForwardBatch {
+                mode: ForwardMode::Decode,
+                seqs: rows
+                    .iter()
+                    .map(|r| SequenceInput::new(vec![42], &r[..ctx], &r[ctx..], true))
+                    .collect(),
+            };
+            g.throughput(Throughput::Elements(bs as u64));
+            g.bench_with_input(BenchmarkId::from_parameter(bs), &bs, |b, _| {
+                b.iter(|| exec.step(&decode).expect("decode"))
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -425,6 +425,7 @@ impl<B: Backend> LlamaModel<B> {
         let cos = self.rope_cos.clone().select(0, pos_idx.clone());
         let sin = self.rope_sin.clone().select(0, pos_idx);
         let slot_idx = index::<B>(&out_slots, dev);
+        let placeholder = Tensor::<B, 2>::zeros([1, 1], dev);
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_eps);
             let host = layer.host.as_ref();
@@ -441,20 +442,16 @@ impl<B: Backend> LlamaModel<B> {
             let q = self.rope(q, &cos, &sin).reshape([t, h * hd]);
             let k = self.rope(k, &cos, &sin).reshape([t, kvh * hd]);
             // Write K/V at the output slots: 0.21's select_assign only adds, so add (new - old).
+            // The pool is moved out (not cloned) so that the backend can update it in place
+            // instead of copying the whole pool.
             let old_k = kv.k[li].clone().select(0, slot_idx.clone());
             let old_v = kv.v[li].clone().select(0, slot_idx.clone());
-            kv.k[li] = kv.k[li].clone().select_assign(
-                0,
-                slot_idx.clone(),
-                k.sub(old_k),
-                IndexingUpdateOp::Add,
-            );
-            kv.v[li] = kv.v[li].clone().select_assign(
-                0,
-                slot_idx.clone(),
-                v.sub(old_v),
-                IndexingUpdateOp::Add,
-            );
+            let pool_k = std::mem::replace(&mut kv.k[li], placeholder.clone());
+            kv.k[li] =
+                pool_k.select_assign(0, slot_idx.clone(), k.sub(old_k), IndexingUpdateOp::Add);
+            let pool_v = std::mem::replace(&mut kv.v[li], placeholder.clone());
+            kv.v[li] =
+                pool_v.select_assign(0, slot_idx.clone(), v.sub(old_v), IndexingUpdateOp::Add);
             let parts: Vec<Tensor<B, 2>> = groups
                 .iter()
                 .map(|g| self.attend_group(&q, &kv.k[li], &kv.v[li], g))
