@@ -26,7 +26,7 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1));
     for n in [128usize, 512] {
         let mut exec = Executor::new(model.clone(), n + 1);
-        let slots: Vec<usize> = (1..=n).collect();
+        let slots: Vec<u32> = (1..=n as u32).collect();
         let batch = ForwardBatch {
             mode: ForwardMode::Extend,
             seqs: vec![SequenceInput::new(prompt(n), &[], &slots, true)],
@@ -51,8 +51,12 @@ fn bench(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1));
         for bs in [1usize, 8, 32] {
             let mut exec = Executor::new(m.clone(), bs * (ctx + 1) + 1);
-            let rows: Vec<Vec<usize>> = (0..bs)
-                .map(|i| (1 + i * (ctx + 1)..1 + (i + 1) * (ctx + 1)).collect())
+            let rows: Vec<Vec<u32>> = (0..bs)
+                .map(|i| {
+                    (1 + i * (ctx + 1)..1 + (i + 1) * (ctx + 1))
+                        .map(|s| s as u32)
+                        .collect()
+                })
                 .collect();
             let prefill = ForwardBatch {
                 mode: ForwardMode::Extend,

@@ -316,7 +316,9 @@ impl<B: Backend> LlamaModel<B> {
         let mut mask = vec![f32::NEG_INFINITY; b * n_max * l_max];
         let mut keep = Vec::new();
         for (bi, (s, start)) in seqs.iter().enumerate() {
-            kv_idx[bi * l_max..bi * l_max + s.slot_row.len()].copy_from_slice(&s.slot_row);
+            for (dst, &slot) in kv_idx[bi * l_max..].iter_mut().zip(&s.slot_row) {
+                *dst = slot as usize;
+            }
             let n = s.token_ids.len();
             let prefix = s.slot_row.len() - n;
             for i in 0..n_max {
@@ -374,7 +376,7 @@ impl<B: Backend> LlamaModel<B> {
         kv: &mut KvCache<B>,
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.config;
-        batch.validate(kv.num_slots, c.vocab_size, c.max_position)?;
+        crate::batch::validate(batch, kv.num_slots, c.vocab_size, c.max_position)?;
         if kv.k.len() != c.num_layers {
             return Err(ExecutorError::InvalidBatch(
                 "KV cache built for another model".into(),
@@ -392,7 +394,7 @@ impl<B: Backend> LlamaModel<B> {
             starts.push(ids.len());
             ids.extend(s.token_ids.iter().map(|&t| t as usize));
             positions.extend_from_slice(&s.positions);
-            out_slots.extend_from_slice(&s.out_slots);
+            out_slots.extend(s.out_slots.iter().map(|&x| x as usize));
         }
         let t = ids.len();
         let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
@@ -441,17 +443,21 @@ impl<B: Backend> LlamaModel<B> {
             let v = qkv.narrow(1, (h + kvh) * hd, kvh * hd);
             let q = self.rope(q, &cos, &sin).reshape([t, h * hd]);
             let k = self.rope(k, &cos, &sin).reshape([t, kvh * hd]);
-            // Write K/V at the output slots: 0.21's select_assign only adds, so add (new - old).
+            // Write K/V at the output slots. 0.21's select_assign only adds, so first add -old
+            // (x + -x is exactly 0) and then new (0 + new is exactly new): a reused slot holds
+            // exactly the new value, with no rounding from an `old + (new - old)` update.
             // The pool is moved out (not cloned) so that the backend can update it in place
             // instead of copying the whole pool.
             let old_k = kv.k[li].clone().select(0, slot_idx.clone());
             let old_v = kv.v[li].clone().select(0, slot_idx.clone());
             let pool_k = std::mem::replace(&mut kv.k[li], placeholder.clone());
-            kv.k[li] =
-                pool_k.select_assign(0, slot_idx.clone(), k.sub(old_k), IndexingUpdateOp::Add);
+            kv.k[li] = pool_k
+                .select_assign(0, slot_idx.clone(), old_k.neg(), IndexingUpdateOp::Add)
+                .select_assign(0, slot_idx.clone(), k, IndexingUpdateOp::Add);
             let pool_v = std::mem::replace(&mut kv.v[li], placeholder.clone());
-            kv.v[li] =
-                pool_v.select_assign(0, slot_idx.clone(), v.sub(old_v), IndexingUpdateOp::Add);
+            kv.v[li] = pool_v
+                .select_assign(0, slot_idx.clone(), old_v.neg(), IndexingUpdateOp::Add)
+                .select_assign(0, slot_idx.clone(), v, IndexingUpdateOp::Add);
             let parts: Vec<Tensor<B, 2>> = groups
                 .iter()
                 .map(|g| self.attend_group(&q, &kv.k[li], &kv.v[li], g))

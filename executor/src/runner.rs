@@ -55,6 +55,16 @@ impl<B: Backend> Executor<B> {
     }
 }
 
+impl<B: Backend> router::ModelRunner for Executor<B> {
+    fn forward(
+        &mut self,
+        batch: &ForwardBatch,
+    ) -> std::result::Result<StepOutput, router::ModelError> {
+        self.step(batch)
+            .map_err(|e| router::ModelError(e.to_string()))
+    }
+}
+
 /// Loads a GGUF model and its tokenizer.
 pub fn load_gguf<B: Backend>(
     path: &Path,

@@ -8,76 +8,7 @@ use rand::{Rng, SeedableRng};
 use crate::batch::SampledToken;
 use crate::error::{ExecutorError, Result};
 
-/// Sampling parameters of one request (SGLang/OpenAI semantics).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
-    /// Softmax temperature; 0 means greedy (argmax).
-    pub temperature: f32,
-    /// Keep only the k most likely tokens; 0 disables.
-    pub top_k: usize,
-    /// Keep the smallest most-likely set whose probability reaches top_p; 1 disables.
-    pub top_p: f32,
-    /// Drop tokens whose probability is below min_p times the top probability; 0 disables.
-    pub min_p: f32,
-    /// Multiplicative penalty on tokens seen in prompt or output (HF/CTRL rule); 1 disables.
-    pub repetition_penalty: f32,
-    /// Subtracted once per earlier occurrence in the output; 0 disables.
-    pub frequency_penalty: f32,
-    /// Subtracted once if the token occurred in the output; 0 disables.
-    pub presence_penalty: f32,
-    /// Seed of the request's random stream (reproducible sampling); None = fresh entropy.
-    pub seed: Option<u64>,
-    /// Also return the log-probability of the chosen token.
-    pub return_logprob: bool,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self::greedy()
-    }
-}
-
-impl SamplingParams {
-    /// Argmax decoding without penalties.
-    pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            seed: None,
-            return_logprob: false,
-        }
-    }
-
-    /// Rejects out-of-range values (negative temperature, top_p outside (0, 1], ...).
-    pub fn validate(&self) -> Result<()> {
-        let bad = |s: &str| Err(ExecutorError::InvalidSampling(s.into()));
-        if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad("temperature must be finite and >= 0");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top_p must be in (0, 1]");
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return bad("min_p must be in [0, 1]");
-        }
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad("repetition_penalty must be > 0");
-        }
-        if !self.frequency_penalty.is_finite() || !self.presence_penalty.is_finite() {
-            return bad("frequency/presence penalties must be finite");
-        }
-        Ok(())
-    }
-
-    fn is_greedy(&self) -> bool {
-        self.temperature == 0.0 || self.top_k == 1
-    }
-}
+pub use router::SamplingParams;
 
 /// Applies repetition, frequency and presence penalties in place.
 pub fn apply_penalties(

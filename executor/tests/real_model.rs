@@ -66,14 +66,14 @@ fn executor(l: &Loaded, slots: usize) -> Executor<CpuBackend> {
 /// Slots are taken from `next_slot` upwards. Returns the generated ids and the slot rows.
 fn generate(
     exec: &mut Executor<CpuBackend>,
-    prompts: &[(Vec<u32>, Vec<usize>)],
+    prompts: &[(Vec<u32>, Vec<u32>)],
     n: usize,
-    next_slot: &mut usize,
-) -> (Vec<Vec<u32>>, Vec<Vec<usize>>) {
-    let mut rows: Vec<Vec<usize>> = prompts.iter().map(|(_, prefix)| prefix.clone()).collect();
+    next_slot: &mut u32,
+) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let mut rows: Vec<Vec<u32>> = prompts.iter().map(|(_, prefix)| prefix.clone()).collect();
     let mut seqs = Vec::new();
     for ((prompt, prefix), row) in prompts.iter().zip(&mut rows) {
-        let new: Vec<usize> = (0..prompt.len() - prefix.len())
+        let new: Vec<u32> = (0..prompt.len() - prefix.len())
             .map(|_| {
                 *next_slot += 1;
                 *next_slot - 1
@@ -176,7 +176,7 @@ fn greedy_continuations_match_llamacpp_golden() {
         let prompt = ids(&p["prompt_token_ids"]);
         let want = ids(&p["output_token_ids"]);
         // First-position logits vs llama.cpp's top-5.
-        let slots: Vec<usize> = (1..=prompt.len()).collect();
+        let slots: Vec<u32> = (1..=prompt.len() as u32).collect();
         let logits = exec
             .forward_logits(&ForwardBatch {
                 mode: ForwardMode::Extend,
@@ -231,7 +231,7 @@ fn split_prefill_extend_and_decode_reproduce_single_prefill_logits() {
     let prompt = &long[..120];
     // Burn-only model for the reference prefill; the host-kernel model for the split run.
     let mut exec = Executor::new(l.model.clone(), 512);
-    let slots: Vec<usize> = (1..=120).collect();
+    let slots: Vec<u32> = (1..=120).collect();
     let full = exec
         .forward_logits(&ForwardBatch {
             mode: ForwardMode::Extend,
@@ -242,7 +242,7 @@ fn split_prefill_extend_and_decode_reproduce_single_prefill_logits() {
         .expect("logits");
     // Same tokens, other slots: prefix 70, extend 40 (burn), then 10 decode steps (host kernel).
     let mut exec = executor(l, 512);
-    let slots2: Vec<usize> = (200..320).rev().collect();
+    let slots2: Vec<u32> = (200..320).rev().collect();
     exec.forward_logits(&ForwardBatch {
         mode: ForwardMode::Extend,
         seqs: vec![SequenceInput::new(
@@ -298,7 +298,7 @@ fn greedy_is_identical_with_prefix_reuse_and_in_a_batch() {
     let mut exec = executor(l, 1024);
     let mut next = 1;
     // Alone, from scratch.
-    let alone: Vec<(Vec<u32>, Vec<usize>)> = p
+    let alone: Vec<(Vec<u32>, Vec<u32>)> = p
         .iter()
         .map(|prompt| {
             let (mut o, mut r) =
@@ -316,7 +316,7 @@ fn greedy_is_identical_with_prefix_reuse_and_in_a_batch() {
         );
     }
     // All three batched together (different lengths), from scratch.
-    let batch: Vec<(Vec<u32>, Vec<usize>)> = p.iter().map(|x| (x.clone(), Vec::new())).collect();
+    let batch: Vec<(Vec<u32>, Vec<u32>)> = p.iter().map(|x| (x.clone(), Vec::new())).collect();
     let (o, _) = generate(&mut exec, &batch, 32, &mut next);
     for (i, (got, (want, _))) in o.iter().zip(&alone).enumerate() {
         assert_eq!(got, want, "prompt {i}: batching changed the greedy output");

@@ -238,7 +238,7 @@ fn single_prefill_matches_reference_for_both_rope_layouts() {
             let style = w_model.config.rope_style;
             let m = model(w_model);
             let mut kv = m.new_kv_cache(40);
-            let slots: Vec<usize> = (0..13).map(|i| 39 - 2 * i).collect();
+            let slots: Vec<u32> = (0..13).map(|i| 39 - 2 * i).collect();
             let out = m
                 .forward(
                     &batch(
@@ -268,7 +268,7 @@ fn prefix_extend_and_decode_match_reference_at_every_position() {
             .expect("host kernels");
         let mut kv = m.new_kv_cache(64);
         // Scattered, non-monotone slots.
-        let slots: Vec<usize> = (0..20).map(|i| 1 + (i * 7) % 60).collect();
+        let slots: Vec<u32> = (0..20).map(|i| 1 + (i * 7) % 60).collect();
         // Prefix of 8 (logits at position 7), extend 6 (logits at 13), then decode 6 steps.
         let out = m
             .forward(
@@ -328,9 +328,9 @@ fn mixed_batch_of_extends_and_decodes_matches_reference() {
             .with_host_kernels(host_rows)
             .expect("host kernels");
         let mut kv = m.new_kv_cache(64);
-        let sa: Vec<usize> = (1..10).collect();
-        let sb: Vec<usize> = (20..35).collect();
-        let sc: Vec<usize> = (50..55).collect();
+        let sa: Vec<u32> = (1..10).collect();
+        let sb: Vec<u32> = (20..35).collect();
+        let sc: Vec<u32> = (50..55).collect();
         // Step 1: a fully, b's first 10 tokens (a chunk: no logits), c's first 4.
         let step1 = vec![
             SequenceInput::new(a[..8].to_vec(), &[], &sa[..8], true),
@@ -369,7 +369,7 @@ fn shared_prefix_slots_are_read_not_recomputed() {
     let ry = reference_forward(&w, &y);
     let m = model(w);
     let mut kv = m.new_kv_cache(32);
-    let sx: Vec<usize> = (1..11).collect();
+    let sx: Vec<u32> = (1..11).collect();
     m.forward(
         &batch(
             ForwardMode::Extend,
@@ -543,7 +543,7 @@ fn hugging_face_directory_loads_and_matches_reference() {
     let toks = tokens(13, 11);
     let reference = reference_forward(&w, &toks);
     let mut kv = m.new_kv_cache(16);
-    let slots: Vec<usize> = (1..12).collect();
+    let slots: Vec<u32> = (1..12).collect();
     let out = m
         .forward(
             &batch(

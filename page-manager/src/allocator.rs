@@ -194,6 +194,16 @@ impl SlotAllocator {
     /// size 1) the same slot twice leaves everything unchanged. Inside a free group the pages
     /// become available when the group ends.
     pub fn free(&mut self, slots: &[Slot]) -> Result<(), KvError> {
+        self.free_pages_of(slots, true)
+    }
+
+    /// Like [`SlotAllocator::free`], but the pages are available at once even inside a free group
+    /// (for eviction that must make room now).
+    pub fn free_now(&mut self, slots: &[Slot]) -> Result<(), KvError> {
+        self.free_pages_of(slots, false)
+    }
+
+    fn free_pages_of(&mut self, slots: &[Slot], grouped: bool) -> Result<(), KvError> {
         let mut pages: Vec<(u32, Slot)> = Vec::with_capacity(slots.len());
         for &s in slots {
             let page = self.page_of(s);
@@ -215,8 +225,8 @@ impl SlotAllocator {
         for &(page, _) in &pages {
             self.page_free[page as usize] = true;
             match &mut self.group {
-                Some(group) => group.push(page),
-                None => self.free_pages.push_back(page),
+                Some(group) if grouped => group.push(page),
+                _ => self.free_pages.push_back(page),
             }
         }
         Ok(())

@@ -246,7 +246,7 @@ impl KvCacheManager {
         }
         let evicted = self.tree.evict((pages - free) * p);
         tracing::debug!(tokens = evicted.len(), "evicted cached prefixes");
-        self.alloc.free(&evicted)?;
+        self.alloc.free_now(&evicted)?;
         Ok(())
     }
 
@@ -254,7 +254,7 @@ impl KvCacheManager {
     /// returns how many went.
     pub fn evict(&mut self, tokens: usize) -> Result<usize, KvError> {
         let evicted = self.tree.evict(tokens);
-        self.alloc.free(&evicted)?;
+        self.alloc.free_now(&evicted)?;
         Ok(evicted.len())
     }
 

@@ -484,3 +484,16 @@ fn capacity_plan_fits_the_budget() {
     assert!(KvCapacity::plan(dims, 1000, 16).is_err());
     assert!(KvCapacity::plan(dims, 1 << 30, 0).is_err());
 }
+
+#[test]
+fn eviction_inside_a_free_group_makes_room_at_once() {
+    let mut m = manager(1, 8);
+    let (x, _) = start(&mut m, &[1, 2, 3, 4, 5, 6]);
+    m.cache_finished(x, &[1, 2, 3, 4, 5, 6]).unwrap();
+    let (row, _) = start(&mut m, &[9, 9]);
+    m.free_group_begin();
+    // 0 free slots: the allocation must evict and use the evicted pages in the same call.
+    m.alloc_extend(row, 4).unwrap();
+    m.free_group_end();
+    ok(&m);
+}

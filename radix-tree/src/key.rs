@@ -6,10 +6,11 @@ use std::sync::Arc;
 pub type Token = u32;
 
 /// A cache namespace (SGLang's `extra_key`): requests in different namespaces never share cached
-/// prefixes. It is a typed pair rather than a concatenated string so that, for example, salt `"a1"`
-/// with adapter `""` can never collide with salt `"a"` with adapter `"1"`.
+/// prefixes. Its parts are typed fields rather than one concatenated string so that, for example,
+/// salt `"a1"` with adapter `""` can never collide with salt `"a"` with adapter `"1"`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Namespace {
+    tenant: Option<Arc<str>>,
     salt: Option<Arc<str>>,
     adapter: Option<Arc<str>>,
 }
@@ -23,9 +24,28 @@ impl Namespace {
     /// A namespace isolated by a client-supplied cache salt (or a tenant id).
     pub fn salted(salt: impl Into<Arc<str>>) -> Self {
         Self {
+            tenant: None,
             salt: Some(salt.into()),
             adapter: None,
         }
+    }
+
+    /// The same namespace further separated by a tenant (for example, derived from an API key),
+    /// so that tenants never see each other's cached prefixes.
+    pub fn with_tenant(mut self, tenant: impl Into<Arc<str>>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The same namespace with a cache salt.
+    pub fn with_salt(mut self, salt: impl Into<Arc<str>>) -> Self {
+        self.salt = Some(salt.into());
+        self
+    }
+
+    /// The tenant, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 
     /// The same namespace further separated by an adapter (LoRA) id.
@@ -46,18 +66,24 @@ impl Namespace {
 
     /// True for the shared default namespace.
     pub fn is_shared(&self) -> bool {
-        self.salt.is_none() && self.adapter.is_none()
+        self.tenant.is_none() && self.salt.is_none() && self.adapter.is_none()
     }
 }
 
 impl std::fmt::Display for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.salt, &self.adapter) {
-            (None, None) => write!(f, "shared"),
-            (Some(s), None) => write!(f, "salt={s:?}"),
-            (None, Some(a)) => write!(f, "adapter={a:?}"),
-            (Some(s), Some(a)) => write!(f, "salt={s:?},adapter={a:?}"),
+        if self.is_shared() {
+            return write!(f, "shared");
         }
+        let parts: Vec<String> = [
+            ("tenant", &self.tenant),
+            ("salt", &self.salt),
+            ("adapter", &self.adapter),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name}={v:?}")))
+        .collect();
+        write!(f, "{}", parts.join(","))
     }
 }
 

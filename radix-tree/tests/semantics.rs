@@ -537,3 +537,15 @@ fn parent_and_children_navigate_the_tree() {
     assert_eq!(c.parent(c.parent(mid).unwrap().unwrap()).unwrap(), None);
     ok(&c);
 }
+
+#[test]
+fn tenants_are_isolated_even_with_equal_salts() {
+    let mut c = RadixCache::new(1);
+    let a = RadixKey::new(vec![1, 2, 3], Namespace::salted("s").with_tenant("a"));
+    let b = RadixKey::new(vec![1, 2, 3], Namespace::salted("s").with_tenant("b"));
+    c.insert(&a, &[1, 2, 3]).unwrap();
+    assert!(c.match_prefix(&b).is_empty());
+    assert_eq!(c.match_prefix(&a).len(), 3);
+    assert!(c.dump_text().contains("tenant=\"a\""));
+    ok(&c);
+}

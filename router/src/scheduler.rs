@@ -168,11 +168,7 @@ pub struct Counters {
 /// Sort key of running requests before a retraction: the request retracted first sorts last
 /// (fewest generated tokens; among equals the longest prompt, then the latest arrival).
 fn retraction_key(output_len: usize, prompt_len: usize, arrival: u64) -> impl Ord {
-    (
-        std::cmp::Reverse(output_len),
-        prompt_len,
-        std::cmp::Reverse(arrival),
-    )
+    (std::cmp::Reverse(output_len), prompt_len, arrival)
 }
 
 /// The order in which running requests `(generated, prompt_len)` would be retracted.
@@ -221,10 +217,14 @@ impl Scheduler {
                 "max_running_requests must be positive".into(),
             ));
         }
-        if cfg.chunked_prefill_size == Some(0) {
-            return Err(RouterError::Config(
-                "chunked_prefill_size must be positive".into(),
-            ));
+        if cfg
+            .chunked_prefill_size
+            .is_some_and(|c| c < cfg.page_size.max(1))
+        {
+            return Err(RouterError::Config(format!(
+                "chunked_prefill_size must be at least the page size ({})",
+                cfg.page_size
+            )));
         }
         if cfg.max_prefill_tokens == 0 {
             return Err(RouterError::Config(
@@ -341,9 +341,10 @@ impl Scheduler {
                 self.cfg.context_length
             )));
         }
-        if need > self.kv.capacity() {
+        // The admission budget needs strictly more room than the request's total.
+        if need >= self.kv.capacity() {
             return Err(RouterError::InvalidRequest(format!(
-                "prompt plus max_new_tokens ({need} tokens) exceeds the KV pool ({} tokens)",
+                "prompt plus max_new_tokens ({need} tokens) does not fit the KV pool ({} tokens)",
                 self.kv.capacity()
             )));
         }
@@ -483,6 +484,18 @@ impl Scheduler {
         } else {
             None
         };
+        if report.is_none() && self.running.is_empty() && self.chunked.is_none() {
+            // Nothing runs and nothing could be admitted: the head of the queue can never fit
+            // (the whole pool was free). Refuse it rather than wait forever.
+            if let Some(req) = (!self.waiting.is_empty()).then(|| self.waiting.remove(0)) {
+                self.complete(
+                    *req,
+                    FinishReason::Abort {
+                        message: "the request does not fit in the KV pool".into(),
+                    },
+                );
+            }
+        }
         if self.cfg.check_invariants {
             self.check_invariants()?;
         }
@@ -527,15 +540,8 @@ impl Scheduler {
             .saturating_sub(self.running.len());
         let window = self.cfg.order_window.min(4 * free + 64).max(1).min(n);
         match self.policy {
-            Policy::Fcfs => {
-                if !self
-                    .waiting
-                    .windows(2)
-                    .all(|w| w[0].arrival <= w[1].arrival)
-                {
-                    self.waiting.sort_by_key(|r| r.arrival);
-                }
-            }
+            // Queue order: arrivals in order, retracted requests behind them (as SGLang).
+            Policy::Fcfs => {}
             Policy::Lof => {
                 let key = |r: &Req| (std::cmp::Reverse(r.stop.max_new_tokens), r.arrival);
                 Self::select_head(&mut self.waiting, window, key);
@@ -860,9 +866,11 @@ impl Scheduler {
                     } else {
                         ReqStatus::Prefilling
                     };
-                    let Ok(slot_row) = self.kv.row_slots(row).map(<[_]>::to_vec) else {
-                        continue;
-                    };
+                    let slot_row = self
+                        .kv
+                        .row_slots(row)
+                        .map(<[_]>::to_vec)
+                        .unwrap_or_default();
                     seqs.push(SequenceInput {
                         token_ids: tokens[kv_len..kv_len + n].to_vec(),
                         positions: (kv_len..kv_len + n).collect(),
@@ -1076,17 +1084,15 @@ impl Scheduler {
         let mut i = 0;
         while i < self.running.len() {
             let req = &self.running[i];
-            let Some(row) = req.row else {
-                i += 1;
-                continue;
-            };
-            match self.kv.alloc_decode(row) {
-                Ok(slot) => {
-                    let slot_row = self
-                        .kv
-                        .row_slots(row)
-                        .map(<[_]>::to_vec)
-                        .unwrap_or_default();
+            let allocated = req
+                .row
+                .ok_or(KvError::Accounting("running request without a row".into()))
+                .and_then(|row| {
+                    let slot = self.kv.alloc_decode(row)?;
+                    Ok((slot, self.kv.row_slots(row)?.to_vec()))
+                });
+            match allocated {
+                Ok((slot, slot_row)) => {
                     let pos = slot_row.len() - 1;
                     let last = req
                         .output

@@ -534,3 +534,29 @@ fn lpm_aging_bounds_the_wait_of_a_cache_miss() {
     // the decode steps of the (bounded) running batch in between.
     assert!(rounds <= 5 * 4, "admitted after {rounds} steps");
 }
+
+#[test]
+fn retraction_ties_retract_the_later_arrival_first() {
+    let order = retraction_order(&[(1, 50), (1, 50)]);
+    assert_eq!(order[0], 1);
+}
+
+#[test]
+fn a_request_filling_the_whole_pool_is_refused_up_front() {
+    let mut s = Scheduler::new(config(1, 32)).unwrap();
+    assert!(matches!(
+        s.add_request(req(1, vec![1; 16], 16)),
+        Err(RouterError::InvalidRequest(_))
+    ));
+    s.add_request(req(2, vec![1; 16], 15)).unwrap();
+    let mut r = FakeRunner::default();
+    let out = run_to_idle(&mut s, &mut r, 100);
+    assert_eq!(out[&2].tokens.len(), 15);
+}
+
+#[test]
+fn chunk_size_below_the_page_size_is_a_configuration_error() {
+    let mut cfg = config(16, 64);
+    cfg.chunked_prefill_size = Some(8);
+    assert!(matches!(Scheduler::new(cfg), Err(RouterError::Config(_))));
+}
