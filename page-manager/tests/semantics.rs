@@ -497,3 +497,19 @@ fn eviction_inside_a_free_group_makes_room_at_once() {
     m.free_group_end();
     ok(&m);
 }
+
+#[test]
+fn alloc_extend_checks_that_the_last_slot_fits_the_prefix() {
+    let mut a = SlotAllocator::new(8, 4).unwrap();
+    let s = a.alloc_extend(0, 2, None).unwrap();
+    // (last + 1) % 4 must equal prefix % 4.
+    assert_eq!(
+        a.alloc_extend(3, 5, Some(s[1])),
+        Err(KvError::InvalidSlot(s[1]))
+    );
+    assert!(
+        a.alloc_extend(2, 5, None).is_err(),
+        "a partial page needs its last slot"
+    );
+    assert_eq!(a.alloc_extend(2, 3, Some(s[1])).unwrap(), vec![s[1] + 1]);
+}

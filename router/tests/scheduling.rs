@@ -560,3 +560,43 @@ fn chunk_size_below_the_page_size_is_a_configuration_error() {
     cfg.chunked_prefill_size = Some(8);
     assert!(matches!(Scheduler::new(cfg), Err(RouterError::Config(_))));
 }
+
+#[test]
+fn cached_tokens_stay_frozen_after_a_retraction() {
+    // Distinct first tokens: no request can hit another's prefix, so any cached token reported
+    // would come from re-matching a request's own prompt after its retraction.
+    let mut cfg = config(1, 48);
+    cfg.max_running_requests = 4;
+    cfg.schedule_conservativeness = 0.01;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    for i in 0..4u32 {
+        let mut p = vec![10 + i];
+        p.extend(tokens(30 + i, 7));
+        s.add_request(req(i as u64, p, 12)).unwrap();
+    }
+    let out = run_to_idle(&mut s, &mut r, 500);
+    assert!(s.counters().retractions > 0);
+    for i in 0..4 {
+        assert_eq!(out[&i].cached, 0, "request {i}");
+    }
+}
+
+#[test]
+fn new_token_ratio_starts_at_0_7_and_decays_per_decode_step() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    assert!((s.new_token_ratio() - 0.7).abs() < 1e-12);
+    let mut r = FakeRunner::default();
+    s.add_request(req(1, vec![1, 2, 3], 3)).unwrap();
+    s.step(&mut r).unwrap(); // prefill
+    s.step(&mut r).unwrap(); // decode
+    let decay = (0.7 - 0.7 * 0.14) / 600.0;
+    assert!((s.new_token_ratio() - (0.7 - decay)).abs() < 1e-12);
+    let mut cfg = config(1, 512);
+    cfg.schedule_conservativeness = 2.0;
+    assert_eq!(
+        Scheduler::new(cfg).unwrap().new_token_ratio(),
+        1.0,
+        "clipped at 1"
+    );
+}
