@@ -154,10 +154,15 @@ impl<V: Copy> std::fmt::Debug for RadixCache<V> {
     }
 }
 
+/// Length of the common prefix of two token runs. The common case, a stored edge that the query
+/// contains whole, is one `memcmp` over the whole run; only on a mismatch is it located in chunks.
 fn common_prefix(a: &[Token], b: &[Token]) -> usize {
-    const CHUNK: usize = 16;
+    const CHUNK: usize = 32;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
+    if a == b {
+        return n;
+    }
     let mut i = a
         .chunks_exact(CHUNK)
         .zip(b.chunks_exact(CHUNK))
