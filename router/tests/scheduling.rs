@@ -600,3 +600,32 @@ fn new_token_ratio_starts_at_0_7_and_decays_per_decode_step() {
         "clipped at 1"
     );
 }
+
+#[test]
+fn retracted_requests_rejoin_the_queue_behind_waiting_ones() {
+    let mut cfg = config(1, 48);
+    cfg.max_running_requests = 4;
+    cfg.schedule_conservativeness = 0.01;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    for i in 0..4u32 {
+        let mut p = vec![10 + i];
+        p.extend(tokens(40 + i, 7));
+        s.add_request(req(i as u64, p, 12)).unwrap();
+    }
+    s.step(&mut r).unwrap();
+    s.add_request(req(99, vec![9, 9, 9], 2)).unwrap();
+    for _ in 0..100 {
+        s.step(&mut r).unwrap();
+        if s.counters().retractions > 0 {
+            let ids = s.waiting_ids();
+            assert_eq!(
+                ids[0], 99,
+                "the request that was already waiting stays first: {ids:?}"
+            );
+            assert!(ids.len() > 1);
+            return;
+        }
+    }
+    panic!("no retraction happened");
+}
