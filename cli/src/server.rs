@@ -489,7 +489,7 @@ async fn run_openai(
             prompt += c.usage.prompt_tokens;
             completion += c.usage.completion_tokens;
             cached += c.usage.cached_tokens;
-            let lp = logprobs.then(|| logprob_json(api, &st.engine, &c.token_ids, &[]));
+            let lp = logprobs.then(|| logprob_json(api, &st.engine, &c.token_ids, &c.logprobs));
             choices.push(match api {
                 Api::Completions => json!({
                     "index": job.index, "text": c.text, "logprobs": lp,
@@ -849,7 +849,13 @@ async fn generate_native(
         st.metrics.observe(&c);
         let mut v = json!({"text": c.text, "output_ids": c.token_ids, "meta_info": meta(Some(&c), c.usage.completion_tokens)});
         if want_lp {
-            v["meta_info"]["output_token_logprobs"] = json!(null);
+            let triples: Vec<Value> = c
+                .logprobs
+                .iter()
+                .zip(&c.token_ids)
+                .map(|(lp, id)| json!([lp, id, null]))
+                .collect();
+            v["meta_info"]["output_token_logprobs"] = json!(triples);
         }
         return Ok(axum::Json(v).into_response());
     }

@@ -210,6 +210,26 @@ fn completions_report_cached_tokens_on_a_repeated_prefix() {
         a["choices"][0]["text"], b["choices"][0]["text"],
         "greedy output is deterministic"
     );
+    let with_lp =
+        json!({"prompt": "Logprobs please:", "max_tokens": 3, "temperature": 0, "logprobs": 1})
+            .to_string();
+    let (st, c) = post(&s.base, "/v1/completions", &with_lp);
+    assert_eq!(st, 200, "{c}");
+    let lps = c["choices"][0]["logprobs"]["token_logprobs"]
+        .as_array()
+        .unwrap();
+    assert_eq!(lps.len(), 3);
+    assert!(lps.iter().all(|l| l.as_f64().unwrap() <= 0.0), "{lps:?}");
+    let native = json!({"text": "Logprobs please:", "sampling_params": {"max_new_tokens": 2, "temperature": 0}, "return_logprob": true}).to_string();
+    let (_, n) = post(&s.base, "/generate", &native);
+    assert_eq!(
+        n["meta_info"]["output_token_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{n}"
+    );
 }
 
 #[test]

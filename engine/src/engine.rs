@@ -158,6 +158,8 @@ pub struct Completion {
     pub text: String,
     /// All generated token ids.
     pub token_ids: Vec<u32>,
+    /// Log-probabilities of the generated tokens (empty unless requested).
+    pub logprobs: Vec<f32>,
     /// Seconds from submission to the end.
     pub e2e_latency: f64,
     /// Seconds from submission to the first token, if one was produced.
@@ -713,6 +715,7 @@ impl Iterator for GenerationStream {
                         usage,
                         text: std::mem::take(&mut self.text),
                         token_ids,
+                        logprobs: std::mem::take(&mut self.logprobs),
                         e2e_latency: self.submitted.elapsed().as_secs_f64(),
                         time_to_first_token: self.first_token,
                     };
