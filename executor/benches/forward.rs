@@ -1,4 +1,5 @@
-//! Prefill and decode throughput on the default model (SmolLM2-135M Q4_1, dequantised to f32).
+//! Prefill and decode throughput on the default model (SmolLM2-135M Q4_1): the burn reference
+//! path (weights dequantised to f32) against the host path of `with_host_kernels`.
 //! Skips with a message when the model file is absent.
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
@@ -20,27 +21,30 @@ fn bench(c: &mut Criterion) {
     let prompt =
         |n: usize| -> Vec<u32> { (0..n).map(|i| 100 + (i as u32 * 37) % 40_000).collect() };
 
-    let mut g = c.benchmark_group("prefill");
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(10))
-        .warm_up_time(Duration::from_secs(1));
-    for n in [128usize, 512] {
-        let mut exec = Executor::new(model.clone(), n + 1);
-        let slots: Vec<u32> = (1..=n as u32).collect();
-        let batch = ForwardBatch {
-            mode: ForwardMode::Extend,
-            seqs: vec![SequenceInput::new(prompt(n), &[], &slots, true)],
-        };
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| exec.step(&batch).expect("prefill"))
-        });
+    // The burn reference path ("prefill") and the host path the engine runs ("prefill_host").
+    let fast = model.clone().with_host_kernels(32).expect("host kernels");
+    for (name, m) in [("prefill", &model), ("prefill_host", &fast)] {
+        let mut g = c.benchmark_group(name);
+        g.sample_size(10)
+            .measurement_time(Duration::from_secs(10))
+            .warm_up_time(Duration::from_secs(1));
+        for n in [128usize, 512] {
+            let mut exec = Executor::new(m.clone(), n + 1);
+            let slots: Vec<u32> = (1..=n as u32).collect();
+            let batch = ForwardBatch {
+                mode: ForwardMode::Extend,
+                seqs: vec![SequenceInput::new(prompt(n), &[], &slots, true)],
+            };
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                b.iter(|| exec.step(&batch).expect("prefill"))
+            });
+        }
+        g.finish();
     }
-    g.finish();
 
     // Decode at context 128: each sequence has a cached 128-token prompt and computes one token.
     let ctx = 128;
-    let fast = model.clone().with_host_kernels(32).expect("host kernels");
     for (name, m) in [
         ("decode_ctx128_burn", &model),
         ("decode_ctx128_host", &fast),

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod error;
 pub mod gguf;
+mod host;
 pub mod kernels;
 pub mod model;
 pub mod runner;

@@ -1,11 +1,14 @@
 //! Llama-family decoder over burn, with K/V stored by slot.
 
+use std::sync::Arc;
+
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::batch::{ForwardBatch, SequenceInput};
 use crate::error::{ExecutorError, Result};
+use crate::host::{HostKv, HostLayer, HostModel};
 use crate::kernels::HostLinear;
 use crate::weights::{HostMatrix, LlamaConfig, LlamaWeights, RopeStyle};
 
@@ -15,6 +18,8 @@ pub struct KvCache<B: Backend> {
     k: Vec<Tensor<B, 2>>,
     v: Vec<Tensor<B, 2>>,
     num_slots: usize,
+    /// Host pools instead of backend tensors (models with host kernels).
+    host: Option<HostKv>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -30,7 +35,23 @@ impl<B: Backend> KvCache<B> {
             k: make(),
             v: make(),
             num_slots: num_slots.max(1),
+            host: None,
         }
+    }
+
+    /// Allocates zeroed host pools (for the host forward of [`LlamaModel::with_host_kernels`]).
+    pub fn new_host(config: &LlamaConfig, num_slots: usize) -> Self {
+        Self {
+            k: Vec::new(),
+            v: Vec::new(),
+            num_slots: num_slots.max(1),
+            host: Some(HostKv::new(config, num_slots.max(1))),
+        }
+    }
+
+    /// Whether the pools live in host memory.
+    pub fn is_host(&self) -> bool {
+        self.host.is_some()
     }
 
     /// Pool size in slots (slot 0 included).
@@ -40,6 +61,15 @@ impl<B: Backend> KvCache<B> {
 
     /// K rows of `layer` at `slots` (for tests and debugging).
     pub fn read_k(&self, layer: usize, slots: &[usize]) -> Result<Vec<f32>> {
+        if let Some(h) = &self.host {
+            let pool =
+                h.k.get(layer)
+                    .ok_or_else(|| ExecutorError::InvalidBatch(format!("no layer {layer}")))?;
+            return Ok(slots
+                .iter()
+                .flat_map(|&s| pool[s * h.width..(s + 1) * h.width].iter().copied())
+                .collect());
+        }
         let t = self
             .k
             .get(layer)
@@ -83,6 +113,7 @@ pub struct LlamaModel<B: Backend> {
     rope_sin: Tensor<B, 2>,
     host_lm_head: Option<HostLinear>,
     host_max_rows: usize,
+    host_model: Option<Arc<HostModel>>,
 }
 
 impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
@@ -195,14 +226,18 @@ impl<B: Backend> LlamaModel<B> {
             layers,
             host_lm_head: None,
             host_max_rows: 0,
+            host_model: None,
             device: device.clone(),
             config: c,
         })
     }
 
-    /// Routes projections of at most `max_rows` token rows (decode batches) through the host
-    /// kernel in [`crate::kernels`] instead of burn's matmul. Meant for CPU backends (the weights
-    /// are read back to host memory once); `max_rows = 0` turns it off.
+    /// Turns on the host path for CPU backends (`max_rows = 0` turns it off): the weights are
+    /// read back to host memory once, projections kept as GGUF-style Q4_1/Q8_0 blocks where
+    /// that is exact (else f32), and KV caches made by [`Self::new_kv_cache`] then live in host
+    /// memory, where [`Self::forward`] runs every batch, prefill and decode of any size, on
+    /// both cores ([`crate::host`]). With a backend KV cache ([`KvCache::new`]) the burn forward
+    /// still runs and only its projections of at most `max_rows` rows use the host kernel.
     pub fn with_host_kernels(mut self, max_rows: usize) -> Result<Self> {
         let host = |w: &Tensor<B, 2>| -> Result<HostLinear> {
             let [inp, out] = w.dims();
@@ -225,11 +260,34 @@ impl<B: Backend> LlamaModel<B> {
             if self.host_lm_head.is_none() {
                 self.host_lm_head = Some(host(&self.lm_head)?);
             }
+            self.host_model = Some(Arc::new(self.build_host_model()?));
+            let bytes: usize = self
+                .layers
+                .iter()
+                .filter_map(|l| l.host.as_ref())
+                .flat_map(|h| [&h.wqkv, &h.wo, &h.w_gate_up, &h.w_down])
+                .chain(self.host_lm_head.as_ref())
+                .map(HostLinear::weight_bytes)
+                .sum();
+            tracing::info!(
+                weight_bytes = bytes,
+                lm_head = self
+                    .host_lm_head
+                    .as_ref()
+                    .map_or("none", HostLinear::format),
+                layers = self
+                    .layers
+                    .first()
+                    .and_then(|l| l.host.as_ref())
+                    .map_or("none", |h| h.wqkv.format()),
+                "host kernels ready"
+            );
         } else {
             for l in &mut self.layers {
                 l.host = None;
             }
             self.host_lm_head = None;
+            self.host_model = None;
         }
         self.host_max_rows = max_rows;
         Ok(self)
@@ -262,9 +320,45 @@ impl<B: Backend> LlamaModel<B> {
         &self.device
     }
 
-    /// A KV pool of `num_slots` slots for this model.
+    /// A KV pool of `num_slots` slots for this model (in host memory when host kernels are on).
     pub fn new_kv_cache(&self, num_slots: usize) -> KvCache<B> {
-        KvCache::new(&self.config, num_slots, &self.device)
+        if self.host_model.is_some() {
+            KvCache::new_host(&self.config, num_slots)
+        } else {
+            KvCache::new(&self.config, num_slots, &self.device)
+        }
+    }
+
+    /// Host copies of everything the host forward needs (projections from the layer hosts).
+    fn build_host_model(&self) -> Result<HostModel> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let h = l
+                .host
+                .as_ref()
+                .ok_or_else(|| ExecutorError::InvalidBatch("host weights missing".into()))?;
+            layers.push(HostLayer {
+                attn_norm: to_vec(l.attn_norm.clone())?,
+                bqkv: l.bqkv.clone().map(to_vec).transpose()?,
+                wqkv: h.wqkv.clone(),
+                wo: h.wo.clone(),
+                ffn_norm: to_vec(l.ffn_norm.clone())?,
+                w_gate_up: h.w_gate_up.clone(),
+                w_down: h.w_down.clone(),
+            });
+        }
+        Ok(HostModel {
+            config: self.config.clone(),
+            embed: to_vec(self.embedding.clone())?,
+            layers,
+            final_norm: to_vec(self.final_norm.clone())?,
+            lm_head: self
+                .host_lm_head
+                .clone()
+                .ok_or_else(|| ExecutorError::InvalidBatch("host LM head missing".into()))?,
+            cos: to_vec(self.rope_cos.clone())?,
+            sin: to_vec(self.rope_sin.clone())?,
+        })
     }
 
     /// Applies RoPE to `x: [T, heads, head_dim]` with per-token `cos`/`sin: [T, head_dim/2]`.
@@ -377,6 +471,17 @@ impl<B: Backend> LlamaModel<B> {
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let c = &self.config;
         crate::batch::validate(batch, kv.num_slots, c.vocab_size, c.max_position)?;
+        if let Some(hkv) = &mut kv.host {
+            let hm = self.host_model.as_ref().ok_or_else(|| {
+                ExecutorError::InvalidBatch("host KV cache needs a model with host kernels".into())
+            })?;
+            if hkv.k.len() != c.num_layers || hkv.width != c.num_kv_heads * c.head_dim {
+                return Err(ExecutorError::InvalidBatch(
+                    "KV cache built for another model".into(),
+                ));
+            }
+            return Ok(hm.forward(batch, hkv));
+        }
         if kv.k.len() != c.num_layers {
             return Err(ExecutorError::InvalidBatch(
                 "KV cache built for another model".into(),

@@ -56,7 +56,7 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// The production CPU configuration: burn for prefill, the host kernel for decode batches.
+/// The production CPU configuration: the host path (host KV pool, host kernels) for every batch.
 fn executor(l: &Loaded, slots: usize) -> Executor<CpuBackend> {
     Executor::new(l.fast.clone(), slots)
 }
@@ -229,7 +229,7 @@ fn split_prefill_extend_and_decode_reproduce_single_prefill_logits() {
     let fx = fixture();
     let long = ids(&fx["prompts"][3]["prompt_token_ids"]);
     let prompt = &long[..120];
-    // Burn-only model for the reference prefill; the host-kernel model for the split run.
+    // Burn-only model for the reference prefill; the host-path model for the split run.
     let mut exec = Executor::new(l.model.clone(), 512);
     let slots: Vec<u32> = (1..=120).collect();
     let full = exec
@@ -240,7 +240,7 @@ fn split_prefill_extend_and_decode_reproduce_single_prefill_logits() {
         .expect("full")
         .remove(0)
         .expect("logits");
-    // Same tokens, other slots: prefix 70, extend 40 (burn), then 10 decode steps (host kernel).
+    // Same tokens, other slots: prefix 70, extend 40, then 10 decode steps (all on the host path).
     let mut exec = executor(l, 512);
     let slots2: Vec<u32> = (200..320).rev().collect();
     exec.forward_logits(&ForwardBatch {

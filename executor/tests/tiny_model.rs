@@ -2,8 +2,8 @@
 
 use executor::weights::{permute_for_interleaved_rope, HostMatrix, LayerWeights};
 use executor::{
-    CpuBackend, ForwardBatch, ForwardMode, LlamaConfig, LlamaModel, LlamaWeights, RopeStyle,
-    SequenceInput,
+    CpuBackend, ForwardBatch, ForwardMode, KvCache, LlamaConfig, LlamaModel, LlamaWeights,
+    RopeStyle, SequenceInput,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -234,10 +234,21 @@ fn single_prefill_matches_reference_for_both_rope_layouts() {
         let w = random_weights(11, biases, tied);
         let toks = tokens(5, 13);
         let reference = reference_forward(&w, &toks);
-        for w_model in [w.clone(), to_gguf_layout(w.clone())] {
+        // Burn path; host path (host KV pool); burn path with host-kernel projections.
+        for (w_model, path) in [w.clone(), to_gguf_layout(w.clone())]
+            .into_iter()
+            .flat_map(|w| [(w.clone(), 0), (w.clone(), 1), (w, 2)])
+        {
             let style = w_model.config.rope_style;
-            let m = model(w_model);
-            let mut kv = m.new_kv_cache(40);
+            let m = model(w_model)
+                .with_host_kernels(if path == 0 { 0 } else { 64 })
+                .expect("host kernels");
+            let mut kv = if path == 2 {
+                KvCache::new(m.config(), 40, m.device())
+            } else {
+                m.new_kv_cache(40)
+            };
+            assert_eq!(kv.is_host(), path == 1);
             let slots: Vec<u32> = (0..13).map(|i| 39 - 2 * i).collect();
             let out = m
                 .forward(
@@ -250,8 +261,11 @@ fn single_prefill_matches_reference_for_both_rope_layouts() {
                 .expect("forward");
             let got = out[0].as_ref().expect("logits requested");
             let diff = max_diff(got, &reference[12]);
-            eprintln!("biases={biases} tied={tied} {style:?}: max |diff| = {diff:e}");
-            assert!(diff < 1e-4, "{style:?} biases={biases}: diff {diff}");
+            eprintln!("biases={biases} tied={tied} {style:?} path {path}: max |diff| = {diff:e}");
+            assert!(
+                diff < 1e-4,
+                "{style:?} biases={biases} path {path}: diff {diff}"
+            );
         }
     }
 }

@@ -1,0 +1,274 @@
+//! The whole forward pass on the host, for CPU backends: projections through
+//! [`crate::kernels::HostLinear`] (compact weights, both cores), norms, RoPE and attention as
+//! plain loops over a host K/V pool. No strided tensor copies, no padding of decode batches to
+//! the longest sequence, and every token row is computed the same way whatever else is in the
+//! batch (batch-invariant). The burn forward in [`crate::model`] stays the reference.
+
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
+
+use crate::batch::ForwardBatch;
+use crate::kernels::HostLinear;
+use crate::weights::{LlamaConfig, RopeStyle};
+
+/// Host weights of one decoder layer.
+#[derive(Debug)]
+pub(crate) struct HostLayer {
+    pub attn_norm: Vec<f32>,
+    pub bqkv: Option<Vec<f32>>,
+    pub wqkv: HostLinear,
+    pub wo: HostLinear,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate_up: HostLinear,
+    pub w_down: HostLinear,
+}
+
+/// Host copy of a whole model.
+#[derive(Debug)]
+pub(crate) struct HostModel {
+    pub config: LlamaConfig,
+    /// `[vocab][hidden]`.
+    pub embed: Vec<f32>,
+    pub layers: Vec<HostLayer>,
+    pub final_norm: Vec<f32>,
+    pub lm_head: HostLinear,
+    /// `[max_position][head_dim / 2]`.
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+/// Host K/V pools: per layer `[num_slots][kv_heads * head_dim]`.
+#[derive(Debug, Clone)]
+pub(crate) struct HostKv {
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    pub width: usize,
+}
+
+impl HostKv {
+    pub fn new(config: &LlamaConfig, num_slots: usize) -> Self {
+        let width = config.num_kv_heads * config.head_dim;
+        let make = || vec![vec![0f32; num_slots * width]; config.num_layers];
+        Self {
+            k: make(),
+            v: make(),
+            width,
+        }
+    }
+}
+
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut out = vec![0f32; x.len()];
+    for (o, r) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let ms = r.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+    out
+}
+
+/// Rotates `heads` heads of `x` (one token) at table row `pos`.
+fn rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
+    let half = hd / 2;
+    for h in 0..heads {
+        let v = &mut x[h * hd..(h + 1) * hd];
+        for i in 0..half {
+            let (a, b) = match style {
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + half),
+            };
+            let (x0, x1) = (v[a], v[b]);
+            v[a] = x0 * cos[i] - x1 * sin[i];
+            v[b] = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
+#[inline(always)]
+fn dot<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    let (av, at) = S::as_simd_f32s(a);
+    let (bv, bt) = S::as_simd_f32s(b);
+    let mut acc0 = simd.splat_f32s(0.0);
+    let mut acc1 = simd.splat_f32s(0.0);
+    let mut pairs = av.chunks_exact(2).zip(bv.chunks_exact(2));
+    for (x, y) in &mut pairs {
+        acc0 = simd.mul_add_e_f32s(x[0], y[0], acc0);
+        acc1 = simd.mul_add_e_f32s(x[1], y[1], acc1);
+    }
+    if av.len() % 2 == 1 {
+        acc0 = simd.mul_add_e_f32s(av[av.len() - 1], bv[bv.len() - 1], acc0);
+    }
+    let mut s = simd.reduce_sum_f32s(simd.add_f32s(acc0, acc1));
+    for (x, y) in at.iter().zip(bt) {
+        s += x * y;
+    }
+    s
+}
+
+/// Causal attention of one query row over `slots` (its whole context, itself last).
+struct AttendRow<'a> {
+    cfg: &'a LlamaConfig,
+    q: &'a [f32],
+    k_pool: &'a [f32],
+    v_pool: &'a [f32],
+    width: usize,
+    slots: &'a [u32],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for AttendRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = self.cfg;
+        let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let g = h / kvh;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let l = self.slots.len();
+        let mut p = vec![0f32; l];
+        self.out.fill(0.0);
+        for head in 0..h {
+            let j = head / g;
+            let qh = &self.q[head * hd..(head + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (pi, &s) in p.iter_mut().zip(self.slots) {
+                let off = s as usize * self.width + j * hd;
+                *pi = dot(simd, qh, &self.k_pool[off..off + hd]) * scale;
+                max = max.max(*pi);
+            }
+            let mut sum = 0f32;
+            for pi in p.iter_mut() {
+                *pi = (*pi - max).exp();
+                sum += *pi;
+            }
+            let inv = 1.0 / sum;
+            let o = &mut self.out[head * hd..(head + 1) * hd];
+            for (&pi, &s) in p.iter().zip(self.slots) {
+                let off = s as usize * self.width + j * hd;
+                let w = pi * inv;
+                for (ov, &vv) in o.iter_mut().zip(&self.v_pool[off..off + hd]) {
+                    *ov += w * vv;
+                }
+            }
+        }
+    }
+}
+
+impl HostModel {
+    /// Runs `batch` (already validated) over `kv`; returns the last-position logits of sampled
+    /// sequences.
+    pub fn forward(&self, batch: &ForwardBatch, kv: &mut HostKv) -> Vec<Option<Vec<f32>>> {
+        let c = &self.config;
+        let (d, h, kvh, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let half = hd / 2;
+        let qkv_w = (h + 2 * kvh) * hd;
+        let ff = c.intermediate_size;
+        // Token rows: (sequence, index within its new tokens).
+        let mut rows = Vec::new();
+        let mut x = Vec::new();
+        for (si, s) in batch.seqs.iter().enumerate() {
+            for (i, &t) in s.token_ids.iter().enumerate() {
+                rows.push((si, i));
+                x.extend_from_slice(&self.embed[t as usize * d..(t as usize + 1) * d]);
+            }
+        }
+        let t = rows.len();
+        let positions: Vec<usize> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| s.positions.iter().copied())
+            .collect();
+        let out_slots: Vec<usize> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| s.out_slots.iter().map(|&x| x as usize))
+            .collect();
+        let width = kv.width;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let hn = rms_norm_rows(&x, &layer.attn_norm, c.rms_eps);
+            let mut qkv = layer.wqkv.forward(&hn, t);
+            for (r, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
+                if let Some(b) = &layer.bqkv {
+                    for (v, bv) in row.iter_mut().zip(b) {
+                        *v += bv;
+                    }
+                }
+                let p = positions[r];
+                let (cs, sn) = (
+                    &self.cos[p * half..(p + 1) * half],
+                    &self.sin[p * half..(p + 1) * half],
+                );
+                let (q, rest) = row.split_at_mut(h * hd);
+                rope(q, h, hd, cs, sn, c.rope_style);
+                let (k, v) = rest.split_at_mut(kvh * hd);
+                rope(k, kvh, hd, cs, sn, c.rope_style);
+                let slot = out_slots[r];
+                kv.k[li][slot * width..(slot + 1) * width].copy_from_slice(k);
+                kv.v[li][slot * width..(slot + 1) * width].copy_from_slice(v);
+            }
+            let (k_pool, v_pool) = (&kv.k[li], &kv.v[li]);
+            let mut attn = vec![0f32; t * h * hd];
+            attn.par_chunks_mut(h * hd)
+                .zip(qkv.par_chunks(qkv_w))
+                .zip(rows.par_iter())
+                .for_each(|((out, row), &(si, i))| {
+                    let s = &batch.seqs[si];
+                    let ctx = s.slot_row.len() - s.token_ids.len() + i + 1;
+                    Arch::new().dispatch(AttendRow {
+                        cfg: c,
+                        q: &row[..h * hd],
+                        k_pool,
+                        v_pool,
+                        width,
+                        slots: &s.slot_row[..ctx],
+                        out,
+                    });
+                });
+            let o = layer.wo.forward(&attn, t);
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += ov;
+            }
+            let hn = rms_norm_rows(&x, &layer.ffn_norm, c.rms_eps);
+            let gu = layer.w_gate_up.forward(&hn, t);
+            let mut act = vec![0f32; t * ff];
+            for (a, r) in act.chunks_exact_mut(ff).zip(gu.chunks_exact(2 * ff)) {
+                let (gate, up) = r.split_at(ff);
+                for ((a, &gv), &uv) in a.iter_mut().zip(gate).zip(up) {
+                    *a = gv / (1.0 + (-gv).exp()) * uv;
+                }
+            }
+            let dn = layer.w_down.forward(&act, t);
+            for (xv, dv) in x.iter_mut().zip(&dn) {
+                *xv += dv;
+            }
+        }
+        // LM head only at the last token of sampled sequences.
+        let mut last = Vec::new();
+        let mut start = 0;
+        for s in &batch.seqs {
+            start += s.token_ids.len();
+            if s.sample {
+                last.extend_from_slice(&x[(start - 1) * d..start * d]);
+            }
+        }
+        let mut out = vec![None; batch.seqs.len()];
+        let m = last.len() / d.max(1);
+        if m == 0 {
+            return out;
+        }
+        let logits = self
+            .lm_head
+            .forward(&rms_norm_rows(&last, &self.final_norm, c.rms_eps), m);
+        let mut chunks = logits.chunks_exact(c.vocab_size);
+        for (o, s) in out.iter_mut().zip(&batch.seqs) {
+            if s.sample {
+                *o = chunks.next().map(<[f32]>::to_vec);
+            }
+        }
+        out
+    }
+}
