@@ -76,13 +76,15 @@ pub struct CacheStats {
     pub nodes_evicted: u64,
 }
 
-struct Node<V> {
+struct Node {
     generation: u32,
     live: bool,
     parent: u32,
     ns: u32,
-    key: Vec<Token>,
-    value: Vec<V>,
+    /// The node's edge: `len` tokens (and as many values) at `off` in arena chunk `chunk`.
+    chunk: u32,
+    off: usize,
+    len: usize,
     /// Children keyed by (namespace, first page), stored as (hash, child index); equality is
     /// checked against the child's own key, so hash collisions are harmless.
     children: HashTable<(u64, u32)>,
@@ -94,15 +96,16 @@ struct Node<V> {
     evict_key: Option<EvictionKey>,
 }
 
-impl<V> Node<V> {
+impl Node {
     fn empty(generation: u32) -> Self {
         Node {
             generation,
             live: false,
             parent: ROOT,
             ns: 0,
-            key: Vec::new(),
-            value: Vec::new(),
+            chunk: 0,
+            off: 0,
+            len: 0,
             children: HashTable::new(),
             lock_ref: 0,
             direct_locks: 0,
@@ -127,7 +130,15 @@ pub(crate) struct Visit<'a, V> {
 ///
 /// See the crate documentation for the semantics. All sizes are in tokens.
 pub struct RadixCache<V: Copy> {
-    nodes: Vec<Node<V>>,
+    nodes: Vec<Node>,
+    /// Arena of fixed-capacity chunks of (tokens, values): every node's edge is a contiguous run
+    /// in one chunk, so a split only moves offsets and a new leaf is an append into the last
+    /// chunk (a chunk never reallocates, so nothing already stored is ever copied on growth).
+    arena: Vec<(Vec<Token>, Vec<V>)>,
+    /// Tokens stored in the arena, live or not.
+    arena_len: usize,
+    /// Arena entries no longer referenced by a node (evicted); reclaimed by compaction.
+    garbage: usize,
     free_nodes: Vec<u32>,
     page_size: usize,
     disabled: bool,
@@ -203,6 +214,9 @@ impl<V: Copy> RadixCache<V> {
         namespaces.insert(Namespace::shared(), 0);
         RadixCache {
             nodes: vec![root],
+            arena: Vec::new(),
+            arena_len: 0,
+            garbage: 0,
             free_nodes: Vec::new(),
             page_size,
             disabled: false,
@@ -284,7 +298,7 @@ impl<V: Copy> RadixCache<V> {
         let mut len = 0;
         while idx != ROOT {
             let node = &self.nodes[idx as usize];
-            len += node.key.len();
+            len += node.len;
             idx = node.parent;
         }
         Ok(len)
@@ -313,7 +327,7 @@ impl<V: Copy> RadixCache<V> {
         let mut parts = Vec::new();
         while idx != ROOT {
             let node = &self.nodes[idx as usize];
-            parts.push(&node.value[..]);
+            parts.push(&self.arena[node.chunk as usize].1[node.off..node.off + node.len]);
             idx = node.parent;
         }
         let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -327,8 +341,12 @@ impl<V: Copy> RadixCache<V> {
     pub fn values(&self) -> Vec<V> {
         self.nodes
             .iter()
-            .filter(|n| n.live)
-            .flat_map(|n| n.value.iter().copied())
+            .filter(|n| n.live && n.len > 0)
+            .flat_map(|n| {
+                self.arena[n.chunk as usize].1[n.off..n.off + n.len]
+                    .iter()
+                    .copied()
+            })
             .collect()
     }
 
@@ -336,6 +354,71 @@ impl<V: Copy> RadixCache<V> {
         match self.nodes.get(id.index as usize) {
             Some(n) if n.live && n.generation == id.generation => Ok(id.index),
             _ => Err(RadixError::StaleNode(id)),
+        }
+    }
+
+    /// The tokens of a node's edge.
+    fn key_of(&self, idx: u32) -> &[Token] {
+        let n = &self.nodes[idx as usize];
+        if n.len == 0 {
+            return &[];
+        }
+        &self.arena[n.chunk as usize].0[n.off..n.off + n.len]
+    }
+
+    /// The values of a node's edge.
+    fn value_of(&self, idx: u32) -> &[V] {
+        let n = &self.nodes[idx as usize];
+        if n.len == 0 {
+            return &[];
+        }
+        &self.arena[n.chunk as usize].1[n.off..n.off + n.len]
+    }
+
+    /// Tokens per arena chunk (an edge longer than this gets a chunk of its own).
+    const CHUNK: usize = 1 << 14;
+
+    /// Stores an edge in the arena; returns (chunk, offset).
+    fn append(&mut self, tokens: &[Token], values: &[V]) -> (u32, usize) {
+        let fits = self
+            .arena
+            .last()
+            .is_some_and(|(t, _)| t.capacity() - t.len() >= tokens.len());
+        if !fits {
+            let cap = Self::CHUNK.max(tokens.len());
+            self.arena
+                .push((Vec::with_capacity(cap), Vec::with_capacity(cap)));
+        }
+        let chunk = self.arena.len() - 1;
+        let (t, v) = &mut self.arena[chunk];
+        let off = t.len();
+        t.extend_from_slice(tokens);
+        v.extend_from_slice(values);
+        self.arena_len += tokens.len();
+        (u32::try_from(chunk).unwrap_or(u32::MAX), off)
+    }
+
+    /// Rebuilds the arena without evicted runs once it is mostly garbage (amortised O(1) per
+    /// evicted token).
+    fn maybe_compact(&mut self) {
+        let live = self.arena_len - self.garbage;
+        if self.garbage < Self::CHUNK || self.garbage < live {
+            return;
+        }
+        let old = std::mem::take(&mut self.arena);
+        self.arena_len = 0;
+        self.garbage = 0;
+        let live_nodes: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&i| i != ROOT && self.nodes[i as usize].live)
+            .collect();
+        for idx in live_nodes {
+            let n = &self.nodes[idx as usize];
+            let (t, v) = &old[n.chunk as usize];
+            let (tokens, values) = (&t[n.off..n.off + n.len], &v[n.off..n.off + n.len]);
+            let (chunk, off) = self.append(tokens, values);
+            let n = &mut self.nodes[idx as usize];
+            n.chunk = chunk;
+            n.off = off;
         }
     }
 
@@ -393,15 +476,20 @@ impl<V: Copy> RadixCache<V> {
             .find(hash, |&(h, c)| {
                 h == hash && {
                     let child = &nodes[c as usize];
-                    child.ns == ns && &child.key[..self.page_size.min(child.key.len())] == page
+                    child.ns == ns
+                        && self.arena[child.chunk as usize].0
+                            [child.off..child.off + self.page_size.min(child.len)]
+                            == *page
                 }
             })
             .map(|&(_, c)| c)
     }
 
     fn child_hash(&self, child: u32) -> u64 {
-        let node = &self.nodes[child as usize];
-        Self::page_hash(node.ns, self.first_page(&node.key))
+        Self::page_hash(
+            self.nodes[child as usize].ns,
+            self.first_page(self.key_of(child)),
+        )
     }
 
     fn attach_child(&mut self, parent: u32, child: u32) {
@@ -485,15 +573,17 @@ impl<V: Copy> RadixCache<V> {
         let upper = self.alloc_node();
         let parent = self.nodes[child as usize].parent;
         let old_hash = self.child_hash(child);
+        // The edge's run in the arena is cut in two: nothing is copied.
         let c = &mut self.nodes[child as usize];
-        let upper_key: Vec<Token> = c.key.drain(..n).collect();
-        let upper_value: Vec<V> = c.value.drain(..n).collect();
-        let (ns, lock_ref, stats) = (c.ns, c.lock_ref, c.stats);
+        let (chunk, off, ns, lock_ref, stats) = (c.chunk, c.off, c.ns, c.lock_ref, c.stats);
+        c.off += n;
+        c.len -= n;
         let u = &mut self.nodes[upper as usize];
         u.parent = parent;
         u.ns = ns;
-        u.key = upper_key;
-        u.value = upper_value;
+        u.chunk = chunk;
+        u.off = off;
+        u.len = n;
         u.lock_ref = lock_ref;
         u.stats = stats;
         // The upper node has the child's old first page, so it reuses the parent's entry.
@@ -544,16 +634,15 @@ impl<V: Copy> RadixCache<V> {
                 break;
             };
             self.touch(child, now, true, None);
-            let c = &self.nodes[child as usize];
-            let n = self.key_match(&c.key, tokens);
-            if n < c.key.len() {
+            let n = self.key_match(self.key_of(child), tokens);
+            if n < self.nodes[child as usize].len {
                 let upper = self.split(child, n);
-                out.extend_from_slice(&self.nodes[upper as usize].value);
+                out.extend_from_slice(self.value_of(upper));
                 matched += n;
                 node = upper;
                 break;
             }
-            out.extend_from_slice(&c.value);
+            out.extend_from_slice(self.value_of(child));
             matched += n;
             tokens = &tokens[n..];
             node = child;
@@ -605,9 +694,9 @@ impl<V: Copy> RadixCache<V> {
                 break;
             };
             self.touch(child, now, false, Some(priority));
-            let n = self.key_match(&self.nodes[child as usize].key, rest);
+            let n = self.key_match(self.key_of(child), rest);
             pos += n;
-            node = if n < self.nodes[child as usize].key.len() {
+            node = if n < self.nodes[child as usize].len {
                 self.split(child, n)
             } else {
                 child
@@ -616,17 +705,19 @@ impl<V: Copy> RadixCache<V> {
         let prefix_len = pos;
         if pos < key.tokens.len() {
             let leaf = self.alloc_node();
+            let (chunk, off) = self.append(&key.tokens[pos..], &values[pos..]);
             let l = &mut self.nodes[leaf as usize];
             l.ns = ns;
-            l.key = key.tokens[pos..].to_vec();
-            l.value = values[pos..].to_vec();
+            l.chunk = chunk;
+            l.off = off;
+            l.len = key.tokens.len() - pos;
             l.stats = NodeStats {
                 last_access: now,
                 creation: now,
                 hit_count: 0,
                 priority,
             };
-            let added = l.key.len();
+            let added = l.len;
             self.attach_child(node, leaf);
             self.evictable_size += added;
             self.stats.tokens_inserted += added as u64;
@@ -652,7 +743,7 @@ impl<V: Copy> RadixCache<V> {
         while idx != ROOT {
             let node = &mut self.nodes[idx as usize];
             if node.lock_ref == 0 {
-                moved += node.key.len();
+                moved += node.len;
             }
             node.lock_ref += 1;
             let parent = node.parent;
@@ -681,7 +772,7 @@ impl<V: Copy> RadixCache<V> {
             let node = &mut self.nodes[idx as usize];
             node.lock_ref -= 1;
             if node.lock_ref == 0 {
-                moved += node.key.len();
+                moved += node.len;
             }
             let parent = node.parent;
             self.refresh_leaf(idx);
@@ -709,12 +800,12 @@ impl<V: Copy> RadixCache<V> {
             let Some((_, idx)) = self.evictable.pop_first() else {
                 break;
             };
-            let node = &mut self.nodes[idx as usize];
-            node.evict_key = None;
-            out.extend_from_slice(&node.value);
-            let len = node.key.len();
-            let parent = node.parent;
+            self.nodes[idx as usize].evict_key = None;
+            out.extend_from_slice(self.value_of(idx));
+            let node = &self.nodes[idx as usize];
+            let (len, parent) = (node.len, node.parent);
             evicted += len;
+            self.garbage += len;
             self.evictable_size -= len;
             self.detach_child(parent, idx);
             self.free_node(idx);
@@ -722,6 +813,7 @@ impl<V: Copy> RadixCache<V> {
             self.stats.nodes_evicted += 1;
         }
         self.stats.tokens_evicted += evicted as u64;
+        self.maybe_compact();
         evicted
     }
 
@@ -751,6 +843,9 @@ impl<V: Copy> RadixCache<V> {
         self.evictable.clear();
         self.evictable_size = 0;
         self.protected_size = 0;
+        self.arena.clear();
+        self.arena_len = 0;
+        self.garbage = 0;
     }
 
     /// Verifies every structural invariant and reports the first violation: child keys, parent
@@ -759,13 +854,14 @@ impl<V: Copy> RadixCache<V> {
     pub fn check_integrity(&self) -> Result<(), IntegrityError> {
         let fail = |msg: String| Err(IntegrityError(msg));
         let root = &self.nodes[ROOT as usize];
-        if !root.live || root.lock_ref != 1 || !root.key.is_empty() || !root.value.is_empty() {
+        if !root.live || root.lock_ref != 1 || root.len != 0 {
             return fail("root must be live, hold lock_ref 1 and have an empty key".into());
         }
         let mut evictable = 0usize;
         let mut protected = 0usize;
         let mut leaves = 0usize;
         let mut reached = 1usize;
+        let mut arena_live = 0usize;
         // (node, token offset of its key from the root)
         let mut stack = vec![(ROOT, 0usize)];
         while let Some((idx, offset)) = stack.pop() {
@@ -785,7 +881,7 @@ impl<V: Copy> RadixCache<V> {
                 if hash != self.child_hash(c) {
                     return fail(format!("node {c} is filed under a stale child key"));
                 }
-                if self.find_child(idx, child.ns, &child.key) != Some(c) {
+                if self.find_child(idx, child.ns, self.key_of(c)) != Some(c) {
                     return fail(format!("node {c} is not found under its own first page"));
                 }
                 if idx != ROOT && child.ns != node.ns {
@@ -795,18 +891,22 @@ impl<V: Copy> RadixCache<V> {
                 }
                 child_locks += child.lock_ref;
                 reached += 1;
-                stack.push((c, offset + node.key.len()));
+                stack.push((c, offset + node.len));
             }
             if idx == ROOT {
                 continue;
             }
-            if node.key.is_empty() || node.key.len() != node.value.len() {
+            let in_arena = self
+                .arena
+                .get(node.chunk as usize)
+                .is_some_and(|(t, v)| node.off + node.len <= t.len() && t.len() == v.len());
+            if node.len == 0 || !in_arena {
                 return fail(format!(
-                    "node {idx} has {} tokens and {} values",
-                    node.key.len(),
-                    node.value.len()
+                    "node {idx} has an empty or out-of-arena edge (chunk {}, {}..+{})",
+                    node.chunk, node.off, node.len
                 ));
             }
+            arena_live += node.len;
             if node.lock_ref != node.direct_locks + child_locks {
                 return fail(format!(
                     "node {idx} lock_ref {} != own {} + children {child_locks}",
@@ -814,18 +914,18 @@ impl<V: Copy> RadixCache<V> {
                 ));
             }
             if node.lock_ref == 0 {
-                evictable += node.key.len();
+                evictable += node.len;
             } else {
-                protected += node.key.len();
+                protected += node.len;
             }
             if self.page_size > 1 {
                 if offset % self.page_size != 0 {
                     return fail(format!("node {idx} starts at unaligned offset {offset}"));
                 }
-                if !node.children.is_empty() && !node.key.len().is_multiple_of(self.page_size) {
+                if !node.children.is_empty() && !node.len.is_multiple_of(self.page_size) {
                     return fail(format!(
                         "inner node {idx} has unaligned length {}",
-                        node.key.len()
+                        node.len
                     ));
                 }
             }
@@ -864,6 +964,13 @@ impl<V: Copy> RadixCache<V> {
                 self.evictable_size, self.protected_size
             ));
         }
+        let stored: usize = self.arena.iter().map(|(t, _)| t.len()).sum();
+        if stored != self.arena_len || arena_live + self.garbage != stored {
+            return fail(format!(
+                "arena holds {stored} tokens ({} counted); {arena_live} live + {} garbage",
+                self.arena_len, self.garbage
+            ));
+        }
         if reached != self.node_count() {
             return fail(format!(
                 "{reached} nodes reachable but {} live in the arena",
@@ -892,14 +999,13 @@ impl<V: Copy> RadixCache<V> {
                 index: idx,
                 parent: node.parent,
                 depth,
-                tokens: &node.key,
-                values: &node.value,
+                tokens: self.key_of(idx),
+                values: self.value_of(idx),
                 lock_ref: node.lock_ref,
                 stats: node.stats,
             });
             let mut children: Vec<u32> = node.children.iter().map(|&(_, c)| c).collect();
-            children
-                .sort_by_key(|&c| std::cmp::Reverse(self.nodes[c as usize].key.first().copied()));
+            children.sort_by_key(|&c| std::cmp::Reverse(self.key_of(c).first().copied()));
             stack.extend(children.into_iter().map(|c| (c, depth + 1)));
         }
         out
