@@ -8,7 +8,7 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use crate::batch::ForwardBatch;
-use crate::kernels::HostLinear;
+use crate::kernels::{micro, HostLinear};
 use crate::weights::{LlamaConfig, RopeStyle};
 
 /// Host weights of one decoder layer.
@@ -108,6 +108,39 @@ fn dot<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// `o = Σ p_l * inv * v_l` over the value rows at `v_off(slots[l])`, with `NV` vector
+/// accumulators held in registers (`o.len() == NV * lanes`). Returns false if shapes differ.
+#[inline(always)]
+fn weighted_sum<S: Simd, const NV: usize>(
+    simd: S,
+    p: &[f32],
+    inv: f32,
+    slots: &[u32],
+    v_pool: &[f32],
+    v_off: impl Fn(u32) -> usize,
+    o: &mut [f32],
+) -> bool {
+    let hd = o.len();
+    let mut acc = [simd.splat_f32s(0.0); NV];
+    for (&pi, &s) in p.iter().zip(slots) {
+        let off = v_off(s);
+        let (vv, _) = S::as_simd_f32s(&v_pool[off..off + hd]);
+        if vv.len() != NV {
+            return false;
+        }
+        let w = simd.splat_f32s(pi * inv);
+        for (a, &v) in acc.iter_mut().zip(vv) {
+            *a = simd.mul_add_e_f32s(w, v, *a);
+        }
+    }
+    let (ov, _) = S::as_mut_simd_f32s(o);
+    if ov.len() != NV {
+        return false;
+    }
+    ov.copy_from_slice(&acc);
+    true
+}
+
 /// Causal attention of one query row over `slots` (its whole context, itself last).
 struct AttendRow<'a> {
     cfg: &'a LlamaConfig,
@@ -123,23 +156,46 @@ impl WithSimd for AttendRow<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
+    fn with_simd<S: Simd>(mut self, simd: S) {
         let c = self.cfg;
+        let (q, k_pool) = (self.q, self.k_pool);
         let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let g = h / kvh;
         let scale = 1.0 / (hd as f32).sqrt();
         let l = self.slots.len();
-        let mut p = vec![0f32; l];
+        let mut scores = vec![0f32; g * l];
         self.out.fill(0.0);
-        for head in 0..h {
-            let j = head / g;
-            let qh = &self.q[head * hd..(head + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
-            for (pi, &s) in p.iter_mut().zip(self.slots) {
+        for j in 0..kvh {
+            // Scores of the `g` query heads that share KV head `j`, one K row read for all.
+            let qg = &q[j * g * hd..(j + 1) * g * hd];
+            for (li, &s) in self.slots.iter().enumerate() {
                 let off = s as usize * self.width + j * hd;
-                *pi = dot(simd, qh, &self.k_pool[off..off + hd]) * scale;
-                max = max.max(*pi);
+                let k = &k_pool[off..off + hd];
+                if g == 3 {
+                    let r = micro::<S, 3, 1>(simd, qg, k, hd);
+                    for (a, ra) in r.iter().enumerate() {
+                        scores[a * l + li] = ra[0] * scale;
+                    }
+                } else {
+                    for a in 0..g {
+                        scores[a * l + li] = dot(simd, &qg[a * hd..(a + 1) * hd], k) * scale;
+                    }
+                }
             }
+            for (a, p) in scores.chunks_exact_mut(l).enumerate() {
+                self.head(simd, j, j * g + a, p);
+            }
+        }
+    }
+}
+
+impl AttendRow<'_> {
+    /// Softmax of query head `head`'s scores `p` (over KV head `j`'s keys) and its output.
+    #[inline(always)]
+    fn head<S: Simd>(&mut self, simd: S, j: usize, head: usize, p: &mut [f32]) {
+        let hd = self.cfg.head_dim;
+        {
+            let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
             for pi in p.iter_mut() {
                 *pi = (*pi - max).exp();
@@ -147,11 +203,24 @@ impl WithSimd for AttendRow<'_> {
             }
             let inv = 1.0 / sum;
             let o = &mut self.out[head * hd..(head + 1) * hd];
-            for (&pi, &s) in p.iter().zip(self.slots) {
-                let off = s as usize * self.width + j * hd;
-                let w = pi * inv;
-                for (ov, &vv) in o.iter_mut().zip(&self.v_pool[off..off + hd]) {
-                    *ov += w * vv;
+            let v_off = |s: u32| s as usize * self.width + j * hd;
+            // Register accumulators for the usual head sizes; the plain loop otherwise.
+            let done = match hd / S::F32_LANES {
+                8 if hd.is_multiple_of(S::F32_LANES) => {
+                    weighted_sum::<S, 8>(simd, p, inv, self.slots, self.v_pool, v_off, o)
+                }
+                16 if hd.is_multiple_of(S::F32_LANES) => {
+                    weighted_sum::<S, 16>(simd, p, inv, self.slots, self.v_pool, v_off, o)
+                }
+                _ => false,
+            };
+            if !done {
+                for (&pi, &s) in p.iter().zip(self.slots) {
+                    let off = v_off(s);
+                    let w = pi * inv;
+                    for (ov, &vv) in o.iter_mut().zip(&self.v_pool[off..off + hd]) {
+                        *ov += w * vv;
+                    }
                 }
             }
         }

@@ -280,7 +280,7 @@ mod x86 {
 /// Dot products of `NW` weight rows (stride `inp` in `w`) with `NX` input rows (stride `inp`
 /// in `x`), accumulated in registers: `out[a][b] = w_a · x_b`.
 #[inline(always)]
-fn micro<S: Simd, const NW: usize, const NX: usize>(
+pub(crate) fn micro<S: Simd, const NW: usize, const NX: usize>(
     simd: S,
     w: &[f32],
     x: &[f32],
