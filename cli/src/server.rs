@@ -301,12 +301,42 @@ fn check_model(st: &AppState, model: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// The validated generation settings of one HTTP request.
+struct Params {
+    sampling: SamplingParams,
+    stop: StopConditions,
+    stop_strings: Vec<String>,
+    skip_special_tokens: bool,
+}
+
+impl Params {
+    /// An engine request for `input` with these settings.
+    fn request(&self, input: Input, namespace: &Namespace) -> GenerateRequest {
+        let mut r = GenerateRequest::new(input);
+        r.sampling = self.sampling.clone();
+        r.stop = self.stop.clone();
+        r.stop_strings = self.stop_strings.clone();
+        r.namespace = namespace.clone();
+        r.skip_special_tokens = self.skip_special_tokens;
+        r
+    }
+}
+
+impl OpenAiSampling {
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+}
+
 /// Builds the sampling and stop settings of an OpenAI request.
 fn openai_params(
     s: &OpenAiSampling,
     default_max: usize,
     want_logprobs: bool,
-) -> Result<(SamplingParams, StopConditions, Vec<String>), ApiError> {
+) -> Result<Params, ApiError> {
     let max = s.max_completion_tokens.or(s.max_tokens);
     let max_new = match max {
         None => default_max,
@@ -344,7 +374,12 @@ fn openai_params(
     if stop_strings.len() > 16 {
         return Err(ApiError::bad("at most 16 stop strings").param("stop"));
     }
-    Ok((sampling, stop, stop_strings))
+    Ok(Params {
+        sampling,
+        stop,
+        stop_strings,
+        skip_special_tokens: s.skip_special_tokens.unwrap_or(true),
+    })
 }
 
 fn n_of(s: &OpenAiSampling) -> Result<usize, ApiError> {
@@ -616,7 +651,7 @@ async fn completions(
         return Err(ApiError::bad("echo is not supported").param("echo"));
     }
     let want_lp = b.logprobs.is_some_and(|n| n > 0);
-    let (sampling, stop, stop_strings) = openai_params(&b.s, 16, want_lp)?;
+    let params = openai_params(&b.s, 16, want_lp)?;
     let vocab = st.engine.info().vocab_size;
     let inputs: Vec<Input> = match b.prompt {
         PromptInput::Text(t) => vec![Input::Text(t)],
@@ -635,20 +670,10 @@ async fn completions(
     let mut requests = Vec::new();
     for input in inputs {
         for _ in 0..n {
-            let mut r = GenerateRequest::new(input.clone());
-            r.sampling = sampling.clone();
-            r.stop = stop.clone();
-            r.stop_strings = stop_strings.clone();
-            r.namespace = ns.clone();
-            r.skip_special_tokens = b.s.skip_special_tokens.unwrap_or(true);
-            requests.push(r);
+            requests.push(params.request(input.clone(), &ns));
         }
     }
-    let include_usage =
-        b.s.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+    let include_usage = b.s.include_usage();
     run_openai(
         st,
         Api::Completions,
@@ -706,9 +731,9 @@ async fn chat_completions(
         messages.push(ChatMessage::new(role, content));
     }
     let want_lp = b.logprobs.unwrap_or(false);
-    let (sampling, mut stop, stop_strings) = openai_params(&b.s, usize::MAX, want_lp)?;
+    let mut params = openai_params(&b.s, usize::MAX, want_lp)?;
     let input = Input::Chat(messages);
-    if stop.max_new_tokens == usize::MAX {
+    if params.stop.max_new_tokens == usize::MAX {
         // No max_tokens: up to 1,024 tokens, within what the context leaves.
         let prompt = st.engine.tokenize(&input)?.len();
         let info = st.engine.info();
@@ -716,26 +741,12 @@ async fn chat_completions(
             .context_length
             .min(info.kv_capacity_tokens)
             .saturating_sub(prompt);
-        stop.max_new_tokens = room.min(1024);
+        params.stop.max_new_tokens = room.min(1024);
     }
     let n = n_of(&b.s)?;
     let ns = namespace(tenant, b.s.cache_salt.clone());
-    let requests = (0..n)
-        .map(|_| {
-            let mut r = GenerateRequest::new(input.clone());
-            r.sampling = sampling.clone();
-            r.stop = stop.clone();
-            r.stop_strings = stop_strings.clone();
-            r.namespace = ns.clone();
-            r.skip_special_tokens = b.s.skip_special_tokens.unwrap_or(true);
-            r
-        })
-        .collect();
-    let include_usage =
-        b.s.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+    let requests = (0..n).map(|_| params.request(input.clone(), &ns)).collect();
+    let include_usage = b.s.include_usage();
     run_openai(
         st,
         Api::Chat,
@@ -820,16 +831,12 @@ async fn generate_native(
         repetition_penalty: sp.repetition_penalty,
         min_tokens: sp.min_new_tokens,
         ignore_eos: sp.ignore_eos,
+        skip_special_tokens: sp.skip_special_tokens,
         ..OpenAiSampling::default()
     };
     let want_lp = b.return_logprob.unwrap_or(false);
-    let (sampling, stop, stop_strings) = openai_params(&s, 128, want_lp)?;
-    let mut r = GenerateRequest::new(input);
-    r.sampling = sampling;
-    r.stop = stop;
-    r.stop_strings = stop_strings;
-    r.namespace = namespace(tenant, b.cache_salt.or(b.extra_key));
-    r.skip_special_tokens = sp.skip_special_tokens.unwrap_or(true);
+    let params = openai_params(&s, 128, want_lp)?;
+    let r = params.request(input, &namespace(tenant, b.cache_salt.or(b.extra_key)));
     let (mut rx, prompt_tokens) = spawn_generation(&st.engine, r)?;
     st.metrics.request_started();
     let rid = request_id("gen");
