@@ -148,6 +148,23 @@ struct Summary {
     wall: f64,
 }
 
+impl Summary {
+    /// The run as a markdown table row (printed as progress and in the final table).
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.1}% | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
+            self.workload,
+            if self.cache_on { "on" } else { "off" },
+            self.hit_rate * 100.0,
+            self.ttft_mean,
+            self.ttft_p50,
+            self.ttft_p90,
+            self.throughput,
+            self.wall
+        )
+    }
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -265,18 +282,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let sessions = workload(w, &a)?;
             let (samples, wall) = run_workload(&engine, sessions, &a)?;
             let s = summarize(w, cache_on, &samples, wall);
-            eprintln!(
-                "{:<16} cache {:<3} hit rate {:>5.1}%  TTFT mean {:>7.3}s p50 {:>7.3}s p90 {:>7.3}s  \
-                 {:>7.1} tok/s  wall {:>6.1}s",
-                s.workload,
-                if cache_on { "on" } else { "off" },
-                s.hit_rate * 100.0,
-                s.ttft_mean,
-                s.ttft_p50,
-                s.ttft_p90,
-                s.throughput,
-                s.wall
-            );
+            eprintln!("{}", s.row());
             results.push(s);
         }
         engine.shutdown();
@@ -284,17 +290,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!("| workload | cache | hit rate | TTFT mean (s) | TTFT p50 (s) | TTFT p90 (s) | output tok/s | wall (s) |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for s in &results {
-        println!(
-            "| {} | {} | {:.1}% | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
-            s.workload,
-            if s.cache_on { "on" } else { "off" },
-            s.hit_rate * 100.0,
-            s.ttft_mean,
-            s.ttft_p50,
-            s.ttft_p90,
-            s.throughput,
-            s.wall
-        );
+        println!("{}", s.row());
     }
     if let Some(path) = &a.plot {
         plot(path, &a.workloads, &results)?;
