@@ -1,7 +1,7 @@
 //! `radixserve`: generate, chat, serve and bench on a radix-cached LLM engine.
 
 mod bench;
-mod server;
+mod http;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 /// radixserve: an LLM serving engine with SGLang's RadixAttention prefix cache.
 #[derive(Parser, Debug)]
-#[command(name = "radixserve", version, about, long_about = None)]
+#[command(name = "radixserve", version, about, long_about = None, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,6 +61,10 @@ pub struct EngineArgs {
     /// Most requests decoding at once.
     #[arg(long, default_value_t = 32)]
     pub max_running_requests: usize,
+    /// Most requests waiting beyond the running ones; more are refused (HTTP 503) rather than
+    /// queued without bound.
+    #[arg(long, default_value_t = 256)]
+    pub max_queued_requests: usize,
     /// Memory for the KV cache, in MiB; decides how many tokens can be cached.
     #[arg(long, default_value_t = 512)]
     pub kv_cache_memory: usize,
@@ -70,6 +74,11 @@ pub struct EngineArgs {
     /// Check the complete KV accounting after every scheduler step (slower; for debugging).
     #[arg(long)]
     pub check_invariants: bool,
+    /// Let special tokens spelled inside chat message content (`<|im_end|>`) act as control
+    /// tokens, as other servers do. Only for trusted callers: by default message content is
+    /// always plain text, so no user can forge a system or assistant turn.
+    #[arg(long)]
+    pub trust_message_content: bool,
 }
 
 impl EngineArgs {
@@ -95,9 +104,11 @@ impl EngineArgs {
             chunked_prefill_size: chunk,
             max_prefill_tokens: self.max_prefill_tokens,
             max_running_requests: self.max_running_requests,
+            max_queued_requests: self.max_queued_requests,
             kv_cache_memory: self.kv_cache_memory << 20,
             context_length: self.context_length,
             check_invariants: self.check_invariants,
+            trust_message_content: self.trust_message_content,
         })
     }
 
@@ -195,15 +206,67 @@ struct ServeArgs {
     /// Port to listen on.
     #[arg(long, default_value_t = 30000)]
     port: u16,
-    /// Require `Authorization: Bearer <key>`; repeat or separate with commas for several
-    /// tenants. Each key gets its own cache namespace.
+    /// Require `Authorization: Bearer <key>` on every route but /health; repeat or separate
+    /// with commas for several tenants. Each key gets its own cache namespace.
     #[arg(long, value_delimiter = ',')]
     api_key: Vec<String>,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
-    max_body_bytes: usize,
+    /// The key of the admin routes (/flush_cache). With tenant keys set and no admin key, the
+    /// admin routes are closed.
+    #[arg(long)]
+    admin_api_key: Option<String>,
+    /// Largest request body accepted, in bytes (413 beyond; checked before authentication).
+    #[arg(long, alias = "max-body-bytes", default_value_t = 4 << 20)]
+    max_request_bytes: usize,
+    /// Seconds a connection may take to send a request's headers, counted from when it waits
+    /// for one (so idle keep-alive connections close after it too).
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
+    /// Seconds a request may take to send its body after its headers (408 beyond).
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+    /// Requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    max_concurrent_requests: usize,
+    /// Open connections at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 2048)]
+    max_connections: usize,
+    /// Seconds in-flight requests may run on after SIGTERM/SIGINT before they are aborted.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_timeout: f64,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+impl ServeArgs {
+    fn options(&self) -> Result<http::ServerOptions> {
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 && v < 1e7 {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                bail!("--{name} must be a positive number of seconds, not {v}")
+            }
+        };
+        Ok(http::ServerOptions {
+            host: self.host.clone(),
+            port: self.port,
+            api_keys: self
+                .api_key
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+            admin_api_key: self.admin_api_key.clone().filter(|k| !k.is_empty()),
+            limits: http::Limits {
+                max_request_bytes: self.max_request_bytes,
+                header_timeout: secs("header-timeout", self.header_timeout)?,
+                request_timeout: secs("request-timeout", self.request_timeout)?,
+                max_concurrent_requests: self.max_concurrent_requests,
+                max_connections: self.max_connections,
+                shutdown_timeout: secs("shutdown-timeout", self.shutdown_timeout)?,
+                ..http::Limits::default()
+            },
+        })
+    }
 }
 
 fn main() {
@@ -241,6 +304,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 write!(out, "{}", d.text)?;
                 out.flush()?;
             }
+            StreamEvent::Failed(e) => bail!("generation failed: {e}"),
             StreamEvent::Done(c) => {
                 writeln!(out)?;
                 eprintln!(
@@ -283,6 +347,7 @@ fn chat(a: ChatArgs) -> Result<()> {
                     out.flush()?;
                     reply.push_str(&d.text);
                 }
+                StreamEvent::Failed(e) => bail!("generation failed: {e}"),
                 StreamEvent::Done(c) => {
                     writeln!(out)?;
                     eprintln!(
@@ -298,18 +363,11 @@ fn chat(a: ChatArgs) -> Result<()> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
+    let options = a.options()?;
     let engine = a.engine.engine()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(server::serve(
-        std::sync::Arc::new(engine),
-        server::ServerOptions {
-            host: a.host,
-            port: a.port,
-            api_keys: a.api_key.into_iter().filter(|k| !k.is_empty()).collect(),
-            max_body_bytes: a.max_body_bytes,
-        },
-    ))
+    runtime.block_on(http::serve(std::sync::Arc::new(engine), options))
 }

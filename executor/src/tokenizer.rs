@@ -1,6 +1,9 @@
 //! Tokenizer (from GGUF metadata or `tokenizer.json`) and the Jinja chat template.
 
+mod chat;
+
 use std::path::Path;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -44,6 +47,8 @@ pub struct TextTokenizer {
     pub add_bos: bool,
     /// Jinja chat template text, when the model ships one.
     pub chat_template: Option<String>,
+    /// Built on first use by [`TextTokenizer::encode_chat`].
+    special_text: OnceLock<chat::SpecialText>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -139,6 +144,7 @@ impl TextTokenizer {
                 .get("tokenizer.chat_template")
                 .and_then(GgufValue::as_str)
                 .map(str::to_string),
+            special_text: OnceLock::new(),
         })
     }
 
@@ -156,6 +162,7 @@ impl TextTokenizer {
             eos_token_id: None,
             add_bos: false,
             chat_template: None,
+            special_text: OnceLock::new(),
         };
         let cfg_path = dir.join("tokenizer_config.json");
         if let Ok(text) = std::fs::read_to_string(&cfg_path) {
@@ -197,6 +204,14 @@ impl TextTokenizer {
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    fn special_text(&self) -> Result<&chat::SpecialText> {
+        if let Some(s) = self.special_text.get() {
+            return Ok(s);
+        }
+        let built = chat::SpecialText::new(&self.inner)?;
+        Ok(self.special_text.get_or_init(|| built))
     }
 
     /// Decodes ids to text (special tokens kept unless `skip_special`).

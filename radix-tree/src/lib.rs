@@ -15,7 +15,8 @@
 //! * [`RadixCache::evict`] removes whole unlocked leaves in the order of a pluggable
 //!   [`EvictionStrategy`] and returns their values, at logarithmic cost per evicted leaf.
 //! * Keys carry a typed [`Namespace`] (SGLang's `extra_key`: cache salt, adapter id): equal tokens
-//!   in different namespaces never share a node.
+//!   in different namespaces never share a node. A namespace is held only while it owns nodes
+//!   (see [`RadixCache::num_namespaces`]), so client-supplied salts cannot grow memory unboundedly.
 //!
 //! ```
 //! use radix_tree::{RadixCache, RadixKey};
@@ -32,6 +33,7 @@
 mod dump;
 mod error;
 mod key;
+mod namespaces;
 mod policy;
 mod tree;
 

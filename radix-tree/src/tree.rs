@@ -2,9 +2,10 @@
 
 use crate::error::{IntegrityError, RadixError};
 use crate::key::{KeyRef, Namespace, Token};
+use crate::namespaces::{NamespaceTable, SHARED};
 use crate::policy::{EvictionKey, EvictionPolicy, EvictionStrategy, NodeStats};
 use hashbrown::HashTable;
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::FxHasher;
 use std::collections::BTreeSet;
 use std::hash::Hasher;
 
@@ -146,8 +147,8 @@ pub struct RadixCache<V: Copy> {
     evictable: BTreeSet<(EvictionKey, u32)>,
     evictable_size: usize,
     protected_size: usize,
-    namespaces: FxHashMap<Namespace, u32>,
-    namespace_names: Vec<Namespace>,
+    /// The namespaces of live nodes, each counted by the nodes that carry it.
+    namespaces: NamespaceTable,
     clock: u64,
     stats: CacheStats,
 }
@@ -210,8 +211,6 @@ impl<V: Copy> RadixCache<V> {
         root.live = true;
         root.lock_ref = 1;
         root.stats.priority = i64::MIN;
-        let mut namespaces = FxHashMap::default();
-        namespaces.insert(Namespace::shared(), 0);
         RadixCache {
             nodes: vec![root],
             arena: Vec::new(),
@@ -224,8 +223,7 @@ impl<V: Copy> RadixCache<V> {
             evictable: BTreeSet::new(),
             evictable_size: 0,
             protected_size: 0,
-            namespaces,
-            namespace_names: vec![Namespace::shared()],
+            namespaces: NamespaceTable::default(),
             clock: 0,
             stats: CacheStats::default(),
         }
@@ -275,6 +273,15 @@ impl<V: Copy> RadixCache<V> {
     /// Live nodes, the root included.
     pub fn node_count(&self) -> usize {
         self.nodes.len() - self.free_nodes.len()
+    }
+
+    /// Namespaces currently held, the shared one included. A namespace is held exactly while at
+    /// least one node of it is in the tree (the shared one always): it is freed, strings and
+    /// all, when eviction or [`RadixCache::reset`] removes its last node, and looking a
+    /// namespace up with [`RadixCache::match_prefix`] never adds one. So the cache's memory for
+    /// client-supplied salts is bounded by what it stores, not by what it has seen.
+    pub fn num_namespaces(&self) -> usize {
+        self.namespaces.len()
     }
 
     /// The usage counters.
@@ -434,16 +441,6 @@ impl<V: Copy> RadixCache<V> {
         self.clock
     }
 
-    fn namespace_id(&mut self, ns: &Namespace) -> u32 {
-        if let Some(&id) = self.namespaces.get(ns) {
-            return id;
-        }
-        let id = u32::try_from(self.namespace_names.len()).unwrap_or(u32::MAX);
-        self.namespaces.insert(ns.clone(), id);
-        self.namespace_names.push(ns.clone());
-        id
-    }
-
     fn first_page<'a>(&self, tokens: &'a [Token]) -> &'a [Token] {
         &tokens[..self.page_size.min(tokens.len())]
     }
@@ -510,23 +507,29 @@ impl<V: Copy> RadixCache<V> {
         }
     }
 
-    fn alloc_node(&mut self) -> u32 {
-        if let Some(idx) = self.free_nodes.pop() {
-            self.nodes[idx as usize].live = true;
+    /// Takes a slot for a new node in namespace `ns`, which counts the node.
+    fn alloc_node(&mut self, ns: u32) -> u32 {
+        self.namespaces.acquire(ns);
+        let idx = if let Some(idx) = self.free_nodes.pop() {
             idx
         } else {
-            let idx = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
-            let mut node = Node::empty(0);
-            node.live = true;
-            self.nodes.push(node);
-            idx
-        }
+            self.nodes.push(Node::empty(0));
+            u32::try_from(self.nodes.len() - 1).unwrap_or(u32::MAX)
+        };
+        let node = &mut self.nodes[idx as usize];
+        node.live = true;
+        node.ns = ns;
+        idx
     }
 
+    /// Frees a node's slot (stale handles to it are detected) and releases its namespace, which
+    /// is freed with its last node.
     fn free_node(&mut self, idx: u32) {
-        let generation = self.nodes[idx as usize].generation.wrapping_add(1);
+        let node = &self.nodes[idx as usize];
+        let (ns, generation) = (node.ns, node.generation.wrapping_add(1));
         self.nodes[idx as usize] = Node::empty(generation);
         self.free_nodes.push(idx);
+        self.namespaces.release(ns);
     }
 
     /// Puts a node into, or takes it out of, the evictable-leaf set as its state requires.
@@ -570,17 +573,16 @@ impl<V: Copy> RadixCache<V> {
     /// Splits `child` after its first `n` tokens; returns the new upper node, which takes the
     /// child's place under its parent. The child keeps its id, so locks anchored at it stay valid.
     fn split(&mut self, child: u32, n: usize) -> u32 {
-        let upper = self.alloc_node();
+        let upper = self.alloc_node(self.nodes[child as usize].ns);
         let parent = self.nodes[child as usize].parent;
         let old_hash = self.child_hash(child);
         // The edge's run in the arena is cut in two: nothing is copied.
         let c = &mut self.nodes[child as usize];
-        let (chunk, off, ns, lock_ref, stats) = (c.chunk, c.off, c.ns, c.lock_ref, c.stats);
+        let (chunk, off, lock_ref, stats) = (c.chunk, c.off, c.lock_ref, c.stats);
         c.off += n;
         c.len -= n;
         let u = &mut self.nodes[upper as usize];
         u.parent = parent;
-        u.ns = ns;
         u.chunk = chunk;
         u.off = off;
         u.len = n;
@@ -623,7 +625,7 @@ impl<V: Copy> RadixCache<V> {
         if self.disabled || aligned == 0 {
             return self.root();
         }
-        let Some(&ns) = self.namespaces.get(key.namespace) else {
+        let Some(ns) = self.namespaces.get(key.namespace) else {
             return self.root();
         };
         let mut tokens = &key.tokens[..aligned];
@@ -683,13 +685,33 @@ impl<V: Copy> RadixCache<V> {
             });
         }
         self.stats.insert_calls += 1;
-        let ns = self.namespace_id(key.namespace);
         let now = self.tick();
         self.touch(ROOT, now, false, None);
+        // A namespace without an entry owns no nodes, so nothing of the key is stored yet.
+        let found = self.namespaces.get(key.namespace);
+        let (prefix_len, mut node) = match found {
+            Some(ns) => self.insert_walk(ns, key.tokens, now, priority),
+            None => (0, ROOT),
+        };
+        if prefix_len < key.tokens.len() {
+            let ns = found.unwrap_or_else(|| self.namespaces.intern(key.namespace));
+            let (tokens, values) = (&key.tokens[prefix_len..], &values[prefix_len..]);
+            node = self.add_leaf(node, ns, tokens, values, now, priority);
+        }
+        Ok(InsertOutcome {
+            prefix_len,
+            last_node: self.id_of(node),
+        })
+    }
+
+    /// Follows `tokens` down from the root in namespace `ns`, splitting a node where the stored
+    /// key diverges, and raising priorities on the way; returns how many tokens are present and
+    /// the node where they end.
+    fn insert_walk(&mut self, ns: u32, tokens: &[Token], now: u64, priority: i64) -> (usize, u32) {
         let mut pos = 0usize;
         let mut node = ROOT;
-        while pos < key.tokens.len() {
-            let rest = &key.tokens[pos..];
+        while pos < tokens.len() {
+            let rest = &tokens[pos..];
             let Some(child) = self.find_child(node, ns, rest) else {
                 break;
             };
@@ -702,33 +724,37 @@ impl<V: Copy> RadixCache<V> {
                 child
             };
         }
-        let prefix_len = pos;
-        if pos < key.tokens.len() {
-            let leaf = self.alloc_node();
-            let (chunk, off) = self.append(&key.tokens[pos..], &values[pos..]);
-            let l = &mut self.nodes[leaf as usize];
-            l.ns = ns;
-            l.chunk = chunk;
-            l.off = off;
-            l.len = key.tokens.len() - pos;
-            l.stats = NodeStats {
-                last_access: now,
-                creation: now,
-                hit_count: 0,
-                priority,
-            };
-            let added = l.len;
-            self.attach_child(node, leaf);
-            self.evictable_size += added;
-            self.stats.tokens_inserted += added as u64;
-            self.refresh_leaf(node);
-            self.refresh_leaf(leaf);
-            node = leaf;
-        }
-        Ok(InsertOutcome {
-            prefix_len,
-            last_node: self.id_of(node),
-        })
+        (pos, node)
+    }
+
+    /// Hangs a new evictable leaf holding `tokens` and `values` under `parent`; returns it.
+    fn add_leaf(
+        &mut self,
+        parent: u32,
+        ns: u32,
+        tokens: &[Token],
+        values: &[V],
+        now: u64,
+        priority: i64,
+    ) -> u32 {
+        let leaf = self.alloc_node(ns);
+        let (chunk, off) = self.append(tokens, values);
+        let l = &mut self.nodes[leaf as usize];
+        l.chunk = chunk;
+        l.off = off;
+        l.len = tokens.len();
+        l.stats = NodeStats {
+            last_access: now,
+            creation: now,
+            hit_count: 0,
+            priority,
+        };
+        self.attach_child(parent, leaf);
+        self.evictable_size += tokens.len();
+        self.stats.tokens_inserted += tokens.len() as u64;
+        self.refresh_leaf(parent);
+        self.refresh_leaf(leaf);
+        leaf
     }
 
     /// Takes one lock on `id` and each ancestor (SGLang's `inc_lock_ref`); returns how many
@@ -819,6 +845,7 @@ impl<V: Copy> RadixCache<V> {
 
     /// Removes every node; sizes become zero and the root stays locked. The caller is responsible
     /// for the values that were stored (SGLang's `reset` is paired with clearing the allocator).
+    /// Every namespace but the shared one is freed with the nodes.
     pub fn reset(&mut self) {
         let root = Node {
             generation: self.nodes[ROOT as usize].generation,
@@ -846,6 +873,7 @@ impl<V: Copy> RadixCache<V> {
         self.arena.clear();
         self.arena_len = 0;
         self.garbage = 0;
+        self.namespaces.reset();
     }
 
     /// Verifies every structural invariant and reports the first violation: child keys, parent
@@ -980,13 +1008,36 @@ impl<V: Copy> RadixCache<V> {
         if self.disabled && self.total_size() != 0 {
             return fail("a disabled cache stores tokens".into());
         }
-        Ok(())
+        self.check_namespaces()
+    }
+
+    /// Checks the namespace table against a count of the live nodes carrying each id (every
+    /// live node is reachable, which [`RadixCache::check_integrity`] verifies first).
+    fn check_namespaces(&self) -> Result<(), IntegrityError> {
+        if self.nodes[ROOT as usize].ns != SHARED {
+            return Err(IntegrityError(
+                "the root must be in the shared namespace".into(),
+            ));
+        }
+        let mut counted = vec![0usize; self.namespaces.slots()];
+        for (idx, node) in self.nodes.iter().enumerate().skip(1) {
+            match counted.get_mut(node.ns as usize) {
+                _ if !node.live => {}
+                Some(count) => *count += 1,
+                None => {
+                    return Err(IntegrityError(format!(
+                        "node {idx} carries namespace id {} beyond the table",
+                        node.ns
+                    )))
+                }
+            }
+        }
+        self.namespaces.check(&counted).map_err(IntegrityError)
     }
 
     /// The namespace a node belongs to.
     pub(crate) fn namespace_of(&self, idx: u32) -> &Namespace {
-        let ns = self.nodes[idx as usize].ns as usize;
-        &self.namespace_names[ns]
+        self.namespaces.name(self.nodes[idx as usize].ns)
     }
 
     /// Depth-first walk for the dumps, children in order of their first token.

@@ -4,7 +4,9 @@
 //! and the multiset of locked prefixes. It checks that a match returns exactly the longest stored
 //! page-aligned prefix in the same namespace with the right values, that sizes agree, that locked
 //! values are never evicted, and that every value handed to `insert` is accounted exactly once
-//! (still stored, returned as a duplicate, or returned by eviction).
+//! (still stored, returned as a duplicate, or returned by eviction). It also checks that the
+//! cache holds exactly the namespaces that own stored prefixes (plus the shared one), however many
+//! distinct salts come and go.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,7 +30,8 @@ enum Op {
 struct Harness {
     cache: RadixCache<u64>,
     page: usize,
-    namespaces: [Namespace; 2],
+    /// The namespaces ops pick from by index; 0 is shared and 1 the original salted one.
+    namespaces: Vec<Namespace>,
     /// (namespace, page-aligned prefix) -> values of the prefix's last page.
     stored: BTreeMap<(u8, Vec<u32>), Vec<u64>>,
     /// Locks held: handle and the prefix it ends at.
@@ -41,10 +44,16 @@ struct Harness {
 
 impl Harness {
     fn new(page: usize, policy: EvictionPolicy) -> Self {
+        Self::with_namespaces(page, policy, 2)
+    }
+
+    /// A harness whose ops pick from `count` namespaces: shared, then distinct salts (some with
+    /// tenants or adapters, one of them long).
+    fn with_namespaces(page: usize, policy: EvictionPolicy, count: usize) -> Self {
         Harness {
             cache: RadixCache::with_strategy(page, policy),
             page,
-            namespaces: [Namespace::shared(), Namespace::salted("tenant")],
+            namespaces: (0..count).map(namespace).collect(),
             stored: BTreeMap::new(),
             locks: Vec::new(),
             next_value: 1,
@@ -213,6 +222,17 @@ impl Harness {
 
     fn check(&self) {
         self.cache.check_integrity().unwrap();
+        let owners: HashSet<u8> = self
+            .stored
+            .keys()
+            .map(|(ns, _)| *ns)
+            .filter(|&ns| ns != 0)
+            .collect();
+        assert_eq!(
+            self.cache.num_namespaces(),
+            1 + owners.len(),
+            "namespaces held differ from those owning nodes"
+        );
         let total = self.stored.len() * self.page;
         let protected = self
             .stored
@@ -240,17 +260,31 @@ impl Harness {
     }
 }
 
+/// The `i`-th namespace a harness uses: 0 is shared, 1 the salt of the original model.
+fn namespace(i: usize) -> Namespace {
+    match i {
+        0 => Namespace::shared(),
+        1 => Namespace::salted("tenant"),
+        2 => Namespace::salted("x".repeat(4096)),
+        i if i % 5 == 0 => Namespace::salted("s").with_tenant(format!("t{i}")),
+        i if i % 3 == 0 => Namespace::salted(format!("s{i}")).with_adapter("lora"),
+        i => Namespace::salted(format!("s{i}")),
+    }
+}
+
 fn tokens_strategy() -> impl Strategy<Value = Vec<u32>> {
     prop::collection::vec(0u32..3, 0..12)
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
+/// Random ops over the first `namespaces` namespaces.
+fn op_strategy(namespaces: u8) -> impl Strategy<Value = Op> {
+    let ns = move || 0u8..namespaces;
     prop_oneof![
-        4 => (0u8..2, tokens_strategy()).prop_map(|(ns, tokens)| Op::Insert { ns, tokens }),
-        3 => (0u8..2, tokens_strategy()).prop_map(|(ns, tokens)| Op::Match { ns, tokens }),
-        2 => (0u8..2, tokens_strategy()).prop_map(|(ns, tokens)| Op::Lock { ns, tokens }),
+        4 => (ns(), tokens_strategy()).prop_map(|(ns, tokens)| Op::Insert { ns, tokens }),
+        3 => (ns(), tokens_strategy()).prop_map(|(ns, tokens)| Op::Match { ns, tokens }),
+        2 => (ns(), tokens_strategy()).prop_map(|(ns, tokens)| Op::Lock { ns, tokens }),
         2 => any::<usize>().prop_map(|pick| Op::Unlock { pick }),
-        1 => (0u8..2, tokens_strategy()).prop_map(|(ns, tokens)| Op::BadUnlock { ns, tokens }),
+        1 => (ns(), tokens_strategy()).prop_map(|(ns, tokens)| Op::BadUnlock { ns, tokens }),
         2 => (0usize..10).prop_map(|n| Op::Evict { n }),
         1 => Just(Op::Reset),
     ]
@@ -267,36 +301,54 @@ proptest! {
     fn random_operations_agree_with_the_model(
         page in prop::sample::select(vec![1usize, 2, 4]),
         policy in policy_strategy(),
-        ops in prop::collection::vec(op_strategy(), 1..80),
+        ops in prop::collection::vec(op_strategy(2), 1..80),
     ) {
         let mut h = Harness::new(page, policy);
         for op in &ops {
             h.apply(op);
         }
     }
+
+    /// Many distinct salts come and go: after every op the integrity check (which counts each
+    /// namespace's nodes) passes and the cache holds exactly the namespaces owning nodes.
+    #[test]
+    fn namespaces_are_held_exactly_while_they_own_nodes(
+        page in prop::sample::select(vec![1usize, 2, 4]),
+        policy in policy_strategy(),
+        ops in prop::collection::vec(op_strategy(MANY_NAMESPACES), 1..120),
+    ) {
+        let mut h = Harness::with_namespaces(page, policy, MANY_NAMESPACES.into());
+        for op in &ops {
+            h.apply(op);
+        }
+    }
 }
 
-fn random_op(rng: &mut StdRng) -> Op {
+/// Namespaces for the tests of namespace bookkeeping (the shared one and 15 salts).
+const MANY_NAMESPACES: u8 = 16;
+
+/// A random op over the first `namespaces` namespaces.
+fn random_op(rng: &mut StdRng, namespaces: u8) -> Op {
     let tokens = |rng: &mut StdRng| -> Vec<u32> {
         let len = rng.gen_range(0..12);
         (0..len).map(|_| rng.gen_range(0..3)).collect()
     };
     match rng.gen_range(0..15) {
         0..=3 => Op::Insert {
-            ns: rng.gen_range(0..2),
+            ns: rng.gen_range(0..namespaces),
             tokens: tokens(rng),
         },
         4..=6 => Op::Match {
-            ns: rng.gen_range(0..2),
+            ns: rng.gen_range(0..namespaces),
             tokens: tokens(rng),
         },
         7..=8 => Op::Lock {
-            ns: rng.gen_range(0..2),
+            ns: rng.gen_range(0..namespaces),
             tokens: tokens(rng),
         },
         9..=10 => Op::Unlock { pick: rng.gen() },
         11 => Op::BadUnlock {
-            ns: rng.gen_range(0..2),
+            ns: rng.gen_range(0..namespaces),
             tokens: tokens(rng),
         },
         12..=13 => Op::Evict {
@@ -320,7 +372,23 @@ fn seeded_long_run_of_100k_operations() {
         let mut h = Harness::new(page, policy);
         let ops = if page == 1 { 40_000 } else { 30_000 };
         for _ in 0..ops {
-            let op = random_op(&mut rng);
+            let op = random_op(&mut rng, 2);
+            h.apply(&op);
+            while h.locks.len() > 6 {
+                h.apply(&Op::Unlock { pick: 0 });
+            }
+        }
+    }
+}
+
+#[test]
+fn seeded_long_run_over_many_salts() {
+    for (seed, page) in [(4u64, 1usize), (5, 2)] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let policy = EvictionPolicy::ALL[seed as usize % EvictionPolicy::ALL.len()];
+        let mut h = Harness::with_namespaces(page, policy, MANY_NAMESPACES.into());
+        for _ in 0..15_000 {
+            let op = random_op(&mut rng, MANY_NAMESPACES);
             h.apply(&op);
             while h.locks.len() > 6 {
                 h.apply(&Op::Unlock { pick: 0 });

@@ -11,6 +11,7 @@
 mod adder;
 mod batch;
 mod error;
+mod limits;
 mod policy;
 mod request;
 mod scheduler;
@@ -21,6 +22,7 @@ pub use batch::{
     SequenceInput, StepOutput,
 };
 pub use error::RouterError;
+pub use limits::TokenLimit;
 pub use policy::{Policy, UnknownSchedulePolicy};
 pub use request::{FinishReason, Req, ReqId, ReqStatus, StopConditions};
 pub use scheduler::{

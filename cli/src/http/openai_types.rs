@@ -1,0 +1,181 @@
+//! Request and response bodies of the OpenAI-compatible routes.
+
+use super::params::OpenAiSampling;
+use serde::{Deserialize, Serialize};
+
+/// `prompt` of `/v1/completions`: text, texts, token ids or lists of token ids.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i64>),
+    TokenLists(Vec<Vec<i64>>),
+}
+
+/// `/v1/completions` request.
+#[derive(Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: PromptInput,
+    pub logprobs: Option<u32>,
+    pub echo: Option<bool>,
+    #[serde(flatten)]
+    pub sampling: OpenAiSampling,
+}
+
+/// A chat message's content: text or a list of parts.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One part of a chat message's content.
+#[derive(Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+/// A chat message of a request.
+#[derive(Deserialize)]
+pub struct RequestMessage {
+    pub role: String,
+    pub content: Option<MessageContent>,
+}
+
+/// `/v1/chat/completions` request.
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub messages: Vec<RequestMessage>,
+    pub logprobs: Option<bool>,
+    #[serde(flatten)]
+    pub sampling: OpenAiSampling,
+}
+
+/// Token counts of a response.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct UsageBody {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    pub prompt_tokens_details: PromptDetails,
+}
+
+/// Where prompt tokens came from.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct PromptDetails {
+    pub cached_tokens: usize,
+}
+
+impl UsageBody {
+    pub fn new(prompt: usize, completion: usize, cached: usize) -> Self {
+        UsageBody {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            prompt_tokens_details: PromptDetails {
+                cached_tokens: cached,
+            },
+        }
+    }
+}
+
+/// Logprobs of a completions choice.
+#[derive(Serialize, Debug, Clone)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f32>,
+    pub top_logprobs: Option<Vec<()>>,
+}
+
+/// One token's logprob in a chat choice.
+#[derive(Serialize, Debug, Clone)]
+pub struct ChatTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<()>,
+}
+
+/// Logprobs of a chat choice.
+#[derive(Serialize, Debug, Clone)]
+pub struct ChatLogprobs {
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+/// A completions choice (whole or a streamed piece).
+#[derive(Serialize, Debug)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// An assistant message of a chat response.
+#[derive(Serialize, Debug)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// A chat choice.
+#[derive(Serialize, Debug)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// The new part of a streamed chat message.
+#[derive(Serialize, Debug, Default)]
+pub struct ChatDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// A streamed chat choice.
+#[derive(Serialize, Debug)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: ChatDelta,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// A response or streamed chunk of either route: `choices` is one of the choice types above.
+#[derive(Serialize, Debug)]
+pub struct Envelope<C> {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<C>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageBody>,
+}
+
+/// `/v1/models` entry.
+#[derive(Serialize, Debug)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+    pub max_model_len: usize,
+}
+
+/// `/v1/models` response.
+#[derive(Serialize, Debug)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}

@@ -1,0 +1,229 @@
+//! Sampling and stop settings of an HTTP request, validated once for every route, with the caps
+//! that keep one request's cost bounded.
+
+use super::error::ApiError;
+use engine::{GenerateRequest, Input, Namespace, SamplingParams, StopConditions};
+use serde::Deserialize;
+
+/// Most stop strings in one request.
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes (stop matching holds back this much text).
+pub const MAX_STOP_BYTES: usize = 256;
+/// Longest `cache_salt`, in bytes (salts live in the cache's namespace table).
+pub const MAX_SALT_BYTES: usize = 256;
+/// Most sequences (prompts times `n`) one request may start.
+pub const MAX_SEQUENCES: usize = 64;
+/// Largest `n`.
+pub const MAX_N: i64 = 16;
+
+/// One string or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `stream_options` of the OpenAI API.
+#[derive(Deserialize, Default)]
+pub struct StreamOptions {
+    /// Send a last chunk with the usage of the whole request.
+    pub include_usage: Option<bool>,
+}
+
+/// Sampling fields shared by the OpenAI endpoints (and filled in by the native one).
+#[derive(Deserialize, Default)]
+pub struct OpenAiSampling {
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub stop: Option<StringOrList>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    pub seed: Option<u64>,
+    pub n: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub min_tokens: Option<usize>,
+    pub ignore_eos: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub cache_salt: Option<String>,
+}
+
+impl OpenAiSampling {
+    /// Whether a streamed response ends with a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// `n`, within 1..=16.
+    pub fn n(&self) -> Result<usize, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if (1..=MAX_N).contains(&n) => Ok(n as usize),
+            Some(_) => Err(ApiError::bad(format!("n must be between 1 and {MAX_N}")).param("n")),
+        }
+    }
+}
+
+/// How many output tokens a request gets when it names none.
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultMax {
+    /// A fixed number (OpenAI completions: 16; SGLang native: 128).
+    Fixed(usize),
+    /// As many as the context and the KV pool leave after the prompt, at most this many.
+    Room(usize),
+}
+
+/// The validated generation settings of one HTTP request.
+pub struct Params {
+    pub sampling: SamplingParams,
+    pub stop: StopConditions,
+    pub stop_strings: Vec<String>,
+    pub skip_special_tokens: bool,
+    /// `max_tokens` was not given and is sized per prompt ([`DefaultMax::Room`]).
+    pub max_from_room: Option<usize>,
+}
+
+impl Params {
+    /// Builds the settings of an OpenAI-shaped request.
+    pub fn from_openai(
+        s: &OpenAiSampling,
+        default_max: DefaultMax,
+        want_logprobs: bool,
+    ) -> Result<Params, ApiError> {
+        let (max_new, max_from_room) = match (s.max_completion_tokens.or(s.max_tokens), default_max)
+        {
+            (Some(m), _) if m >= 0 => (m as usize, None),
+            (Some(_), _) => {
+                return Err(ApiError::bad("max_tokens must be >= 0").param("max_tokens"))
+            }
+            (None, DefaultMax::Fixed(m)) => (m, None),
+            (None, DefaultMax::Room(cap)) => (0, Some(cap)),
+        };
+        let top_k = match s.top_k {
+            None | Some(-1) | Some(0) => 0,
+            Some(k) if k > 0 => k as usize,
+            Some(_) => return Err(ApiError::bad("top_k must be -1 or positive").param("top_k")),
+        };
+        let sampling = SamplingParams {
+            temperature: s.temperature.unwrap_or(1.0),
+            top_p: s.top_p.unwrap_or(1.0),
+            top_k,
+            min_p: s.min_p.unwrap_or(0.0),
+            repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
+            frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
+            presence_penalty: s.presence_penalty.unwrap_or(0.0),
+            seed: s.seed,
+            return_logprob: want_logprobs,
+        };
+        sampling.validate().map_err(ApiError::bad)?;
+        let stop = StopConditions {
+            max_new_tokens: max_new,
+            min_new_tokens: s.min_tokens.unwrap_or(0),
+            stop_token_ids: s.stop_token_ids.clone().unwrap_or_default(),
+            ignore_eos: s.ignore_eos.unwrap_or(false),
+        };
+        let stop_strings = match &s.stop {
+            None => Vec::new(),
+            Some(StringOrList::One(x)) => vec![x.clone()],
+            Some(StringOrList::Many(v)) => v.clone(),
+        };
+        check_stop_strings(&stop_strings)?;
+        if stop.stop_token_ids.len() > MAX_STOP_STRINGS * 4 {
+            return Err(
+                ApiError::bad(format!("at most {} stop_token_ids", MAX_STOP_STRINGS * 4))
+                    .param("stop_token_ids"),
+            );
+        }
+        Ok(Params {
+            sampling,
+            stop,
+            stop_strings,
+            skip_special_tokens: s.skip_special_tokens.unwrap_or(true),
+            max_from_room,
+        })
+    }
+
+    /// An engine request for `input` with these settings.
+    pub fn request(&self, input: Input, namespace: &Namespace) -> GenerateRequest {
+        let mut r = GenerateRequest::new(input);
+        r.sampling = self.sampling.clone();
+        r.stop = self.stop.clone();
+        r.stop_strings = self.stop_strings.clone();
+        r.namespace = namespace.clone();
+        r.skip_special_tokens = self.skip_special_tokens;
+        r
+    }
+}
+
+fn check_stop_strings(stops: &[String]) -> Result<(), ApiError> {
+    if stops.len() > MAX_STOP_STRINGS {
+        return Err(
+            ApiError::bad(format!("at most {MAX_STOP_STRINGS} stop strings")).param("stop"),
+        );
+    }
+    if stops.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::bad(format!(
+            "a stop string may be at most {MAX_STOP_BYTES} bytes"
+        ))
+        .param("stop"));
+    }
+    if stops.iter().any(String::is_empty) {
+        return Err(ApiError::bad("stop strings must not be empty").param("stop"));
+    }
+    Ok(())
+}
+
+/// Refuses requests that would start more than [`MAX_SEQUENCES`] sequences.
+pub fn check_sequences(prompts: usize, n: usize) -> Result<(), ApiError> {
+    if prompts.saturating_mul(n) > MAX_SEQUENCES {
+        return Err(ApiError::bad(format!(
+            "{prompts} prompts times n={n} exceeds the {MAX_SEQUENCES} sequences one request may start"
+        ))
+        .param("n"));
+    }
+    Ok(())
+}
+
+/// The cache namespace of a request: its tenant (from the API key) and its salt.
+pub fn namespace(tenant: Option<String>, salt: Option<String>) -> Result<Namespace, ApiError> {
+    let mut ns = Namespace::shared();
+    if let Some(t) = tenant {
+        ns = ns.with_tenant(t);
+    }
+    if let Some(s) = salt.filter(|s| !s.is_empty()) {
+        if s.len() > MAX_SALT_BYTES {
+            return Err(
+                ApiError::bad(format!("cache_salt may be at most {MAX_SALT_BYTES} bytes"))
+                    .param("cache_salt"),
+            );
+        }
+        ns = ns.with_salt(s);
+    }
+    Ok(ns)
+}
+
+/// Token ids from a request, checked against the vocabulary.
+pub fn token_ids(list: &[i64], vocab: usize) -> Result<Vec<u32>, ApiError> {
+    list.iter()
+        .map(|&t| {
+            u32::try_from(t)
+                .ok()
+                .filter(|&t| (t as usize) < vocab)
+                .ok_or_else(|| {
+                    ApiError::bad(format!("invalid token id {t} (vocabulary size {vocab})"))
+                })
+        })
+        .collect()
+}

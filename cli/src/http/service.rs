@@ -1,0 +1,143 @@
+//! Health and information routes: `/health`, `/health_generate`, `/v1/models`,
+//! `/get_model_info`, `/get_server_info`, `/get_load`.
+
+use super::error::ApiError;
+use super::openai_types::{ModelCard, ModelList};
+use super::Shared;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use engine::{GenerateRequest, Input};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long `/health_generate` waits for its one-token generation (SGLang waits 20 s).
+const HEALTH_GENERATE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `GET /health`: 200 while the engine runs and the server is not draining, else 503.
+/// Open without a key, so load balancers can probe it.
+pub async fn health(State(st): State<Shared>) -> Result<&'static str, ApiError> {
+    if st.draining.load(Ordering::Acquire) {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    if !st.engine.is_alive() {
+        return Err(ApiError::unavailable("the engine has stopped"));
+    }
+    Ok("OK")
+}
+
+/// `GET /health_generate`: generates one token; 503 if that fails or takes over 20 s.
+pub async fn health_generate(State(st): State<Shared>) -> Result<&'static str, ApiError> {
+    let mut r = GenerateRequest::new(Input::Tokens(vec![0]));
+    r.stop.max_new_tokens = 1;
+    let stream = st.engine.generate(r)?;
+    match tokio::time::timeout(HEALTH_GENERATE_TIMEOUT, stream.completion()).await {
+        Ok(Ok(_)) => Ok("OK"),
+        Ok(Err(e)) => Err(ApiError::unavailable(format!("generation failed: {e}"))),
+        Err(_) => Err(ApiError::unavailable(
+            "generation did not finish within 20 s",
+        )),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(st): State<Shared>) -> Response {
+    let info = st.engine.info();
+    axum::Json(ModelList {
+        object: "list",
+        data: vec![ModelCard {
+            id: info.model_name.clone(),
+            object: "model",
+            created: now_secs(),
+            owned_by: "radixserve",
+            max_model_len: info.context_length,
+        }],
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct ModelInfoBody {
+    model_path: String,
+    tokenizer_path: String,
+    is_generation: bool,
+    model_name: String,
+    vocab_size: usize,
+    context_length: usize,
+}
+
+/// `GET /get_model_info`.
+pub async fn model_info(State(st): State<Shared>) -> Response {
+    let info = st.engine.info();
+    let path = info.model_path.display().to_string();
+    axum::Json(ModelInfoBody {
+        tokenizer_path: path.clone(),
+        model_path: path,
+        is_generation: true,
+        model_name: info.model_name.clone(),
+        vocab_size: info.vocab_size,
+        context_length: info.context_length,
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct ServerInfoBody {
+    model_path: String,
+    context_length: usize,
+    page_size: usize,
+    max_total_num_tokens: usize,
+    max_running_requests_plus_queued: usize,
+    dp_size: usize,
+    uptime_seconds: f64,
+    num_waiting: usize,
+    num_running: usize,
+    draining: bool,
+    version: &'static str,
+}
+
+/// `GET /get_server_info`.
+pub async fn server_info(State(st): State<Shared>) -> Response {
+    let info = st.engine.info();
+    let s = st.engine.stats();
+    axum::Json(ServerInfoBody {
+        model_path: info.model_path.display().to_string(),
+        context_length: info.context_length,
+        page_size: info.page_size,
+        max_total_num_tokens: info.kv_capacity_tokens,
+        max_running_requests_plus_queued: st.engine.max_in_flight(),
+        dp_size: 1,
+        uptime_seconds: st.started.elapsed().as_secs_f64(),
+        num_waiting: s.waiting,
+        num_running: s.running,
+        draining: st.draining.load(Ordering::Acquire),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct LoadBody {
+    load: usize,
+    num_waiting_reqs: usize,
+    num_running_reqs: usize,
+    kv_used_tokens: usize,
+}
+
+/// `GET /get_load`.
+pub async fn get_load(State(st): State<Shared>) -> Response {
+    let s = st.engine.stats();
+    axum::Json(LoadBody {
+        load: s.waiting + s.running,
+        num_waiting_reqs: s.waiting,
+        num_running_reqs: s.running,
+        kv_used_tokens: s.kv.capacity - s.kv.available - s.kv.evictable,
+    })
+    .into_response()
+}

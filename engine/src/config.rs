@@ -1,0 +1,59 @@
+//! How to build an [`crate::Engine`].
+
+use radix_tree::EvictionPolicy;
+use router::Policy;
+use std::path::PathBuf;
+
+/// How to build an [`crate::Engine`]; the names mirror SGLang's server arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// A GGUF file or a Hugging Face directory.
+    pub model: PathBuf,
+    /// Tokens per KV page (`--page-size`).
+    pub page_size: usize,
+    /// Turn prefix caching off (`--disable-radix-cache`).
+    pub disable_radix_cache: bool,
+    /// Waiting-queue order (`--schedule-policy`).
+    pub schedule_policy: Policy,
+    /// Cache eviction order (`--radix-eviction-policy`).
+    pub eviction_policy: EvictionPolicy,
+    /// Prompt chunk size (`--chunked-prefill-size`); `None` disables chunking.
+    pub chunked_prefill_size: Option<usize>,
+    /// Prompt tokens per prefill batch (`--max-prefill-tokens`).
+    pub max_prefill_tokens: usize,
+    /// Requests decoding at once (`--max-running-requests`).
+    pub max_running_requests: usize,
+    /// Requests that may wait beyond the running ones (`--max-queued-requests`): at most
+    /// `max_running_requests + max_queued_requests` requests are in flight, and
+    /// [`crate::Engine::generate`] refuses more with [`crate::EngineError::Overloaded`].
+    pub max_queued_requests: usize,
+    /// Bytes of K/V cache (`--kv-cache-memory`).
+    pub kv_cache_memory: usize,
+    /// Longest prompt plus output; `None` takes the model's.
+    pub context_length: Option<usize>,
+    /// Check the full KV accounting after every scheduler step.
+    pub check_invariants: bool,
+    /// Let special-token spellings in chat message content act as control tokens (what other
+    /// servers do). Off by default: only the chat template's own markup yields control tokens.
+    pub trust_message_content: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            model: executor::default_model_path(),
+            page_size: 1,
+            disable_radix_cache: false,
+            schedule_policy: Policy::Lpm,
+            eviction_policy: EvictionPolicy::Lru,
+            chunked_prefill_size: Some(2048),
+            max_prefill_tokens: 16_384,
+            max_running_requests: 32,
+            max_queued_requests: 256,
+            kv_cache_memory: 512 << 20,
+            context_length: None,
+            check_invariants: cfg!(debug_assertions),
+            trust_message_content: false,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! What goes into and comes out of the engine: requests, streamed deltas, completions, stats.
+
+use crate::error::EngineError;
+use executor::ChatMessage;
+use page_manager::Accounting;
+use radix_tree::{CacheStats, Namespace};
+use router::{Counters, FinishReason, SamplingParams, StopConditions};
+use std::path::PathBuf;
+
+/// What the engine serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Where the model was loaded from.
+    pub model_path: PathBuf,
+    /// A short name (the file or directory name).
+    pub model_name: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest prompt plus output.
+    pub context_length: usize,
+    /// KV slots in the pool.
+    pub kv_capacity_tokens: usize,
+    /// Tokens per page.
+    pub page_size: usize,
+    /// End-of-sequence ids.
+    pub eos_token_ids: Vec<u32>,
+    /// Whether a chat template is available.
+    pub has_chat_template: bool,
+}
+
+/// The prompt of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Plain text, tokenized as is (special tokens written in it are recognised: the caller
+    /// writes its own prompt format).
+    Text(String),
+    /// Token ids.
+    Tokens(Vec<u32>),
+    /// Chat messages, rendered with the model's chat template (with the generation prompt).
+    /// Special-token spellings inside message content stay plain text unless the engine was
+    /// configured to trust message content.
+    Chat(Vec<ChatMessage>),
+}
+
+/// One generation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    /// The prompt.
+    pub input: Input,
+    /// How to sample.
+    pub sampling: SamplingParams,
+    /// When to stop (token level).
+    pub stop: StopConditions,
+    /// Stop strings, matched on the decoded text and cut from it.
+    pub stop_strings: Vec<String>,
+    /// Cache namespace (a salt, a tenant): prefixes are shared only within one namespace.
+    pub namespace: Namespace,
+    /// Leave special tokens out of the text.
+    pub skip_special_tokens: bool,
+}
+
+impl GenerateRequest {
+    /// A greedy request for `input` with default stop conditions.
+    pub fn new(input: Input) -> Self {
+        GenerateRequest {
+            input,
+            sampling: SamplingParams::greedy(),
+            stop: StopConditions::default(),
+            stop_strings: Vec::new(),
+            namespace: Namespace::shared(),
+            skip_special_tokens: true,
+        }
+    }
+}
+
+/// Token accounting of a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// New output of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    /// New text (never a partial UTF-8 character; never part of a stop string).
+    pub text: String,
+    /// The tokens generated since the last delta.
+    pub token_ids: Vec<u32>,
+    /// Their log-probabilities, when requested.
+    pub logprobs: Vec<f32>,
+}
+
+/// The end of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// The whole generated text.
+    pub text: String,
+    /// All generated token ids.
+    pub token_ids: Vec<u32>,
+    /// Log-probabilities of the generated tokens (empty unless requested).
+    pub logprobs: Vec<f32>,
+    /// Seconds from submission to the end.
+    pub e2e_latency: f64,
+    /// Seconds from submission to the first token, if one was produced.
+    pub time_to_first_token: Option<f64>,
+}
+
+/// What a [`crate::GenerationStream`] yields: deltas, then exactly one of `Done` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// Output so far.
+    Delta(Delta),
+    /// The request ended (finished, stopped, or aborted with a reason).
+    Done(Completion),
+    /// The engine stopped before the request ended (its scheduler thread died): the output is
+    /// incomplete and no completion will come.
+    Failed(EngineError),
+}
+
+/// Counters and accounting, refreshed after every scheduler step.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineStats {
+    /// The scheduler's counters.
+    pub counters: Counters,
+    /// The radix tree's counters.
+    pub cache: CacheStats,
+    /// Where every KV slot is.
+    pub kv: Accounting,
+    /// Requests waiting.
+    pub waiting: usize,
+    /// Requests admitted.
+    pub running: usize,
+    /// Scheduler steps run.
+    pub steps: u64,
+    /// Cache namespaces alive in the radix tree (the shared one included).
+    pub namespaces: usize,
+}
