@@ -531,3 +531,54 @@ fn a_drain_that_runs_out_of_time_aborts_with_a_final_event_and_a_second_signal_e
         "the second signal exits at once"
     );
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn fields_the_server_does_not_honour_are_refused_by_name() {
+    let s = server();
+    let cases = [
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "best_of": 5, "logit_bias": {"13": -100}, "suffix": "y"}),
+            "best_of, logit_bias, suffix",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": [], "tool_choice": "required"}),
+            "tool_choice, tools",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi", "tool_call_id": "1"}]}),
+            "tool_call_id",
+        ),
+        (
+            "/generate",
+            json!({"text": "x", "sampling_params": {"regex": "[0-9]+"}}),
+            "regex",
+        ),
+        (
+            "/generate",
+            json!({"text": "x", "logprob_start_len": 0}),
+            "logprob_start_len",
+        ),
+    ];
+    for (path, body, names) in cases {
+        let (st, v) = post(&s.base, path, &body.to_string());
+        assert_eq!(st, 400, "{path} {body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(names), "{msg}");
+    }
+    // `user` is accepted and has no effect.
+    let (st, v) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 1, "user": "u-1"}).to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+}

@@ -4,7 +4,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::jobs;
 use super::layers::JsonBody;
-use super::params::{self, DefaultMax, OpenAiSampling, Params, StringOrList};
+use super::params::{self, DefaultMax, OpenAiSampling, Params, StringOrList, Unknown};
 use super::sse;
 use super::Shared;
 use axum::extract::{Extension, State};
@@ -34,6 +34,8 @@ pub struct NativeSampling {
     skip_special_tokens: Option<bool>,
     sampling_seed: Option<u64>,
     n: Option<i64>,
+    #[serde(flatten)]
+    unknown: Unknown,
 }
 
 impl NativeSampling {
@@ -68,6 +70,8 @@ pub struct GenerateBody {
     return_logprob: Option<bool>,
     extra_key: Option<String>,
     cache_salt: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
 }
 
 /// `meta_info.finish_reason`.
@@ -156,8 +160,10 @@ pub async fn generate(
     Extension(caller): Extension<Caller>,
     JsonBody(mut b): JsonBody<GenerateBody>,
 ) -> Result<Response, ApiError> {
+    params::reject_unknown(&b.unknown, "/generate")?;
     let input = input_of(&st, &mut b)?;
     let sp = b.sampling_params.take().unwrap_or_default();
+    params::reject_unknown(&sp.unknown, "/generate sampling_params")?;
     if sp.n.is_some_and(|n| n != 1) {
         return Err(
             ApiError::bad("n > 1 is not supported on /generate; use /v1/completions").param("n"),

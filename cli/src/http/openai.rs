@@ -129,6 +129,7 @@ pub async fn completions(
     Extension(caller): Extension<Caller>,
     JsonBody(b): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
+    params::reject_unknown(&b.unknown, "/v1/completions")?;
     check_model(&st, b.model.as_deref())?;
     if b.echo == Some(true) {
         return Err(ApiError::bad("echo is not supported").param("echo"));
@@ -163,6 +164,7 @@ fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiE
     messages
         .into_iter()
         .map(|m| {
+            params::reject_unknown(&m.unknown, "a message")?;
             let role = match m.role.as_str() {
                 "developer" => "system".to_string(),
                 "system" | "user" | "assistant" | "tool" => m.role,
@@ -201,6 +203,7 @@ pub async fn chat_completions(
     Extension(caller): Extension<Caller>,
     JsonBody(b): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    params::reject_unknown(&b.unknown, "/v1/chat/completions")?;
     check_model(&st, b.model.as_deref())?;
     let messages = chat_messages(b.messages)?;
     let want_lp = b.logprobs.unwrap_or(false);

@@ -1,6 +1,6 @@
 //! Request and response bodies of the OpenAI-compatible routes.
 
-use super::params::OpenAiSampling;
+use super::params::{OpenAiSampling, Unknown};
 use serde::{Deserialize, Serialize};
 
 /// `prompt` of `/v1/completions`: text, texts, token ids or lists of token ids.
@@ -22,6 +22,8 @@ pub struct CompletionRequest {
     pub echo: Option<bool>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// A chat message's content: text or a list of parts.
@@ -45,6 +47,8 @@ pub struct ContentPart {
 pub struct RequestMessage {
     pub role: String,
     pub content: Option<MessageContent>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// `/v1/chat/completions` request.
@@ -55,6 +59,8 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// Token counts of a response.

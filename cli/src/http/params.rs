@@ -4,6 +4,10 @@
 use super::error::ApiError;
 use engine::{GenerateRequest, Input, Namespace, SamplingParams, StopConditions};
 use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Fields a request body carried that no struct field took.
+pub type Unknown = BTreeMap<String, serde_json::Value>;
 
 /// Most stop strings in one request.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -226,4 +230,26 @@ pub fn token_ids(list: &[i64], vocab: usize) -> Result<Vec<u32>, ApiError> {
                 })
         })
         .collect()
+}
+
+/// Fields accepted and deliberately without effect (docs/operations.md lists them).
+const ACCEPTED_NO_OPS: &[&str] = &["user"];
+
+/// Refuses a request that carries fields the server does not honour, naming them: a field is
+/// either applied or a 400, never silently dropped.
+pub fn reject_unknown(unknown: &Unknown, place: &str) -> Result<(), ApiError> {
+    let names: Vec<&str> = unknown
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !ACCEPTED_NO_OPS.contains(k))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad(format!(
+        "{place}: unsupported field{} {}; radixserve does not honour {}",
+        if names.len() > 1 { "s" } else { "" },
+        names.join(", "),
+        if names.len() > 1 { "them" } else { "it" }
+    )))
 }
