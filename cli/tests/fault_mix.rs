@@ -170,6 +170,7 @@ fn the_server_survives_a_fault_and_load_mix_and_drains_on_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(120), "no hang");
     wait_idle_and_check_accounting(&s.base);
     let rss_idle = s.rss_kib();
+    eprintln!("RSS at start {rss_start} KiB, after the mix {rss_idle} KiB");
     assert!(
         rss_idle <= rss_start + KV_POOL_MIB * 1024 + RSS_MARGIN_KIB,
         "RSS grew from {rss_start} KiB to {rss_idle} KiB"

@@ -91,3 +91,55 @@ where
         .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_of(r: Response) -> String {
+        let bytes = r
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_ends_with_usage_and_done() {
+        let events = stream::iter(vec![
+            Item::Data(Some("one".into()), (3, 1, 0)),
+            Item::Data(None, (3, 2, 0)),
+        ]);
+        let r = response(
+            vec!["first".into()],
+            events,
+            |(p, c, _)| Some(format!("usage {p} {c}")),
+            Duration::from_secs(15),
+        );
+        assert_eq!(
+            body_of(r).await,
+            "data: first\n\ndata: one\n\ndata: usage 3 2\n\ndata: [DONE]\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_engine_ends_the_stream_with_an_error_event_and_no_done() {
+        let events = stream::iter(vec![
+            Item::Data(Some("one".into()), (0, 0, 0)),
+            Item::Fail(ApiError::from(engine::EngineError::Closed)),
+            Item::Data(Some("never".into()), (0, 0, 0)),
+        ]);
+        let r = response(Vec::new(), events, |_| None, Duration::from_secs(15));
+        let body = body_of(r).await;
+        assert!(body.starts_with("data: one\n\ndata: {\"error\":"), "{body}");
+        assert!(body.contains("\"code\":503"), "{body}");
+        assert!(
+            !body.contains("[DONE]") && !body.contains("never"),
+            "{body}"
+        );
+    }
+}
