@@ -365,8 +365,10 @@ fn chat(a: ChatArgs) -> Result<()> {
 fn serve(a: ServeArgs) -> Result<()> {
     let options = a.options()?;
     let engine = a.engine.engine()?;
+    // Blocking work (tokenizing prompts, waiting for a flush) runs on a bounded pool.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(http::serve(std::sync::Arc::new(engine), options))

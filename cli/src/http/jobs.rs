@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::params::Params;
 use engine::{Completion, Engine, GenerationStream, Input, Namespace, StreamEvent};
 use futures_util::stream::{self, BoxStream, StreamExt};
+use std::sync::Arc;
 
 /// One sequence of a request: which choice it is, and of which prompt.
 pub struct Job {
@@ -17,17 +18,31 @@ pub struct Job {
     pub stream: GenerationStream,
 }
 
+/// Tokenizes on the runtime's bounded blocking pool, so a long prompt does not stall the
+/// threads that serve other connections.
+async fn tokenize_all(engine: &Arc<Engine>, inputs: Vec<Input>) -> Result<Vec<Vec<u32>>, ApiError> {
+    let engine = Arc::clone(engine);
+    tokio::task::spawn_blocking(move || {
+        inputs
+            .iter()
+            .map(|input| engine.tokenize(input))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the tokenizer task failed: {e}")))?
+    .map_err(ApiError::from)
+}
+
 /// Submits `n` sequences for each input; choice `i * n + k` continues input `i`.
-pub fn submit(
-    engine: &Engine,
+pub async fn submit(
+    engine: &Arc<Engine>,
     params: &Params,
     inputs: Vec<Input>,
     n: usize,
     namespace: &Namespace,
 ) -> Result<Vec<Job>, ApiError> {
     let mut jobs = Vec::with_capacity(inputs.len() * n);
-    for (prompt_index, input) in inputs.into_iter().enumerate() {
-        let prompt = engine.tokenize(&input)?;
+    for (prompt_index, prompt) in tokenize_all(engine, inputs).await?.into_iter().enumerate() {
         for _ in 0..n {
             let mut req = params.request(Input::Tokens(Vec::new()), namespace);
             if let Some(cap) = params.max_from_room {

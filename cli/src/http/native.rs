@@ -176,7 +176,7 @@ pub async fn generate(
         want_lp,
     )?;
     let ns = params::namespace(caller.tenant, b.cache_salt.take().or(b.extra_key.take()))?;
-    let mut jobs = jobs::submit(&st.engine, &params, vec![input], 1, &ns)?;
+    let mut jobs = jobs::submit(&st.engine, &params, vec![input], 1, &ns).await?;
     let job = jobs
         .pop()
         .ok_or_else(|| ApiError::internal("no sequence was started"))?;

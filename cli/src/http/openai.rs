@@ -235,7 +235,7 @@ async fn run(
     let n = sampling.n()?;
     params::check_sequences(inputs.len(), n)?;
     let ns = params::namespace(caller.tenant, sampling.cache_salt.clone())?;
-    let jobs = jobs::submit(&st.engine, params, inputs, n, &ns)?;
+    let jobs = jobs::submit(&st.engine, params, inputs, n, &ns).await?;
     st.metrics.request_started();
     if sampling.stream.unwrap_or(false) {
         Ok(stream(st, header, jobs, sampling.include_usage()))

@@ -52,6 +52,31 @@ impl Signals {
     }
 }
 
+/// File descriptors kept for what is not a client connection (the model file, logs, ...).
+const SPARE_FDS: u64 = 64;
+
+/// Raises the open-file limit as far as the system allows and fits `--max-connections` under
+/// it, so that a flood of connections waits in the backlog instead of failing `accept`.
+fn connection_slots(wanted: usize) -> usize {
+    let wanted = wanted.max(1);
+    match rlimit::increase_nofile_limit(wanted as u64 + SPARE_FDS) {
+        Ok(limit) if limit < wanted as u64 + SPARE_FDS => {
+            let fit = limit.saturating_sub(SPARE_FDS).max(1) as usize;
+            tracing::warn!(
+                wanted,
+                open_file_limit = limit,
+                "--max-connections lowered to {fit} to fit the open-file limit"
+            );
+            fit
+        }
+        Ok(_) => wanted,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open-file limit");
+            wanted
+        }
+    }
+}
+
 async fn accept(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
@@ -74,7 +99,7 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(st.limits.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(connection_slots(st.limits.max_connections)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
