@@ -1,6 +1,6 @@
 //! `radixserve bench`: shared-prefix workloads run in-process with the cache on and off.
 
-use crate::EngineArgs;
+use crate::args::EngineArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::{Engine, GenerateRequest, Input, SamplingParams, StopConditions};

@@ -38,6 +38,14 @@ pub struct EngineConfig {
     pub trust_message_content: bool,
 }
 
+impl EngineConfig {
+    /// The same configuration with the per-step accounting check on or off.
+    pub fn with_check_invariants(mut self, on: bool) -> Self {
+        self.check_invariants = on;
+        self
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {

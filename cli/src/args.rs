@@ -1,0 +1,266 @@
+//! Command-line flags. Every default is taken from the one place that states it:
+//! [`EngineConfig::default`] for the engine and [`http::Limits::default`] for the server.
+
+use crate::http;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use engine::{
+    Engine, EngineConfig, EvictionPolicy, GenerateRequest, Input, Policy, SamplingParams,
+    StopConditions,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn engine_defaults() -> EngineConfig {
+    EngineConfig::default()
+}
+
+fn limit_defaults() -> http::Limits {
+    http::Limits::default()
+}
+
+/// Engine settings shared by every subcommand; names follow SGLang's server arguments.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Model: a GGUF file or a Hugging Face directory (config.json, *.safetensors,
+    /// tokenizer.json). Default: SmolLM2-135M-Instruct as fetched by `cargo xtask fetch-model`
+    /// (or $RADIXSERVE_MODEL).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tokens per KV page; prefixes are cached and matched in whole pages.
+    #[arg(long, default_value_t = engine_defaults().page_size)]
+    pub page_size: usize,
+    /// Turn off prefix caching (every request computes its whole prompt).
+    #[arg(long)]
+    pub disable_radix_cache: bool,
+    /// Waiting-queue order: lpm (longest cached prefix first; the default), dfs-weight, fcfs,
+    /// lof, random.
+    #[arg(long)]
+    pub schedule_policy: Option<Policy>,
+    /// Which cached prefixes to evict first: lru (the default), lfu, fifo, mru, filo, priority.
+    #[arg(long)]
+    pub radix_eviction_policy: Option<EvictionPolicy>,
+    /// Split prompts into chunks of at most this many tokens; -1 disables chunking.
+    #[arg(long, default_value_t = engine_defaults().chunked_prefill_size.map_or(-1, |n| n as i64), allow_negative_numbers = true)]
+    pub chunked_prefill_size: i64,
+    /// Most prompt tokens computed in one prefill batch (the first request may exceed it).
+    #[arg(long, default_value_t = engine_defaults().max_prefill_tokens)]
+    pub max_prefill_tokens: usize,
+    /// Most requests decoding at once.
+    #[arg(long, default_value_t = engine_defaults().max_running_requests)]
+    pub max_running_requests: usize,
+    /// Most requests waiting beyond the running ones; more are refused (HTTP 503) rather than
+    /// queued without bound.
+    #[arg(long, default_value_t = engine_defaults().max_queued_requests)]
+    pub max_queued_requests: usize,
+    /// Memory for the KV cache, in MiB; decides how many tokens can be cached.
+    #[arg(long, default_value_t = engine_defaults().kv_cache_memory >> 20)]
+    pub kv_cache_memory: usize,
+    /// Longest prompt plus output (default: the model's).
+    #[arg(long)]
+    pub context_length: Option<usize>,
+    /// Check the complete KV accounting after every scheduler step (slower; for debugging).
+    #[arg(long)]
+    pub check_invariants: bool,
+    /// Let special tokens spelled inside chat message content (`<|im_end|>`) act as control
+    /// tokens, as other servers do. Only for trusted callers: by default message content is
+    /// always plain text, so no user can forge a system or assistant turn.
+    #[arg(long)]
+    pub trust_message_content: bool,
+}
+
+impl EngineArgs {
+    /// The engine configuration these flags describe.
+    pub fn config(&self) -> Result<EngineConfig> {
+        if self.page_size == 0 {
+            bail!("--page-size must be at least 1");
+        }
+        if self.max_running_requests == 0 {
+            bail!("--max-running-requests must be at least 1");
+        }
+        let chunk = match self.chunked_prefill_size {
+            -1 => None,
+            n if n > 0 => Some(n as usize),
+            n => bail!("--chunked-prefill-size must be positive or -1, not {n}"),
+        };
+        let defaults = engine_defaults();
+        Ok(EngineConfig {
+            model: self.model.clone().unwrap_or(defaults.model),
+            page_size: self.page_size,
+            disable_radix_cache: self.disable_radix_cache,
+            schedule_policy: self.schedule_policy.unwrap_or(defaults.schedule_policy),
+            eviction_policy: self
+                .radix_eviction_policy
+                .unwrap_or(defaults.eviction_policy),
+            chunked_prefill_size: chunk,
+            max_prefill_tokens: self.max_prefill_tokens,
+            max_running_requests: self.max_running_requests,
+            max_queued_requests: self.max_queued_requests,
+            kv_cache_memory: self.kv_cache_memory << 20,
+            context_length: self.context_length,
+            check_invariants: self.check_invariants,
+            trust_message_content: self.trust_message_content,
+        })
+    }
+
+    /// Loads the engine.
+    pub fn engine(&self) -> Result<Engine> {
+        let cfg = self.config()?;
+        eprintln!("loading {} ...", cfg.model.display());
+        let started = std::time::Instant::now();
+        let engine = Engine::new(cfg).context("starting the engine")?;
+        eprintln!(
+            "loaded in {:.1}s: {} tokens of KV cache, context {}",
+            started.elapsed().as_secs_f64(),
+            engine.info().kv_capacity_tokens,
+            engine.info().context_length
+        );
+        Ok(engine)
+    }
+}
+
+
+/// Sampling flags for generate and chat.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sample among the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop generating at this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// A request for `input` with these settings.
+    pub fn request(&self, input: Input) -> GenerateRequest {
+        let mut r = GenerateRequest::new(input);
+        r.sampling = SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            ..SamplingParams::greedy()
+        };
+        r.stop = StopConditions {
+            max_new_tokens: self.max_tokens,
+            ..StopConditions::default()
+        };
+        r.stop_strings = self.stop.clone();
+        r
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 30000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer <key>` on every route but /health; repeat or separate
+    /// with commas for several tenants. Each key gets its own cache namespace.
+    #[arg(long, value_delimiter = ',')]
+    pub api_key: Vec<String>,
+    /// The key of the admin routes (/flush_cache). With tenant keys set and no admin key, the
+    /// admin routes are closed.
+    #[arg(long)]
+    pub admin_api_key: Option<String>,
+    /// Largest request body accepted, in bytes (413 beyond; checked before authentication).
+    #[arg(long, alias = "max-body-bytes", default_value_t = limit_defaults().max_request_bytes)]
+    pub max_request_bytes: usize,
+    /// Seconds a connection may take to send a request's headers, counted from when it waits
+    /// for one (so idle keep-alive connections close after it too).
+    #[arg(long, default_value_t = limit_defaults().header_timeout.as_secs_f64())]
+    pub header_timeout: f64,
+    /// Seconds a request may take to send its body after its headers (408 beyond).
+    #[arg(long, default_value_t = limit_defaults().request_timeout.as_secs_f64())]
+    pub request_timeout: f64,
+    /// Requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = limit_defaults().max_concurrent_requests)]
+    pub max_concurrent_requests: usize,
+    /// Open connections at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = limit_defaults().max_connections)]
+    pub max_connections: usize,
+    /// Seconds in-flight requests may run on after SIGTERM/SIGINT before they are aborted.
+    #[arg(long, default_value_t = limit_defaults().shutdown_timeout.as_secs_f64())]
+    pub shutdown_timeout: f64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+impl ServeArgs {
+    /// The server's settings.
+    pub fn options(&self) -> Result<http::ServerOptions> {
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 && v < 1e7 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                bail!("--{name} must be a positive number of seconds, not {v}")
+            }
+        };
+        Ok(http::ServerOptions {
+            host: self.host.clone(),
+            port: self.port,
+            api_keys: self
+                .api_key
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+            admin_api_key: self.admin_api_key.clone().filter(|k| !k.is_empty()),
+            limits: http::Limits {
+                max_request_bytes: self.max_request_bytes,
+                header_timeout: secs("header-timeout", self.header_timeout)?,
+                request_timeout: secs("request-timeout", self.request_timeout)?,
+                max_concurrent_requests: self.max_concurrent_requests,
+                max_connections: self.max_connections,
+                shutdown_timeout: secs("shutdown-timeout", self.shutdown_timeout)?,
+                ..http::Limits::default()
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct ServeOnly {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_default_to_the_engine_and_server_defaults() {
+        let parsed = ServeOnly::try_parse_from(["radixserve"]).expect("parses");
+        let engine = parsed.serve.engine.config().expect("valid");
+        assert_eq!(engine, EngineConfig::default().with_check_invariants(false));
+        let options = parsed.serve.options().expect("valid");
+        let limits = limit_defaults();
+        assert_eq!(options.limits.max_request_bytes, limits.max_request_bytes);
+        assert_eq!(options.limits.header_timeout, limits.header_timeout);
+        assert_eq!(options.limits.request_timeout, limits.request_timeout);
+        assert_eq!(
+            options.limits.max_concurrent_requests,
+            limits.max_concurrent_requests
+        );
+        assert_eq!(options.limits.max_connections, limits.max_connections);
+        assert_eq!(options.limits.shutdown_timeout, limits.shutdown_timeout);
+    }
+}
