@@ -37,7 +37,10 @@ impl SlotAllocator {
         if page_size == 0 {
             return Err(KvError::Config("page size must be at least 1".into()));
         }
-        if u32::try_from((num_pages + 1) * page_size).is_err() {
+        let slots = num_pages
+            .checked_add(1)
+            .and_then(|pages| pages.checked_mul(page_size));
+        if slots.is_none_or(|slots| u32::try_from(slots).is_err()) {
             return Err(KvError::Config(format!(
                 "{num_pages} pages exceed the slot id range"
             )));
@@ -90,7 +93,8 @@ impl SlotAllocator {
 
     /// Back to the initial state: every page free, in order.
     pub fn clear(&mut self) {
-        let pages = u32::try_from(self.num_pages).unwrap_or(u32::MAX);
+        let pages = u32::try_from(self.num_pages)
+            .expect("new() checked that every slot id, so every page id, fits in u32");
         self.free_pages = (1..=pages).collect();
         self.page_free = vec![true; self.num_pages + 1];
         self.page_free[0] = false;
@@ -183,10 +187,9 @@ impl SlotAllocator {
         last_loc: Option<Slot>,
     ) -> Result<Slot, KvError> {
         let slots = self.alloc_extend(seq_len, seq_len + 1, last_loc)?;
-        slots.first().copied().ok_or(KvError::OutOfMemory {
-            needed: 1,
-            available: self.available_size(),
-        })
+        Ok(*slots
+            .first()
+            .expect("alloc_extend for one more position returns exactly one slot"))
     }
 
     /// Returns the pages of `slots` to the free list (any slot of a page frees the whole page).
@@ -259,5 +262,24 @@ impl SlotAllocator {
     pub fn restore_state(&mut self, state: AllocatorState) {
         self.free_pages = state.free_pages;
         self.page_free = state.page_free;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_sizes_past_the_slot_id_range_are_a_config_error_not_an_overflow() {
+        for (pages, page_size) in [(usize::MAX, 1), (usize::MAX / 2, 4), (1 << 32, 1)] {
+            assert!(matches!(
+                SlotAllocator::new(pages, page_size),
+                Err(KvError::Config(_))
+            ));
+        }
+        // With pages of 2^20 slots, the largest pool whose slot ids (page 0 included) fit in u32.
+        let big = SlotAllocator::new(4094, 1 << 20).map(|a| a.capacity());
+        assert_eq!(big, Ok(4094 << 20));
+        assert!(SlotAllocator::new(4095, 1 << 20).is_err());
     }
 }

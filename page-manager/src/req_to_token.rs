@@ -19,8 +19,13 @@ pub struct ReqToTokenPool {
 
 impl ReqToTokenPool {
     /// A table of `rows` rows of `max_context` slots each, all free.
+    ///
+    /// # Panics
+    /// If `rows` exceeds `u32::MAX`, since row ids are `u32` ([`crate::KvCacheManager::new`]
+    /// reports that as a configuration error instead).
     pub fn new(rows: usize, max_context: usize) -> Self {
-        let rows32 = u32::try_from(rows).unwrap_or(u32::MAX);
+        let rows32 =
+            u32::try_from(rows).expect("row ids are u32, so a table has at most u32::MAX rows");
         ReqToTokenPool {
             max_context,
             table: vec![0; rows * max_context],

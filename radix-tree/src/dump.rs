@@ -86,21 +86,24 @@ impl<V: Copy + std::fmt::Debug> RadixCache<V> {
             } else {
                 format!(" [{}]", n.namespace)
             };
-            let _ = writeln!(
+            writeln!(
                 out,
                 "{indent}#{} len={} lock={}{ns} tokens={tokens} values={values}",
                 n.id,
                 n.tokens.len(),
                 n.lock_ref
-            );
+            )
+            .expect("writing to a String cannot fail");
         }
         out
     }
 
-    /// The snapshot as JSON.
+    /// The snapshot as pretty-printed JSON (for a diagnostics endpoint or a test failure).
     pub fn dump_json(&self) -> String {
-        serde_json::to_string_pretty(&self.snapshot())
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        serde_json::to_string_pretty(&self.snapshot()).expect(
+            "a TreeSnapshot is plain structs, numbers and strings, which serde_json always \
+             serializes",
+        )
     }
 }
 

@@ -43,6 +43,9 @@ pub enum EvictionPolicy {
     Priority,
 }
 
+/// A counter as a rank component. Saturating is deliberate, not a fallback: [`NodeStats`] is
+/// public, so a custom caller may pass any value, and the logical clock that fills it ticks once
+/// per operation, so it never gets near `i64::MAX` in a real tree.
 fn signed(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
