@@ -135,14 +135,14 @@ impl PrefillAdder {
         if total as f64 >= self.rem_total_tokens(allocatable) {
             return Plan::Reject(AddResult::NoToken);
         }
-        let fits_chunk = self
-            .rem_chunk
-            .is_none_or(|c| ceil_page(extend, self.page_size) as i64 <= c);
-        if fits_chunk {
-            self.charge(extend, max_new_left.min(self.clip_max_new));
-            return Plan::Whole;
-        }
-        let rem_chunk = self.rem_chunk.unwrap_or(0).max(0) as usize;
+        let rem_chunk = match self.rem_chunk {
+            Some(c) if ceil_page(extend, self.page_size) as i64 > c => c.max(0) as usize,
+            // Chunking is off, or the whole rest fits the chunk budget.
+            _ => {
+                self.charge(extend, max_new_left.min(self.clip_max_new));
+                return Plan::Whole;
+            }
+        };
         let trunc = rem_chunk - rem_chunk % self.page_size;
         if trunc == 0 {
             return Plan::Reject(AddResult::Other);

@@ -149,6 +149,48 @@ impl SequenceInput {
     }
 }
 
+impl SequenceInput {
+    /// Checks that sequence `i` of a batch lays out its new tokens consistently: one position
+    /// and one output slot per token, positions running on from the prefix, and the output slots
+    /// ending the slot row.
+    fn check_layout(&self, i: usize) -> Result<(), String> {
+        let s = self;
+        let n = s.token_ids.len();
+        if n == 0 {
+            return Err(format!("sequence {i} has no new tokens"));
+        }
+        if s.positions.len() != n || s.out_slots.len() != n {
+            return Err(format!(
+                "sequence {i}: {n} tokens but {} positions and {} output slots",
+                s.positions.len(),
+                s.out_slots.len()
+            ));
+        }
+        if s.slot_row.len() < n {
+            return Err(format!(
+                "sequence {i}: slot row shorter than its new tokens"
+            ));
+        }
+        let prefix = s.slot_row.len() - n;
+        if s.positions
+            .iter()
+            .enumerate()
+            .any(|(j, &p)| p != prefix + j)
+        {
+            return Err(format!(
+                "sequence {i}: positions must run {prefix}..{}",
+                s.slot_row.len()
+            ));
+        }
+        if s.slot_row[prefix..] != s.out_slots[..] {
+            return Err(format!(
+                "sequence {i}: output slots differ from the slot row tail"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A batch of sequences for one forward step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForwardBatch {
@@ -174,38 +216,7 @@ impl ForwardBatch {
     ) -> Result<(), String> {
         let mut written = std::collections::HashSet::new();
         for (i, s) in self.seqs.iter().enumerate() {
-            let n = s.token_ids.len();
-            if n == 0 {
-                return Err(format!("sequence {i} has no new tokens"));
-            }
-            if s.positions.len() != n || s.out_slots.len() != n {
-                return Err(format!(
-                    "sequence {i}: {n} tokens but {} positions and {} output slots",
-                    s.positions.len(),
-                    s.out_slots.len()
-                ));
-            }
-            if s.slot_row.len() < n {
-                return Err(format!(
-                    "sequence {i}: slot row shorter than its new tokens"
-                ));
-            }
-            let prefix = s.slot_row.len() - n;
-            if s.positions
-                .iter()
-                .enumerate()
-                .any(|(j, &p)| p != prefix + j)
-            {
-                return Err(format!(
-                    "sequence {i}: positions must run {prefix}..{}",
-                    s.slot_row.len()
-                ));
-            }
-            if s.slot_row[prefix..] != s.out_slots[..] {
-                return Err(format!(
-                    "sequence {i}: output slots differ from the slot row tail"
-                ));
-            }
+            s.check_layout(i)?;
             if s.slot_row.len() > max_position {
                 return Err(format!(
                     "sequence {i}: length {} exceeds the model's {max_position} positions",

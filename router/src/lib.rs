@@ -7,6 +7,59 @@
 //! the radix tree as SGLang does (`cache_unfinished_req` after a prefill, `cache_finished_req` at
 //! the end). Policies (`fcfs`, `lpm`, `dfs-weight`, `lof`, `random`), prefill budgets, chunked
 //! prefill, retraction under memory pressure and aborts follow SGLang's semantics.
+//!
+//! # Example
+//!
+//! A model that always answers token 7, and one request run to its end:
+//!
+//! ```
+//! use router::{
+//!     Event, FinishReason, ForwardBatch, ModelError, ModelRunner, Req, SampledToken,
+//!     SamplingParams, Scheduler, SchedulerConfig, StepOutput, StopConditions,
+//! };
+//!
+//! struct Sevens;
+//!
+//! impl ModelRunner for Sevens {
+//!     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError> {
+//!         // One answer per sequence; a token only where the batch asks for one.
+//!         let tokens = batch
+//!             .seqs
+//!             .iter()
+//!             .map(|s| s.sample.then_some(SampledToken { token: 7, logprob: None }))
+//!             .collect();
+//!         Ok(StepOutput { tokens })
+//!     }
+//! }
+//!
+//! let mut scheduler = Scheduler::new(SchedulerConfig {
+//!     num_pages: 64,
+//!     context_length: 32,
+//!     ..SchedulerConfig::default()
+//! })?;
+//! let stop = StopConditions { max_new_tokens: 3, ..StopConditions::default() };
+//! scheduler.add_request(Req::new(1, vec![1, 2, 3], SamplingParams::greedy(), stop))?;
+//!
+//! let mut runner = Sevens;
+//! let mut generated = Vec::new();
+//! let mut finished = None;
+//! while finished.is_none() {
+//!     // The first step is the prefill (it samples the first token), then one decode per token.
+//!     scheduler.step(&mut runner)?;
+//!     for event in scheduler.take_events() {
+//!         match event {
+//!             Event::Token { token, .. } => generated.push(token),
+//!             Event::Finished { reason, completion_tokens, .. } => {
+//!                 finished = Some((reason, completion_tokens))
+//!             }
+//!         }
+//!     }
+//! }
+//! assert_eq!(generated, [7, 7, 7]);
+//! assert_eq!(finished, Some((FinishReason::Length { length: 3 }, 3)));
+//! assert!(scheduler.is_idle());
+//! # Ok::<(), router::RouterError>(())
+//! ```
 
 mod adder;
 mod batch;

@@ -1,7 +1,6 @@
 //! Requests and their state machine.
 
 use crate::batch::SamplingParams;
-use page_manager::{PrefixHit, RowId};
 use radix_tree::{Namespace, Token};
 
 /// A request id, unique among live requests of one scheduler.
@@ -64,7 +63,8 @@ impl FinishReason {
     }
 }
 
-/// Where a request is in its life.
+/// Where a request is in its life. A finished request leaves the scheduler (its end is
+/// reported by an `Event::Finished`), so it has no status of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReqStatus {
     /// Queued (new, or retracted with its output so far).
@@ -73,8 +73,6 @@ pub enum ReqStatus {
     Prefilling,
     /// Generating one token per step.
     Decoding,
-    /// Done.
-    Finished,
 }
 
 /// A generation request as the scheduler tracks it.
@@ -96,21 +94,22 @@ pub struct Req {
     pub logprob_start: Option<usize>,
     /// Log-probabilities of the generated tokens, when requested.
     pub output_logprobs: Vec<f32>,
+    /// Queued, mid-prefill or decoding.
     pub(crate) status: ReqStatus,
-    pub(crate) row: Option<RowId>,
+    /// Arrival order among the scheduler's requests (a tie-breaker for the policies).
     pub(crate) arrival: u64,
+    /// Prefill rounds that passed this request over while it waited (the aging bound of the
+    /// cache-aware policies).
     pub(crate) waited_rounds: u32,
-    pub(crate) lpm_key: usize,
-    pub(crate) lpm_node: Option<radix_tree::NodeId>,
-    pub(crate) lpm_round: u64,
-    pub(crate) hit: Option<PrefixHit>,
-    pub(crate) pending_extend: usize,
+    /// Prompt tokens served from the cache (SGLang's `cached_tokens`; frozen once retracted).
     pub(crate) cached_tokens: usize,
+    /// Tokens with KV after the request's latest admission, cached or computed (SGLang's
+    /// `already_computed`): the prefix a later chunk finds is the request's own work, not a hit.
     pub(crate) already_computed: usize,
-    pub(crate) retracted: bool,
+    /// Times the request was retracted under memory pressure.
     pub(crate) retractions: u32,
+    /// A finish asked for while the request runs (SGLang's `to_finish`); applied at the next step.
     pub(crate) pending_finish: Option<FinishReason>,
-    pub(crate) finish: Option<FinishReason>,
 }
 
 impl Req {
@@ -131,20 +130,12 @@ impl Req {
             logprob_start: None,
             output_logprobs: Vec::new(),
             status: ReqStatus::Waiting,
-            row: None,
             arrival: 0,
             waited_rounds: 0,
-            lpm_key: 0,
-            lpm_node: None,
-            lpm_round: 0,
-            hit: None,
-            pending_extend: 0,
             cached_tokens: 0,
             already_computed: 0,
-            retracted: false,
             retractions: 0,
             pending_finish: None,
-            finish: None,
         }
     }
 
@@ -169,11 +160,6 @@ impl Req {
         self.retractions
     }
 
-    /// Why it finished, once it has.
-    pub fn finish_reason(&self) -> Option<&FinishReason> {
-        self.finish.as_ref()
-    }
-
     /// Prompt followed by output.
     pub(crate) fn all_tokens(&self) -> Vec<Token> {
         let mut t = Vec::with_capacity(self.prompt.len() + self.output.len());
@@ -182,10 +168,12 @@ impl Req {
         t
     }
 
+    /// Prompt plus output length.
     pub(crate) fn len(&self) -> usize {
         self.prompt.len() + self.output.len()
     }
 
+    /// Tokens it may still generate.
     pub(crate) fn max_new_left(&self) -> usize {
         self.stop.max_new_tokens.saturating_sub(self.output.len())
     }
@@ -212,12 +200,18 @@ impl Req {
         None
     }
 
-    /// Clears the KV-side state after a retraction; the output so far is kept and recomputed.
+    /// The token a decode step feeds: the last one generated, or the prompt's last.
+    pub(crate) fn last_token(&self) -> Token {
+        *self
+            .output
+            .last()
+            .or(self.prompt.last())
+            .expect("add_request refuses empty prompts")
+    }
+
+    /// Back to the queue after a retraction; the output so far is kept and recomputed.
     pub(crate) fn reset_for_retract(&mut self) {
-        self.row = None;
-        self.hit = None;
         self.status = ReqStatus::Waiting;
-        self.retracted = true;
         self.retractions += 1;
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use router::{
     retract_ratio, retraction_order, AddResult, FinishReason, ForwardMode, Namespace, Plan, Policy,
-    PrefillAdder, RouterError, Scheduler,
+    PrefillAdder, RouterError, Scheduler, StopConditions,
 };
 
 fn tokens(seed: u32, n: usize) -> Vec<u32> {
@@ -416,8 +416,50 @@ fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(s.num_waiting(), 1);
 }
 
+/// Runs one request (prompt `[1, 2, 3]`, at most 8 new tokens) against a model whose outputs
+/// are `script`, and returns what it generated and why it finished.
+fn run_scripted(
+    script: &[u32],
+    edit: impl FnOnce(&mut StopConditions),
+) -> (Vec<u32>, FinishReason) {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner {
+        script: Some(script.to_vec()),
+        ..FakeRunner::default()
+    };
+    let mut q = req(1, vec![1, 2, 3], 8);
+    q.stop.ignore_eos = false;
+    edit(&mut q.stop);
+    s.add_request(q).unwrap();
+    let (mut tokens, mut finish) = (Vec::new(), None);
+    for _ in 0..20 {
+        s.step(&mut r).unwrap();
+        for e in s.take_events() {
+            match e {
+                router::Event::Token { token, .. } => tokens.push(token),
+                router::Event::Finished { reason, .. } => finish = Some(reason),
+            }
+        }
+        if s.is_idle() {
+            return (
+                tokens,
+                finish.expect("an idle scheduler reported the finish"),
+            );
+        }
+    }
+    panic!("the request did not finish");
+}
+
+fn stopped_by(token: u32) -> FinishReason {
+    FinishReason::Stop {
+        token: Some(token),
+        text: None,
+    }
+}
+
 #[test]
 fn stop_tokens_eos_and_min_new_tokens() {
+    // A stop token taken from the unscripted model's own run ends generation there.
     let mut s = Scheduler::new(config(1, 512)).unwrap();
     let mut r = FakeRunner::default();
     let p = tokens(11, 6);
@@ -431,6 +473,42 @@ fn stop_tokens_eos_and_min_new_tokens() {
     assert_eq!(out[&1].tokens, expect);
     assert_eq!(out[&1].finish.as_deref(), Some("stop"));
     assert_eq!(*out[&1].tokens.last().unwrap(), stop_tok);
+
+    // EOS ends generation, whether sampled by the prefill or by a decode step.
+    assert_eq!(run_scripted(&[EOS], |_| {}), (vec![EOS], stopped_by(EOS)));
+    assert_eq!(
+        run_scripted(&[4, 5, EOS, 6], |_| {}),
+        (vec![4, 5, EOS], stopped_by(EOS))
+    );
+
+    // min_new_tokens 3: EOS as token 1 or 2 is ignored; as token 3 (no fewer than three
+    // generated) it ends generation.
+    let min3 = |st: &mut StopConditions| st.min_new_tokens = 3;
+    assert_eq!(
+        run_scripted(&[EOS, EOS, EOS, 4], min3),
+        (vec![EOS, EOS, EOS], stopped_by(EOS))
+    );
+    assert_eq!(
+        run_scripted(&[4, EOS, 5, 6, EOS, 7], min3),
+        (vec![4, EOS, 5, 6, EOS], stopped_by(EOS))
+    );
+
+    // stop_token_ids likewise, and they still apply with ignore_eos (which ignores EOS only).
+    let stop9 = |st: &mut StopConditions| {
+        st.stop_token_ids = vec![9];
+        st.min_new_tokens = 3;
+        st.ignore_eos = true;
+    };
+    assert_eq!(
+        run_scripted(&[9, EOS, 4, 9, 5], stop9),
+        (vec![9, EOS, 4, 9], stopped_by(9))
+    );
+
+    // ignore_eos: EOS never ends generation; max_new_tokens does.
+    assert_eq!(
+        run_scripted(&[EOS; 8], |st| st.ignore_eos = true),
+        (vec![EOS; 8], FinishReason::Length { length: 8 })
+    );
 }
 
 #[test]
@@ -563,22 +641,112 @@ fn chunk_size_below_the_page_size_is_a_configuration_error() {
 
 #[test]
 fn cached_tokens_stay_frozen_after_a_retraction() {
-    // Distinct first tokens: no request can hit another's prefix, so any cached token reported
-    // would come from re-matching a request's own prompt after its retraction.
-    let mut cfg = config(1, 48);
-    cfg.max_running_requests = 4;
+    // Request 1's 10-token prompt is computed in chunks of 4: at its admission it finds nothing
+    // cached (cached_tokens 0) and has computed 4 tokens itself (SGLang's `already_computed`).
+    // Decoding next to request 0 then runs out of memory and request 1 (as many outputs, the
+    // longer prompt) is retracted. Its prompt stays cached (no eviction for the survivor), so
+    // its re-admission hits all 10 prompt tokens: without the freeze, cached_tokens would grow
+    // by 10 - 4 = 6.
+    let mut cfg = config(1, 24);
+    cfg.max_running_requests = 2;
+    cfg.chunked_prefill_size = Some(4);
     cfg.schedule_conservativeness = 0.01;
+    cfg.retract_decode_steps = 0;
     let mut s = Scheduler::new(cfg).unwrap();
     let mut r = FakeRunner::default();
-    for i in 0..4u32 {
-        let mut p = vec![10 + i];
-        p.extend(tokens(30 + i, 7));
-        s.add_request(req(i as u64, p, 12)).unwrap();
+    // Distinct first tokens: neither request can hit the other's prefix.
+    let p0 = [vec![10], tokens(50, 3)].concat();
+    let p1 = [vec![11], tokens(51, 9)].concat();
+    s.add_request(req(0, p0.clone(), 8)).unwrap();
+    s.add_request(req(1, p1.clone(), 8)).unwrap();
+    let mut out = std::collections::HashMap::new();
+    let mut readmission_hit = None;
+    for _ in 0..100 {
+        let report = s.step(&mut r).unwrap().unwrap();
+        collect(&mut s, &mut out);
+        let readmitted = s.counters().retractions > 0 && !s.waiting_ids().contains(&1);
+        if readmitted && readmission_hit.is_none() {
+            readmission_hit = Some(report.tokens_cached);
+        }
+        if s.is_idle() {
+            break;
+        }
     }
-    let out = run_to_idle(&mut s, &mut r, 500);
-    assert!(s.counters().retractions > 0);
-    for i in 0..4 {
-        assert_eq!(out[&i].cached, 0, "request {i}");
+    assert!(s.is_idle());
+    assert_eq!(s.counters().retractions, 1);
+    assert_eq!(
+        readmission_hit,
+        Some(10),
+        "request 1 was re-admitted over its own cached prompt"
+    );
+    assert_eq!(
+        s.counters().prefix_hit_tokens,
+        10,
+        "first admissions hit nothing"
+    );
+    assert_eq!(out[&1].cached, 0, "cached_tokens frozen at its first value");
+    assert_eq!(out[&0].cached, 0);
+    assert_eq!(out[&0].tokens, reference(&p0, &req(0, vec![], 8).stop));
+    assert_eq!(out[&1].tokens, reference(&p1, &req(1, vec![], 8).stop));
+}
+
+#[test]
+fn a_live_batch_retracts_fewest_outputs_first_then_longest_prompt() {
+    // Three requests decode together: 0 (12-token prompt) was admitted two decode steps before
+    // 1 (9 tokens) and 2 (6 tokens), which were admitted one round apart before any decode.
+    // When the pool runs out, 1 and 2 have the fewest outputs and 1 the longer prompt: 1 is
+    // retracted, though 0 holds the longest prompt and 2 arrived last. Freeing it is enough for
+    // the other two.
+    let mut cfg = config(1, 60);
+    cfg.max_running_requests = 3;
+    cfg.schedule_conservativeness = 0.01;
+    cfg.chunked_prefill_size = None;
+    cfg.retract_decode_steps = 2;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let mut r = FakeRunner::default();
+    let prompts = [tokens(60, 12), tokens(61, 9), tokens(62, 6)];
+    let mut out = std::collections::HashMap::new();
+    s.add_request(req(0, prompts[0].clone(), 30)).unwrap();
+    for _ in 0..3 {
+        s.step(&mut r).unwrap(); // prefill, then two decodes
+    }
+    for id in [1, 2] {
+        s.add_request(req(id, prompts[id as usize].clone(), 30))
+            .unwrap();
+        let report = s.step(&mut r).unwrap().unwrap();
+        assert_eq!((report.mode, report.batch_size), (ForwardMode::Extend, 1));
+    }
+    collect(&mut s, &mut out);
+    let report = loop {
+        let before: Vec<(usize, usize)> = (0..3u64)
+            .map(|id| (out[&id].tokens.len(), prompts[id as usize].len()))
+            .collect();
+        let report = s.step(&mut r).unwrap().unwrap();
+        collect(&mut s, &mut out);
+        if report.retracted > 0 {
+            assert_eq!(before, vec![(13, 12), (11, 9), (11, 6)]);
+            assert_eq!(retraction_order(&before)[0], 1, "the helper agrees");
+            break report;
+        }
+        assert_eq!(report.mode, ForwardMode::Decode);
+    };
+    assert_eq!(report.retracted, 1);
+    assert_eq!(s.waiting_ids(), vec![1]);
+    assert_eq!(report.batch_size, 2, "the survivors decode this step");
+    // SGLang: min(1, (tokens the survivors decoded + steps * survivors) / (their max_new + 1)).
+    let expected = retract_ratio(13 + 11, 2, 2, 30 + 30);
+    assert!((expected - 28.0 / 61.0).abs() < 1e-12);
+    assert!(
+        (s.new_token_ratio() - expected).abs() < 1e-12,
+        "{}",
+        s.new_token_ratio()
+    );
+    let rest = run_to_idle(&mut s, &mut r, 500);
+    for (id, p) in prompts.iter().enumerate() {
+        let id = id as u64;
+        let mut all = out[&id].tokens.clone();
+        all.extend(rest.get(&id).map_or(&[][..], |o| &o.tokens[..]));
+        assert_eq!(all, reference(p, &req(id, vec![], 30).stop), "request {id}");
     }
 }
 

@@ -57,6 +57,10 @@ pub struct FakeRunner {
     /// Every batch seen.
     pub batches: Vec<ForwardBatch>,
     pub record: bool,
+    /// When set, the `i`-th token generated for any sequence is `script[i]` instead of the hash
+    /// (which resumes past the script's end): lets a test place EOS or a stop token exactly.
+    /// The slot-row checks still run.
+    pub script: Option<Vec<Token>>,
 }
 
 impl ModelRunner for FakeRunner {
@@ -95,8 +99,12 @@ impl ModelRunner for FakeRunner {
                     None => return Err(ModelError(format!("slot {slot} was never written"))),
                 }
             }
+            let scripted = self
+                .script
+                .as_ref()
+                .and_then(|script| script.get(s.output_ids.len()));
             tokens.push(Some(SampledToken {
-                token: next_token(&seq),
+                token: scripted.copied().unwrap_or_else(|| next_token(&seq)),
                 logprob: s.sampling.return_logprob.then_some(-0.5),
             }));
         }

@@ -1,0 +1,85 @@
+//! What the scheduler reports: per-request [`Event`]s (taken with `Scheduler::take_events`) and
+//! a [`StepReport`] per step.
+
+use super::Scheduler;
+use crate::batch::ForwardMode;
+use crate::request::{FinishReason, Req, ReqId};
+use radix_tree::Token;
+
+/// What a request saw in one step, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A token was generated.
+    Token {
+        /// The request.
+        id: ReqId,
+        /// The token.
+        token: Token,
+        /// Its log-probability, when requested.
+        logprob: Option<f32>,
+    },
+    /// The request finished; all it held is released.
+    Finished {
+        /// The request.
+        id: ReqId,
+        /// Why.
+        reason: FinishReason,
+        /// Prompt length.
+        prompt_tokens: usize,
+        /// Tokens generated.
+        completion_tokens: usize,
+        /// Prompt tokens served from the cache.
+        cached_tokens: usize,
+    },
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// The forward mode.
+    pub mode: ForwardMode,
+    /// Sequences in the batch.
+    pub batch_size: usize,
+    /// Tokens computed.
+    pub tokens_computed: usize,
+    /// Prompt tokens taken from the cache by requests admitted this step.
+    pub tokens_cached: usize,
+    /// Requests retracted before this step.
+    pub retracted: usize,
+    /// The model error, if the step failed (its requests were aborted).
+    pub error: Option<String>,
+}
+
+impl Scheduler {
+    /// Appends a sampled token to the request's output and reports it.
+    pub(super) fn push_token(&mut self, req: &mut Req, token: Token, logprob: Option<f32>) {
+        req.output.push(token);
+        if let Some(lp) = logprob {
+            req.output_logprobs.push(lp);
+        }
+        self.counters.tokens_generated += 1;
+        self.events.push(Event::Token {
+            id: req.id,
+            token,
+            logprob,
+        });
+    }
+
+    /// The request leaves the scheduler: counted, forgotten, and reported finished. It must hold
+    /// no KV any more (see `finish_admitted` for one that does).
+    pub(super) fn complete(&mut self, req: Req, reason: FinishReason) {
+        if matches!(reason, FinishReason::Abort { .. }) {
+            self.counters.aborted += 1;
+        }
+        self.counters.finished += 1;
+        self.ids.remove(&req.id);
+        self.ordering.forget(req.id);
+        self.events.push(Event::Finished {
+            id: req.id,
+            reason,
+            prompt_tokens: req.prompt.len(),
+            completion_tokens: req.output.len(),
+            cached_tokens: req.cached_tokens,
+        });
+    }
+}

@@ -1,0 +1,52 @@
+//! The call into the model runner, and what a failed forward does to its requests.
+
+use super::{Admitted, Scheduler};
+use crate::batch::{ForwardBatch, ModelError, ModelRunner, StepOutput};
+use crate::request::FinishReason;
+
+/// Runs the batch and checks the answer's shape: one entry per sequence, and a token for every
+/// sequence that samples. Callers rely on both.
+pub(super) fn forward<R: ModelRunner + ?Sized>(
+    runner: &mut R,
+    fb: &ForwardBatch,
+) -> Result<StepOutput, ModelError> {
+    let out = runner.forward(fb)?;
+    if out.tokens.len() != fb.seqs.len() {
+        return Err(ModelError(format!(
+            "runner returned {} results for {} sequences",
+            out.tokens.len(),
+            fb.seqs.len()
+        )));
+    }
+    if fb
+        .seqs
+        .iter()
+        .zip(&out.tokens)
+        .any(|(s, t)| s.sample && t.is_none())
+    {
+        return Err(ModelError(
+            "runner returned no token for a sampled sequence".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Says why a sampled sequence has a token.
+pub(super) const SAMPLED: &str = "forward() checked that every sampled sequence has a token";
+
+impl Scheduler {
+    /// A failed forward: its requests end with an abort and their KV is freed, not cached.
+    pub(super) fn fail_batch(&mut self, seqs: Vec<Admitted>, e: &ModelError) {
+        tracing::error!(error = %e, "forward failed; aborting its requests");
+        self.counters.model_errors += 1;
+        for a in seqs {
+            self.finish_admitted(
+                a,
+                FinishReason::Abort {
+                    message: e.to_string(),
+                },
+                false,
+            );
+        }
+    }
+}

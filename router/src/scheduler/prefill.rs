@@ -1,0 +1,311 @@
+//! Prefill (SGLang's `get_new_batch_prefill` and the extend half of the loop): order the queue,
+//! admit requests while the [`PrefillAdder`] budgets allow, compute their uncached prompt (or one
+//! chunk of it) and cache what was computed.
+
+use super::forward::{forward, SAMPLED};
+use super::{Admitted, Scheduler, StepReport, ROW_IN_USE};
+use crate::adder::{AddResult, Plan, PrefillAdder};
+use crate::batch::{
+    ForwardBatch, ForwardMode, ModelRunner, SampledToken, SequenceInput, StepOutput,
+};
+use crate::policy::OrderCtx;
+use crate::request::{FinishReason, ReqStatus};
+use page_manager::{KvError, RowId, Slot};
+
+/// A request taken into this step's prefill batch.
+pub(super) struct Admission {
+    seq: Admitted,
+    /// Tokens to compute now: the whole uncached rest, or one chunk.
+    extend: usize,
+    /// Prompt tokens found in the cache at admission (0 for the next chunk of the request
+    /// mid-prefill: its prefix is its own work).
+    hit: usize,
+}
+
+/// What admission granted a waiting request (it is still in the queue).
+struct Grant {
+    row: RowId,
+    extend: usize,
+    hit: usize,
+}
+
+impl Scheduler {
+    /// Orders the waiting queue with the policy; only the head that can be admitted this round
+    /// is put in order.
+    pub(super) fn order_waiting(&mut self) {
+        let n = self.waiting.len();
+        if n <= 1 {
+            return;
+        }
+        let free = self
+            .cfg
+            .max_running_requests
+            .saturating_sub(self.running.len());
+        let window = self.cfg.order_window.min(4 * free + 64).max(1).min(n);
+        let ctx = OrderCtx {
+            kv: &mut self.kv,
+            window,
+        };
+        self.ordering.order(ctx, &mut self.waiting);
+    }
+
+    /// Forms the next prefill batch: the chunked request's next chunk first, then waiting
+    /// requests in policy order while the budgets allow. `None` when nothing is admitted.
+    pub(super) fn prefill_batch(&mut self) -> Option<Vec<Admission>> {
+        if self.waiting.is_empty() && self.chunked.is_none() {
+            return None;
+        }
+        let mut adder = PrefillAdder::new(
+            self.kv.page_size(),
+            self.ratio.value(),
+            self.cfg.clip_max_new_tokens,
+            self.running
+                .iter()
+                .map(|a| (a.req.stop.max_new_tokens, a.req.output.len()))
+                .collect::<Vec<_>>(),
+            self.cfg.max_prefill_tokens,
+            self.cfg.chunked_prefill_size,
+        );
+        let mut batch = Vec::new();
+        if let Some(a) = self.chunked.take() {
+            let Some(extend) = self.next_chunk(&a, &mut adder) else {
+                self.chunked = Some(a);
+                return None;
+            };
+            batch.push(Admission {
+                seq: a,
+                extend,
+                hit: 0,
+            });
+        }
+        if self.running.len() + batch.len() < self.cfg.max_running_requests
+            && !self.waiting.is_empty()
+        {
+            self.order_waiting();
+            let grants = self.admit_waiting(&mut adder, batch.len());
+            // Admission stops at the first request that does not fit: the grants are the head.
+            let admitted = self.waiting.drain(..grants.len());
+            batch.extend(admitted.zip(grants).map(|(req, g)| Admission {
+                seq: Admitted {
+                    req: *req,
+                    row: g.row,
+                },
+                extend: g.extend,
+                hit: g.hit,
+            }));
+            for r in &mut self.waiting {
+                r.waited_rounds = r.waited_rounds.saturating_add(1);
+            }
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    /// The size of the next chunk of the request mid-prefill, or `None` when none fits now.
+    fn next_chunk(&self, a: &Admitted, adder: &mut PrefillAdder) -> Option<usize> {
+        let kv_len = self.kv.row_info(a.row).expect(ROW_IN_USE).kv_len;
+        let left = a.req.len() - kv_len;
+        let n = adder.add_chunked(left, a.req.max_new_left(), self.kv.allocatable_size());
+        (n > 0).then_some(n)
+    }
+
+    /// Admits waiting requests from the head of the queue while they fit and the batch has
+    /// room; `in_batch` requests are already in the batch.
+    fn admit_waiting(&mut self, adder: &mut PrefillAdder, in_batch: usize) -> Vec<Grant> {
+        let mut grants: Vec<Grant> = Vec::new();
+        for i in 0..self.waiting.len() {
+            if self.running.len() + in_batch + grants.len() >= self.cfg.max_running_requests {
+                break;
+            }
+            let Some((grant, result)) = self.try_admit(i, adder) else {
+                break;
+            };
+            grants.push(grant);
+            if result != AddResult::Continue {
+                break;
+            }
+        }
+        grants
+    }
+
+    /// Tries to admit waiting request `i`: match (L-1 rule), lock, budget. Returns its grant and
+    /// the budget state, or `None` when it does not fit (nothing is held then).
+    fn try_admit(&mut self, i: usize, adder: &mut PrefillAdder) -> Option<(Grant, AddResult)> {
+        let tokens = self.waiting[i].all_tokens();
+        let req = &self.waiting[i];
+        let (id, max_new_left) = (req.id, req.max_new_left());
+        let hit = self
+            .kv
+            .match_request_prefix(&req.namespace, &tokens, req.logprob_start);
+        let extend = tokens.len() - hit.len;
+        if adder
+            .precheck(extend, max_new_left, self.kv.allocatable_size())
+            .is_some()
+            || self.kv.free_rows() == 0
+        {
+            return None;
+        }
+        let row = match self.kv.admit(req.namespace.clone(), hit) {
+            Ok(row) => row,
+            Err(e) => {
+                self.kv_fault(Some(id), "admission", e);
+                return None;
+            }
+        };
+        let n = match adder.plan(extend, max_new_left, self.kv.allocatable_size()) {
+            Plan::Whole => extend,
+            Plan::Chunk(n) => n,
+            Plan::Reject(_) => {
+                if let Err(e) = self.kv.release(row) {
+                    self.kv_fault(Some(id), "releasing a rejected admission", e);
+                }
+                return None;
+            }
+        };
+        self.counters.prefix_query_tokens += tokens.len() as u64;
+        self.counters.prefix_hit_tokens += hit.len as u64;
+        self.counters.tokens_skipped += hit.len as u64;
+        let req = &mut self.waiting[i];
+        // SGLang's `cached_tokens` accounting; frozen once the request was retracted.
+        if req.retractions == 0 {
+            req.cached_tokens += hit.len.saturating_sub(req.already_computed);
+            req.already_computed = hit.len + n;
+        }
+        let grant = Grant {
+            row,
+            extend: n,
+            hit: hit.len,
+        };
+        Some((grant, adder.budget_state(self.kv.allocatable_size())))
+    }
+
+    /// Runs the prefill batch and places its requests: mid-prefill, decoding, or finished.
+    pub(super) fn run_extend<R: ModelRunner + ?Sized>(
+        &mut self,
+        batch: Vec<Admission>,
+        runner: &mut R,
+    ) -> StepReport {
+        let (seqs, fb, cached) = self.build_extend(batch);
+        let mut report = StepReport {
+            mode: ForwardMode::Extend,
+            batch_size: seqs.len(),
+            tokens_computed: fb.num_tokens(),
+            tokens_cached: cached,
+            retracted: 0,
+            error: None,
+        };
+        if seqs.is_empty() {
+            return report;
+        }
+        self.counters.prefill_steps += 1;
+        self.counters.prefill_batch_seqs += seqs.len() as u64;
+        self.counters.tokens_computed += report.tokens_computed as u64;
+        match forward(runner, &fb) {
+            Ok(output) => self.place_extended(seqs, &fb, output),
+            Err(e) => {
+                report.error = Some(e.to_string());
+                self.fail_batch(seqs, &e);
+            }
+        }
+        report
+    }
+
+    /// Allocates KV for each admission's new tokens and describes the batch. Returns the
+    /// requests in batch order, the batch, and the prompt tokens the batch found cached.
+    fn build_extend(&mut self, batch: Vec<Admission>) -> (Vec<Admitted>, ForwardBatch, usize) {
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut inputs = Vec::with_capacity(batch.len());
+        let mut cached = 0;
+        for Admission { seq, extend, hit } in batch {
+            let kv_len = self.kv.row_info(seq.row).expect(ROW_IN_USE).kv_len;
+            match self.kv.alloc_extend(seq.row, extend) {
+                Ok(out_slots) => {
+                    cached += hit;
+                    inputs.push(self.extend_input(&seq, kv_len, out_slots));
+                    seqs.push(seq);
+                }
+                Err(e) => self.requeue_unallocated(seq, &e),
+            }
+        }
+        let fb = ForwardBatch {
+            mode: ForwardMode::Extend,
+            seqs: inputs,
+        };
+        (seqs, fb, cached)
+    }
+
+    /// The sequence input computing positions `kv_len..` of the request into `out_slots`; it
+    /// samples when those are the last positions of the prompt (and output so far).
+    fn extend_input(&self, a: &Admitted, kv_len: usize, out_slots: Vec<Slot>) -> SequenceInput {
+        let req = &a.req;
+        let end = kv_len + out_slots.len();
+        let tokens = req.all_tokens();
+        SequenceInput {
+            token_ids: tokens[kv_len..end].to_vec(),
+            positions: (kv_len..end).collect(),
+            slot_row: self.kv.row_slots(a.row).expect(ROW_IN_USE).to_vec(),
+            out_slots,
+            sample: end == tokens.len(),
+            sampling: req.sampling.clone(),
+            output_ids: req.output.clone(),
+            prompt_ids: req.prompt.clone(),
+        }
+    }
+
+    /// The budget should prevent a failed allocation; if one happens anyway, the request gives
+    /// back its row and returns to the queue.
+    fn requeue_unallocated(&mut self, a: Admitted, e: &KvError) {
+        let Admitted { mut req, row } = a;
+        tracing::warn!(id = req.id, error = %e, "prefill allocation failed; re-queued");
+        if let Err(e) = self.kv.release(row) {
+            self.kv_fault(Some(req.id), "releasing an unallocated admission", e);
+        }
+        req.status = ReqStatus::Waiting;
+        self.waiting.push(Box::new(req));
+    }
+
+    /// After the forward: a non-final chunk is cached and the request stays mid-prefill; a
+    /// completed prompt gets its first token and decodes, unless it is already finished.
+    fn place_extended(&mut self, seqs: Vec<Admitted>, fb: &ForwardBatch, output: StepOutput) {
+        for ((a, seq), sampled) in seqs.into_iter().zip(&fb.seqs).zip(output.tokens) {
+            let kv_len = seq.seq_len();
+            if seq.sample {
+                self.after_prompt(a, kv_len, sampled.expect(SAMPLED));
+            } else {
+                self.cache_unfinished(&a, kv_len, "caching a chunk");
+                self.place_chunked(a);
+            }
+        }
+    }
+
+    fn place_chunked(&mut self, mut a: Admitted) {
+        a.req.status = ReqStatus::Prefilling;
+        self.chunked = Some(a);
+    }
+
+    /// The request's prompt (and any output, after a retraction) is computed: it takes the
+    /// sampled token and finishes or decodes.
+    fn after_prompt(&mut self, mut a: Admitted, kv_len: usize, sampled: SampledToken) {
+        let stop = &a.req.stop;
+        if stop.max_new_tokens == 0 || a.req.output.len() >= stop.max_new_tokens {
+            let length = stop.max_new_tokens;
+            self.finish_admitted(a, FinishReason::Length { length }, true);
+            return;
+        }
+        self.push_token(&mut a.req, sampled.token, sampled.logprob);
+        if let Some(reason) = a.req.check_finished(&self.cfg.eos_token_ids) {
+            self.finish_admitted(a, reason, true);
+            return;
+        }
+        self.cache_unfinished(&a, kv_len, "caching a prompt");
+        a.req.status = ReqStatus::Decoding;
+        self.running.push(a);
+    }
+
+    /// SGLang's `cache_unfinished_req`: the first `kv_len` tokens go into the tree.
+    fn cache_unfinished(&mut self, a: &Admitted, kv_len: usize, operation: &'static str) {
+        let tokens = a.req.all_tokens();
+        if let Err(e) = self.kv.cache_unfinished(a.row, &tokens[..kv_len]) {
+            self.kv_fault(Some(a.req.id), operation, e);
+        }
+    }
+}
