@@ -119,7 +119,6 @@ impl EngineArgs {
     }
 }
 
-
 /// Sampling flags for generate and chat.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {

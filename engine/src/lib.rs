@@ -21,7 +21,7 @@ mod worker;
 pub use config::EngineConfig;
 pub use detok::{IncrementalDecoder, StopMatcher};
 pub use engine::{Engine, RunnerSetup};
-pub use error::EngineError;
+pub use error::{EngineError, StartError};
 pub use stream::GenerationStream;
 pub use types::{
     Completion, Delta, EngineStats, GenerateRequest, Input, ModelInfo, StreamEvent, Usage,

@@ -21,7 +21,7 @@ pub use error::{ExecutorError, Result};
 pub use model::{KvCache, LlamaModel};
 pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor};
 pub use sampling::SamplingParams;
-pub use tokenizer::{ChatMessage, TextTokenizer};
+pub use tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
 pub use weights::{LlamaConfig, LlamaWeights, RopeStyle};
 
 /// The CPU backend (burn flex).

@@ -144,7 +144,6 @@ impl From<EngineError> for ApiError {
             EngineError::Overloaded { .. } | EngineError::Closed => {
                 ApiError::unavailable(e.to_string())
             }
-            EngineError::Load(_) | EngineError::Config(_) => ApiError::internal(e.to_string()),
         }
     }
 }
