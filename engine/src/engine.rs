@@ -73,10 +73,12 @@ impl Engine {
             .min(mc.max_position);
         let eos: Vec<u32> = tokenizer.eos_token_id.into_iter().collect();
         let info = ModelInfo {
-            model_name: config
-                .model
-                .file_name()
-                .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned()),
+            model_name: config.served_model_name.clone().unwrap_or_else(|| {
+                config
+                    .model
+                    .file_name()
+                    .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+            }),
             model_path: config.model.clone(),
             vocab_size: mc.vocab_size,
             context_length,

@@ -76,6 +76,8 @@ pub struct ServerOptions {
     pub api_keys: Vec<String>,
     /// The key of the admin routes (`/flush_cache`).
     pub admin_api_key: Option<String>,
+    /// Accept any `model` name in requests.
+    pub lenient_model_name: bool,
     /// Limits.
     pub limits: Limits,
 }
@@ -89,6 +91,8 @@ pub struct AppState {
     started: Instant,
     /// Set by the first shutdown signal: every new request is 503.
     draining: AtomicBool,
+    /// Accept any `model` name in requests.
+    lenient_model_name: bool,
 }
 
 type Shared = Arc<AppState>;
@@ -106,12 +110,20 @@ fn app(st: Shared) -> Router {
     let open = Router::new().route("/health", get(service::health));
     let tenant = Router::new()
         .route("/v1/models", get(service::models))
+        .route("/v1/models/{id}", get(service::model_card))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        // The paths llama.cpp's clients use.
+        .route("/models", get(service::models))
+        .route("/completions", post(openai::completions))
+        .route("/chat/completions", post(openai::chat_completions))
         .route("/generate", post(native::generate).put(native::generate))
         .route("/health_generate", get(service::health_generate))
         .route("/get_model_info", get(service::model_info))
         .route("/get_server_info", get(service::server_info))
+        // SGLang's current names.
+        .route("/model_info", get(service::model_info))
+        .route("/server_info", get(service::server_info))
         .route("/get_load", get(service::get_load))
         .route("/metrics", get(metrics::metrics))
         .route_layer(from_fn_with_state(st.clone(), layers::require_key));
@@ -150,6 +162,7 @@ pub async fn serve(engine: Arc<Engine>, opts: ServerOptions) -> Result<()> {
         metrics: metrics::Metrics::default(),
         started: Instant::now(),
         draining: AtomicBool::new(false),
+        lenient_model_name: opts.lenient_model_name,
     });
     let service = layers::concurrency_limit(app(st.clone()), opts.limits.max_concurrent_requests);
     let signals = shutdown::Signals::install()?;

@@ -35,6 +35,7 @@ fn request_id(prefix: &str) -> String {
 
 fn check_model(st: &Shared, model: Option<&str>) -> Result<(), ApiError> {
     match model {
+        _ if st.lenient_model_name => Ok(()),
         None | Some("") | Some("default") => Ok(()),
         Some(m) if m == st.engine.info().model_name => Ok(()),
         Some(m) => Err(ApiError::not_found(format!(
