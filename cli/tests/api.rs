@@ -119,3 +119,79 @@ fn a_streamed_chat_begins_with_a_role_only_chunk() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn tokenize_and_detokenize_round_trip_in_sglang_and_vllm_shapes() {
+    let s = server();
+    let (st, one) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": "Hello world"}).to_string(),
+    );
+    assert_eq!(st, 200, "{one}");
+    let ids = one["tokens"].as_array().unwrap().clone();
+    assert_eq!(one["count"], ids.len());
+    assert!(one["max_model_len"].as_u64().unwrap() > 0);
+    let (_, many) = post(
+        &s.base,
+        "/v1/tokenize",
+        &json!({"prompt": ["Hello world", "Hi"]}).to_string(),
+    );
+    assert_eq!(many["tokens"][0], json!(ids));
+    assert_eq!(many["count"].as_array().unwrap().len(), 2);
+    let (_, strs) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": "Hello world", "return_token_strs": true}).to_string(),
+    );
+    assert_eq!(strs["token_strs"].as_array().unwrap().len(), ids.len());
+    // The chat form counts what a chat request's prompt would be.
+    let (_, chat_tok) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"messages": [{"role": "user", "content": "Hi"}]}).to_string(),
+    );
+    let (_, chat) = post(
+        &s.base,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}).to_string(),
+    );
+    assert_eq!(chat_tok["count"], chat["usage"]["prompt_tokens"]);
+    let (st, text) = post(&s.base, "/detokenize", &json!({"tokens": ids}).to_string());
+    assert_eq!(st, 200, "{text}");
+    assert_eq!(text["text"], "Hello world");
+    assert_eq!(text["prompt"], "Hello world", "vLLM's field");
+    let (_, texts) = post(
+        &s.base,
+        "/v1/detokenize",
+        &json!({"tokens": [ids, []]}).to_string(),
+    );
+    assert_eq!(texts["text"], json!(["Hello world", ""]));
+    assert_eq!(
+        post(
+            &s.base,
+            "/detokenize",
+            &json!({"tokens": [99999999]}).to_string()
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        post(&s.base, "/tokenize", &json!({"text": "x"}).to_string()).0,
+        400
+    );
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn get_load_is_sglangs_per_rank_list() {
+    let s = server();
+    let (st, v) = get(&s.base, "/get_load");
+    assert_eq!(st, 200);
+    let ranks = v.as_array().unwrap();
+    assert_eq!(ranks.len(), 1);
+    for key in ["dp_rank", "num_reqs", "num_waiting_reqs", "num_tokens"] {
+        assert!(ranks[0][key].is_u64(), "{key} in {v}");
+    }
+}

@@ -71,6 +71,6 @@ pub use types::{
     Completion, Delta, EngineStats, GenerateRequest, Input, ModelInfo, StreamEvent, Usage,
 };
 
-pub use executor::{ChatMessage, TextTokenizer};
+pub use executor::{ChatMessage, ExecutorError, TextTokenizer};
 pub use radix_tree::{EvictionPolicy, Namespace};
 pub use router::{FinishReason, Policy, SamplingParams, StopConditions, TokenLimit};

@@ -200,9 +200,15 @@ impl TextTokenizer {
     /// Encodes text; special tokens written in the text (e.g. `<|im_start|>`) are recognised.
     /// A BOS id is prepended only when the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// Encodes text; with `add_special_tokens` false no BOS id is prepended even where the model
+    /// asks for one (what `/tokenize` with `add_special_tokens: false` wants).
+    pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(tk_err)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if self.add_bos {
+        if self.add_bos && add_special_tokens {
             if let Some(b) = self.bos_token_id {
                 ids.push(b);
             }

@@ -19,6 +19,7 @@ mod params;
 mod service;
 mod shutdown;
 mod sse;
+mod tokenize;
 
 use anyhow::{Context, Result};
 use axum::middleware::from_fn_with_state;
@@ -118,6 +119,10 @@ fn app(st: Shared) -> Router {
         .route("/completions", post(openai::completions))
         .route("/chat/completions", post(openai::chat_completions))
         .route("/generate", post(native::generate).put(native::generate))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
+        .route("/v1/tokenize", post(tokenize::tokenize))
+        .route("/v1/detokenize", post(tokenize::detokenize))
         .route("/health_generate", get(service::health_generate))
         .route("/get_model_info", get(service::model_info))
         .route("/get_server_info", get(service::server_info))

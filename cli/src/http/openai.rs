@@ -33,7 +33,8 @@ fn request_id(prefix: &str) -> String {
     )
 }
 
-fn check_model(st: &Shared, model: Option<&str>) -> Result<(), ApiError> {
+/// Checks a request's `model` against the served one (any name in lenient mode).
+pub fn check_model(st: &Shared, model: Option<&str>) -> Result<(), ApiError> {
     match model {
         _ if st.lenient_model_name => Ok(()),
         None | Some("") | Some("default") => Ok(()),

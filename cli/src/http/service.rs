@@ -143,22 +143,26 @@ pub async fn server_info(State(st): State<Shared>) -> Response {
     .into_response()
 }
 
+/// One data-parallel rank's load, in SGLang's shape (`GetLoadReqOutput`).
 #[derive(Serialize)]
-struct LoadBody {
-    load: usize,
+struct RankLoad {
+    dp_rank: usize,
+    /// Requests running or waiting.
+    num_reqs: usize,
     num_waiting_reqs: usize,
-    num_running_reqs: usize,
-    kv_used_tokens: usize,
+    /// KV slots in use (by running requests and by cached prefixes they lock).
+    num_tokens: usize,
 }
 
-/// `GET /get_load`.
+/// `GET /get_load`: SGLang's list, one entry per data-parallel rank (radixserve has one), which
+/// sgl-router's load-aware policies read.
 pub async fn get_load(State(st): State<Shared>) -> Response {
     let s = st.engine.stats();
-    axum::Json(LoadBody {
-        load: s.waiting + s.running,
+    axum::Json([RankLoad {
+        dp_rank: 0,
+        num_reqs: s.waiting + s.running,
         num_waiting_reqs: s.waiting,
-        num_running_reqs: s.running,
-        kv_used_tokens: s.kv.capacity - s.kv.available - s.kv.evictable,
-    })
+        num_tokens: s.kv.capacity - s.kv.available - s.kv.evictable,
+    }])
     .into_response()
 }
