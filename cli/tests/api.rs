@@ -195,3 +195,126 @@ fn get_load_is_sglangs_per_rank_list() {
         assert!(ranks[0][key].is_u64(), "{key} in {v}");
     }
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn generate_takes_batches_and_n_and_answers_with_a_list() {
+    let s = server();
+    let (st, v) = post(&s.base, "/generate", &json!({"text": ["The sky is", "Water is"], "sampling_params": {"max_new_tokens": 3, "temperature": 0}}).to_string());
+    assert_eq!(st, 200, "{v}");
+    let outs = v.as_array().unwrap();
+    assert_eq!(outs.len(), 2);
+    let (_, single) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": "Water is", "sampling_params": {"max_new_tokens": 3, "temperature": 0}})
+            .to_string(),
+    );
+    assert_eq!(
+        outs[1]["text"], single["text"],
+        "batch items match single requests"
+    );
+    let (_, ids) = post(
+        &s.base,
+        "/generate",
+        &json!({"input_ids": [[504, 3458], [504]], "sampling_params": {"max_new_tokens": 2}})
+            .to_string(),
+    );
+    assert_eq!(ids.as_array().unwrap().len(), 2, "{ids}");
+    let (_, n) = post(&s.base, "/generate", &json!({"text": "Once", "rid": "many", "sampling_params": {"max_new_tokens": 4, "n": 3, "temperature": 1.0, "sampling_seed": 3}}).to_string());
+    let n = n.as_array().unwrap();
+    assert_eq!(n.len(), 3);
+    assert_eq!(n[2]["meta_info"]["id"], "many_2");
+    // Streaming a batch: chunks carry their index, and the stream ends with [DONE].
+    let resp = agent()
+        .post(&format!("{}/generate", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(
+            &json!({"text": ["A", "B"], "stream": true, "sampling_params": {"max_new_tokens": 2}})
+                .to_string(),
+        )
+        .unwrap();
+    let text = resp.into_string().unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let indices: std::collections::BTreeSet<u64> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(indices.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn abort_request_stops_a_request_by_its_client_id() {
+    let s = start(&["--api-key", "k1,k2", "--admin-api-key", "root"]);
+    let base = s.base.clone();
+    let long = std::thread::spawn(move || {
+        post_with_key(&base, "/generate", "k1", &json!({"text": "Count:", "rid": "job-1", "sampling_params": {"max_new_tokens": 400, "ignore_eos": true}}).to_string())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric_with_key(&s.base, "k1", "generated_tokens_total") < 1.0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Another tenant cannot see it.
+    let (_, other) = post_with_key(
+        &s.base,
+        "/abort_request",
+        "k2",
+        &json!({"rid": "job-1"}).to_string(),
+    );
+    assert_eq!(other["aborted"], 0);
+    let (st, v) = post_with_key(
+        &s.base,
+        "/abort_request",
+        "k1",
+        &json!({"rid": "job-1"}).to_string(),
+    );
+    assert_eq!((st, &v["aborted"]), (200, &json!(1)), "{v}");
+    let (st, done) = long.join().unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(
+        done["meta_info"]["finish_reason"]["type"], "abort",
+        "{done}"
+    );
+    assert!(done["meta_info"]["completion_tokens"].as_u64().unwrap() < 400);
+    // abort_all is the admin's.
+    assert_eq!(
+        post_with_key(
+            &s.base,
+            "/abort_request",
+            "k1",
+            &json!({"abort_all": true}).to_string()
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        post_with_key(
+            &s.base,
+            "/abort_request",
+            "root",
+            &json!({"abort_all": true}).to_string()
+        )
+        .0,
+        200
+    );
+}
+
+fn metric_with_key(base: &str, key: &str, name: &str) -> f64 {
+    let (_, v) = get_with_key(base, "/metrics", key);
+    v.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("radixserve_{name} ")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -282,6 +282,13 @@ impl Engine {
         rx.recv().map_err(|_| EngineError::Closed)?
     }
 
+    /// Aborts one request by its id ([`GenerationStream::id`]); its stream ends with a `Done`
+    /// event whose finish reason is an abort. An id that already ended is ignored.
+    pub fn abort(&self, id: u64) {
+        // If the engine is gone, its streams have already ended.
+        let _ = self.commands.send(Command::Abort { id });
+    }
+
     /// Aborts every request in flight; each stream ends with a `Done` event whose finish reason
     /// is an abort carrying `message`. Used to end a drain that ran out of time.
     pub fn abort_all(&self, message: &str) {

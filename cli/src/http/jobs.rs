@@ -16,6 +16,8 @@ pub struct Job {
     pub prompt: usize,
     /// Its engine stream.
     pub stream: GenerationStream,
+    /// The client's id for it, held while it runs (`/generate` with `rid`).
+    pub rid: Option<super::rids::RidGuard>,
 }
 
 /// Tokenizes on the runtime's bounded blocking pool, so a long prompt does not stall the
@@ -54,6 +56,7 @@ pub async fn submit(
                 index: jobs.len(),
                 prompt: prompt_index,
                 stream,
+                rid: None,
             });
         }
     }

@@ -16,6 +16,7 @@ mod native;
 mod openai;
 mod openai_types;
 mod params;
+mod rids;
 mod service;
 mod shutdown;
 mod sse;
@@ -94,6 +95,8 @@ pub struct AppState {
     draining: AtomicBool,
     /// Accept any `model` name in requests.
     lenient_model_name: bool,
+    /// Client ids of the `/generate` requests in flight.
+    rids: Arc<rids::Rids>,
 }
 
 type Shared = Arc<AppState>;
@@ -119,6 +122,7 @@ fn app(st: Shared) -> Router {
         .route("/completions", post(openai::completions))
         .route("/chat/completions", post(openai::chat_completions))
         .route("/generate", post(native::generate).put(native::generate))
+        .route("/abort_request", post(native::abort_request))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route("/v1/tokenize", post(tokenize::tokenize))
@@ -168,6 +172,7 @@ pub async fn serve(engine: Arc<Engine>, opts: ServerOptions) -> Result<()> {
         started: Instant::now(),
         draining: AtomicBool::new(false),
         lenient_model_name: opts.lenient_model_name,
+        rids: Arc::default(),
     });
     let service = layers::concurrency_limit(app(st.clone()), opts.limits.max_concurrent_requests);
     let signals = shutdown::Signals::install()?;
