@@ -318,3 +318,81 @@ fn metric_with_key(base: &str, key: &str, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn responses_api_answers_streams_and_continues_a_conversation_from_the_cache() {
+    let s = server();
+    let (st, first) = post(&s.base, "/v1/responses", &json!({"input": "Name a colour.", "instructions": "Be brief.", "max_output_tokens": 6, "temperature": 0}).to_string());
+    assert_eq!(st, 200, "{first}");
+    assert_eq!(first["object"], "response");
+    assert!(
+        matches!(first["status"].as_str(), Some("completed" | "incomplete")),
+        "{first}"
+    );
+    let text = first["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(first["output"][0]["content"][0]["type"], "output_text");
+    assert!(first["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    let id = first["id"].as_str().unwrap();
+    let (st, next) = post(&s.base, "/v1/responses", &json!({"input": "Another one.", "instructions": "Be brief.", "previous_response_id": id, "max_output_tokens": 4, "temperature": 0}).to_string());
+    assert_eq!(st, 200, "{next}");
+    let cached = next["usage"]["input_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let earlier = first["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(
+        cached >= earlier - 1,
+        "the earlier turn is a cache hit: {cached} of {earlier} ({text:?})"
+    );
+    assert_eq!(
+        post(
+            &s.base,
+            "/v1/responses",
+            &json!({"input": "x", "previous_response_id": "resp_none"}).to_string()
+        )
+        .0,
+        404
+    );
+    // Streaming: named events, deltas that add up to the final text, no [DONE].
+    let resp = agent()
+        .post(&format!("{}/v1/responses", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(&json!({"input": "Name a colour.", "instructions": "Be brief.", "max_output_tokens": 6, "temperature": 0, "stream": true}).to_string())
+        .unwrap();
+    let body = resp.into_string().unwrap();
+    assert!(!body.contains("[DONE]"));
+    let events: Vec<(String, Value)> = body
+        .split("\n\n")
+        .filter(|e| !e.is_empty() && !e.starts_with(':'))
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap()
+                .to_string();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    assert_eq!(events[0].0, "response.created");
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, v)| v["delta"].as_str().unwrap())
+        .collect();
+    let (last_name, last) = events.last().unwrap();
+    assert!(
+        last_name == "response.completed" || last_name == "response.incomplete",
+        "{last_name}"
+    );
+    assert_eq!(last["response"]["output"][0]["content"][0]["text"], deltas);
+    assert_eq!(
+        deltas, text,
+        "greedy: the same text as the non-streamed response"
+    );
+    let seq: Vec<u64> = events
+        .iter()
+        .map(|(_, v)| v["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(seq.windows(2).all(|w| w[1] == w[0] + 1), "{seq:?}");
+}

@@ -16,6 +16,7 @@ mod native;
 mod openai;
 mod openai_types;
 mod params;
+mod responses;
 mod rids;
 mod service;
 mod shutdown;
@@ -97,6 +98,8 @@ pub struct AppState {
     lenient_model_name: bool,
     /// Client ids of the `/generate` requests in flight.
     rids: Arc<rids::Rids>,
+    /// Stored Responses-API conversations.
+    responses: responses::Store,
 }
 
 type Shared = Arc<AppState>;
@@ -117,6 +120,7 @@ fn app(st: Shared) -> Router {
         .route("/v1/models/{id}", get(service::model_card))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/responses", post(responses::create))
         // The paths llama.cpp's clients use.
         .route("/models", get(service::models))
         .route("/completions", post(openai::completions))
@@ -173,6 +177,7 @@ pub async fn serve(engine: Arc<Engine>, opts: ServerOptions) -> Result<()> {
         draining: AtomicBool::new(false),
         lenient_model_name: opts.lenient_model_name,
         rids: Arc::default(),
+        responses: responses::Store::default(),
     });
     let service = layers::concurrency_limit(app(st.clone()), opts.limits.max_concurrent_requests);
     let signals = shutdown::Signals::install()?;
