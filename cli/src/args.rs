@@ -27,6 +27,10 @@ pub struct EngineArgs {
     /// (or $RADIXSERVE_MODEL).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// The model's id in the API (`model` in requests and responses, `/v1/models`); default:
+    /// the file or directory name.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
     /// Tokens per KV page; prefixes are cached and matched in whole pages.
     #[arg(long, default_value_t = engine_defaults().page_size)]
     pub page_size: usize,
@@ -86,6 +90,7 @@ impl EngineArgs {
         let defaults = engine_defaults();
         Ok(EngineConfig {
             model: self.model.clone().unwrap_or(defaults.model),
+            served_model_name: self.served_model_name.clone(),
             page_size: self.page_size,
             disable_radix_cache: self.disable_radix_cache,
             schedule_policy: self.schedule_policy.unwrap_or(defaults.schedule_policy),
@@ -118,7 +123,6 @@ impl EngineArgs {
         Ok(engine)
     }
 }
-
 
 /// Sampling flags for generate and chat.
 #[derive(Args, Debug, Clone)]
@@ -195,6 +199,10 @@ pub struct ServeArgs {
     /// Open connections at once; more wait in the listen backlog.
     #[arg(long, default_value_t = limit_defaults().max_connections)]
     pub max_connections: usize,
+    /// Accept any `model` name in requests, as SGLang does (by default a name other than the
+    /// served one, "default" or an empty one is a 404).
+    #[arg(long)]
+    pub lenient_model_name: bool,
     /// Seconds in-flight requests may run on after SIGTERM/SIGINT before they are aborted.
     #[arg(long, default_value_t = limit_defaults().shutdown_timeout.as_secs_f64())]
     pub shutdown_timeout: f64,
@@ -222,6 +230,7 @@ impl ServeArgs {
                 .cloned()
                 .collect(),
             admin_api_key: self.admin_api_key.clone().filter(|k| !k.is_empty()),
+            lenient_model_name: self.lenient_model_name,
             limits: http::Limits {
                 max_request_bytes: self.max_request_bytes,
                 header_timeout: secs("header-timeout", self.header_timeout)?,

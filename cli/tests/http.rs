@@ -30,7 +30,9 @@ fn service_endpoints_answer() {
     assert!(v["max_total_num_tokens"].as_u64().unwrap() > 1000);
     let (st, v) = get(&s.base, "/get_load");
     assert_eq!(st, 200);
-    assert!(v["load"].is_u64());
+    assert!(v[0]["num_reqs"].is_u64());
+    assert_eq!(v[0]["dp_rank"], 0);
+    assert!(v[0]["num_tokens"].is_u64() && v[0]["num_waiting_reqs"].is_u64());
     let (st, _) = get(&s.base, "/health_generate");
     assert_eq!(st, 200);
     let (st, v) = get(&s.base, "/metrics");
@@ -302,7 +304,7 @@ fn flush_is_refused_while_busy_and_clears_the_cache_when_idle() {
     let b2 = base.clone();
     let long = std::thread::spawn(move || post(&b2, "/v1/completions", &body));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while get(&base, "/get_load").1["load"] == 0 {
+    while get(&base, "/get_load").1[0]["num_reqs"] == 0 {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 pub struct EngineConfig {
     /// A GGUF file or a Hugging Face directory.
     pub model: PathBuf,
+    /// The model's id in the API (`--served-model-name`); `None` takes the file or directory
+    /// name.
+    pub served_model_name: Option<String>,
     /// Tokens per KV page (`--page-size`).
     pub page_size: usize,
     /// Turn prefix caching off (`--disable-radix-cache`).
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             model: executor::default_model_path(),
+            served_model_name: None,
             page_size: 1,
             disable_radix_cache: false,
             schedule_policy: Policy::Lpm,

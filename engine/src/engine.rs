@@ -1,7 +1,7 @@
 //! The engine: a scheduler thread fed by a channel, and per-request output streams.
 
 use crate::config::EngineConfig;
-use crate::error::EngineError;
+use crate::error::{EngineError, StartError};
 use crate::stream::{GenerationStream, InFlight, StreamParts};
 use crate::types::{Completion, EngineStats, GenerateRequest, Input, ModelInfo};
 use crate::worker::{Command, Worker};
@@ -49,22 +49,16 @@ pub struct RunnerSetup {
 
 impl Engine {
     /// Loads the model, sizes the KV pool and starts the scheduler thread.
-    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+    pub fn new(config: EngineConfig) -> Result<Self, StartError> {
         if !config.model.exists() {
-            return Err(EngineError::Load(format!(
-                "{} does not exist (run `cargo xtask fetch-model` for the default model)",
-                config.model.display()
-            )));
+            return Err(StartError::ModelNotFound(config.model.clone()));
         }
         let started = Instant::now();
         tracing::info!(model = %config.model.display(), "loading model");
         let device = Default::default();
         let (model, tokenizer) =
-            executor::load_model::<executor::CpuBackend>(&config.model, &device)
-                .map_err(|e| EngineError::Load(e.to_string()))?;
-        let model = model
-            .with_host_kernels(config.max_running_requests.max(16))
-            .map_err(|e| EngineError::Load(e.to_string()))?;
+            executor::load_model::<executor::CpuBackend>(&config.model, &device)?;
+        let model = model.with_host_kernels(config.max_running_requests.max(16))?;
         let mc = model.config().clone();
         let dims = KvDims {
             layers: mc.num_layers,
@@ -72,18 +66,19 @@ impl Engine {
             head_dim: mc.head_dim,
             dtype_bytes: 4,
         };
-        let capacity = KvCapacity::plan(dims, config.kv_cache_memory, config.page_size)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        let capacity = KvCapacity::plan(dims, config.kv_cache_memory, config.page_size)?;
         let context_length = config
             .context_length
             .unwrap_or(mc.max_position)
             .min(mc.max_position);
         let eos: Vec<u32> = tokenizer.eos_token_id.into_iter().collect();
         let info = ModelInfo {
-            model_name: config
-                .model
-                .file_name()
-                .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned()),
+            model_name: config.served_model_name.clone().unwrap_or_else(|| {
+                config
+                    .model
+                    .file_name()
+                    .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+            }),
             model_path: config.model.clone(),
             vocab_size: mc.vocab_size,
             context_length,
@@ -129,7 +124,7 @@ impl Engine {
         runner: R,
         tokenizer: TextTokenizer,
         setup: RunnerSetup,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Self, StartError> {
         let scheduler = Scheduler::new(setup.scheduler)?;
         let limit = scheduler.token_limit();
         let (tx, rx) = unbounded();
@@ -137,8 +132,7 @@ impl Engine {
         let worker = Worker::new(scheduler, runner, Arc::clone(&stats));
         let thread = std::thread::Builder::new()
             .name("radixserve-scheduler".into())
-            .spawn(move || worker.run(rx))
-            .map_err(|e| EngineError::Config(format!("starting the scheduler thread: {e}")))?;
+            .spawn(move || worker.run(rx))?;
         Ok(Engine {
             commands: tx,
             thread: Mutex::new(Some(thread)),
@@ -286,6 +280,13 @@ impl Engine {
             .send(Command::Flush { reply: tx })
             .map_err(|_| EngineError::Closed)?;
         rx.recv().map_err(|_| EngineError::Closed)?
+    }
+
+    /// Aborts one request by its id ([`GenerationStream::id`]); its stream ends with a `Done`
+    /// event whose finish reason is an abort. An id that already ended is ignored.
+    pub fn abort(&self, id: u64) {
+        // If the engine is gone, its streams have already ended.
+        let _ = self.commands.send(Command::Abort { id });
     }
 
     /// Aborts every request in flight; each stream ends with a `Done` event whose finish reason

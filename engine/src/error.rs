@@ -1,15 +1,34 @@
-//! Engine errors.
+//! Engine errors: [`StartError`] when an engine cannot be built, [`EngineError`] for what a
+//! running engine refuses or reports.
 
-/// Errors of the engine. `InvalidRequest` is the caller's mistake (HTTP 4xx); `Overloaded`
-/// and `Closed` mean "try again later or elsewhere" (HTTP 503); the others are the server's.
+/// Why an engine could not start. Each variant keeps its source.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The model path does not exist.
+    #[error("{0} does not exist (run `cargo xtask fetch-model` for the default model)")]
+    ModelNotFound(std::path::PathBuf),
+    /// The model could not be loaded.
+    #[error("could not load the model")]
+    Load(#[from] executor::ExecutorError),
+    /// The KV pool could not be sized from the configuration.
+    #[error("invalid KV cache configuration")]
+    Kv(#[from] page_manager::KvError),
+    /// The scheduler refused its configuration.
+    #[error("invalid scheduler configuration")]
+    Scheduler(#[from] router::RouterError),
+    /// The scheduler thread could not be started.
+    #[error("could not start the scheduler thread")]
+    Thread(#[from] std::io::Error),
+}
+
+/// What a running engine refuses or reports. `InvalidRequest` is the caller's mistake (HTTP
+/// 4xx); `Overloaded` and `Closed` mean "try again later or elsewhere" (HTTP 503); `Busy` is a
+/// flush refused while requests run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     /// The request is malformed or cannot be served (too long, bad parameters, bad token ids).
     #[error("{0}")]
     InvalidRequest(String),
-    /// The model could not be loaded.
-    #[error("could not load the model: {0}")]
-    Load(String),
     /// The cache cannot be flushed while requests run.
     #[error("cannot flush the cache while {0} requests are queued or running")]
     Busy(usize),
@@ -22,17 +41,15 @@ pub enum EngineError {
     /// The engine has shut down (or its scheduler thread died).
     #[error("the engine is shut down")]
     Closed,
-    /// A configuration value is out of range.
-    #[error("invalid configuration: {0}")]
-    Config(String),
 }
 
 impl From<router::RouterError> for EngineError {
+    /// The scheduler's refusals of a request or a flush. Other router errors cannot reach a
+    /// request: the engine validates requests with the scheduler's own checks first.
     fn from(e: router::RouterError) -> Self {
         match e {
             router::RouterError::Busy(n) => EngineError::Busy(n),
-            router::RouterError::InvalidRequest(m) => EngineError::InvalidRequest(m),
-            other => EngineError::Config(other.to_string()),
+            other => EngineError::InvalidRequest(other.to_string()),
         }
     }
 }

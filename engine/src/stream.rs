@@ -233,11 +233,18 @@ impl GenerationStream {
             }
             (_, r) => r,
         };
+        let token_ids = self.decoder.tokens().to_vec();
+        let mut usage = usage;
+        if self.stops.matched().is_some() {
+            // The scheduler may have generated a few tokens past the stop string before its
+            // finish arrived; the client gets (and is billed for) those up to the stop only.
+            usage.completion_tokens = token_ids.len();
+        }
         let done = Completion {
             finish_reason,
             usage,
             text: std::mem::take(&mut self.text),
-            token_ids: self.decoder.tokens().to_vec(),
+            token_ids,
             logprobs: std::mem::take(&mut self.logprobs),
             e2e_latency: self.submitted.elapsed().as_secs_f64(),
             time_to_first_token: self.first_token,

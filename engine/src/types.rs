@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub struct ModelInfo {
     /// Where the model was loaded from.
     pub model_path: PathBuf,
-    /// A short name (the file or directory name).
+    /// The model's id in the API: `--served-model-name`, else the file or directory name.
     pub model_name: String,
     /// Vocabulary size.
     pub vocab_size: usize,

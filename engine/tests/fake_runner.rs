@@ -235,3 +235,89 @@ fn a_dead_scheduler_thread_fails_streams_and_refuses_new_requests() {
         EngineError::Closed
     );
 }
+
+#[test]
+fn a_stop_string_ends_the_request_and_is_cut_from_the_text() {
+    let (e, _) = start(4, 8, Duration::ZERO);
+    let mut r = request("a", 20);
+    r.stop_strings = vec!["e f".into()];
+    let c = e.generate_blocking(r).unwrap();
+    // The fake continues a with b c d e f a ...; the text stops before "e f".
+    assert_eq!(c.text, "b c d ");
+    assert_eq!(
+        c.finish_reason,
+        FinishReason::Stop {
+            token: None,
+            text: Some("e f".into())
+        }
+    );
+    assert_eq!(c.token_ids, vec![2, 3, 4, 5, 6]);
+    assert_eq!(
+        c.usage.completion_tokens, 5,
+        "usage counts the tokens through the stop string, however far the scheduler ran: {c:?}"
+    );
+    wait_until("idle", || {
+        let s = e.stats();
+        s.running == 0 && s.kv.private == 0 && s.kv.protected == 0
+    });
+}
+
+#[test]
+fn the_eos_token_ends_generation_unless_ignored() {
+    let (e, _) = start(4, 8, Duration::ZERO);
+    let mut r = request("a", 20);
+    r.stop.stop_token_ids = vec![4];
+    let c = e.generate_blocking(r.clone()).unwrap();
+    assert_eq!(
+        c.token_ids,
+        vec![2, 3, 4],
+        "stops at the stop token, which is kept"
+    );
+    assert!(matches!(
+        c.finish_reason,
+        FinishReason::Stop { token: Some(4), .. }
+    ));
+    r.stop.min_new_tokens = 5;
+    let c = e.generate_blocking(r).unwrap();
+    assert_eq!(
+        c.token_ids.len(),
+        9,
+        "min_new_tokens passes the first stop: {c:?}"
+    );
+}
+
+#[test]
+fn accounting_is_exact_after_mixed_outcomes_and_shutdown_ends_every_stream() {
+    let (e, _) = start(2, 16, Duration::from_millis(1));
+    let finished = e.generate_blocking(request("a b c", 6)).unwrap();
+    assert_eq!(finished.usage.completion_tokens, 6);
+    let dropped = e.generate(request("b c d", 50)).unwrap();
+    wait_until("the dropped one to run", || e.stats().running > 0);
+    drop(dropped);
+    wait_until("idle", || {
+        let s = e.stats();
+        s.waiting == 0 && s.running == 0
+    });
+    let s = e.stats();
+    assert_eq!(s.kv.private, 0);
+    assert_eq!(s.kv.protected, 0);
+    assert_eq!(s.kv.available + s.kv.evictable, s.kv.capacity, "{s:?}");
+    let streams: Vec<_> = (0..3)
+        .map(|_| e.generate(request("c", 200)).unwrap())
+        .collect();
+    e.shutdown();
+    for st in streams {
+        match st.collect_completion() {
+            Ok(c) => assert!(
+                matches!(c.finish_reason, FinishReason::Abort { .. }),
+                "{c:?}"
+            ),
+            Err(err) => assert_eq!(err, EngineError::Closed),
+        }
+    }
+    assert!(!e.is_alive());
+    assert_eq!(
+        e.generate(request("a", 1)).unwrap_err(),
+        EngineError::Closed
+    );
+}

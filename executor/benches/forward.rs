@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use executor::{
-    default_model_path, load_gguf, CpuBackend, Executor, ForwardBatch, ForwardMode, SequenceInput,
-};
+use executor::{default_model_path, load_gguf, CpuBackend, Executor};
+use router::{ForwardBatch, ForwardMode, SequenceInput};
 
 fn bench(c: &mut Criterion) {
     let path = default_model_path();

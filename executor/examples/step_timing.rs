@@ -5,9 +5,8 @@
 
 use std::time::Instant;
 
-use executor::{
-    default_model_path, load_gguf, CpuBackend, Executor, ForwardBatch, ForwardMode, SequenceInput,
-};
+use executor::{default_model_path, load_gguf, CpuBackend, Executor};
+use router::{ForwardBatch, ForwardMode, SequenceInput};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -91,7 +90,7 @@ fn kernel(m: usize, iters: usize) {
             ((i * 7 + b) % 16) as f32 * d + mn
         })
         .collect();
-    let lin = executor::kernels::HostLinear::new(inp, out, w).expect("shape");
+    let lin = executor::HostLinear::new(inp, out, w).expect("shape");
     let x: Vec<f32> = (0..m * inp).map(|i| (i % 13) as f32 * 0.1).collect();
     let t0 = Instant::now();
     for _ in 0..iters {

@@ -1,7 +1,7 @@
 //! The batch contract is the router's: the executor computes exactly what a
 //! [`router::ForwardBatch`] describes and answers with a [`router::StepOutput`].
 
-pub use router::{ForwardBatch, ForwardMode, SampledToken, SequenceInput, StepOutput};
+pub use router::{ForwardBatch, SampledToken, SequenceInput, StepOutput};
 
 use crate::error::{ExecutorError, Result};
 

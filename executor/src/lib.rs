@@ -1,28 +1,49 @@
 //! radixserve executor: loads Llama-family models (GGUF or Hugging Face), runs forward batches
 //! that compute only the uncached tokens over a slot-indexed KV pool, and samples.
 //!
-//! Layout: [`gguf`] (file reader, dequantisation), [`weights`] (config + host weights),
-//! [`tokenizer`] (GGUF/HF tokenizer, chat template), [`model`] (burn forward, KV pool),
-//! [`batch`] (the ForwardBatch mirror), [`sampling`], [`runner`] (the facade).
+//! The public API is what a caller needs: loading ([`load_model`], [`load_gguf`],
+//! [`load_hf_dir`]), the [`Executor`] (the router's `ModelRunner`), the [`LlamaModel`] and its
+//! weights for building models directly, the [`TextTokenizer`] with its chat template, and the
+//! GGUF reader ([`GgufFile`]). The batch types are the router's own (`router::ForwardBatch`,
+//! `router::SamplingParams`, ...); this crate does not re-export them.
+//!
+//! Inside: `gguf` (file reader, dequantisation), `weights` (config + host weights), `tokenizer`
+//! (GGUF/HF tokenizer, chat template), `model` (burn forward, KV pool), `host` and `kernels`
+//! (the CPU host path), `batch` (the contract checks), `sampling`, `runner` (the facade).
+//!
+//! ```no_run
+//! use executor::{load_model, CpuBackend, Executor};
+//!
+//! let path = executor::default_model_path();
+//! let (model, tokenizer) = load_model::<CpuBackend>(&path, &Default::default())?;
+//! let prompt = tokenizer.encode("The capital of France is")?;
+//! let runner = Executor::new(model, 4096); // a KV pool of 4,096 slots
+//! # let _ = (prompt, runner);
+//! # Ok::<(), executor::ExecutorError>(())
+//! ```
 
-pub mod batch;
-pub mod error;
-pub mod gguf;
+mod batch;
+mod error;
+mod gguf;
 mod host;
-pub mod kernels;
-pub mod model;
-pub mod runner;
-pub mod sampling;
-pub mod tokenizer;
-pub mod weights;
+mod kernels;
+mod model;
+mod runner;
+mod sampling;
+mod tokenizer;
+mod weights;
 
-pub use batch::{ForwardBatch, ForwardMode, SampledToken, SequenceInput, StepOutput};
 pub use error::{ExecutorError, Result};
+#[cfg(any(test, feature = "testing"))]
+pub use gguf::writer as gguf_writer;
+pub use gguf::{GgmlType, GgufFile, GgufValue, TensorInfo};
+pub use kernels::HostLinear;
 pub use model::{KvCache, LlamaModel};
 pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor};
-pub use sampling::SamplingParams;
-pub use tokenizer::{ChatMessage, TextTokenizer};
-pub use weights::{LlamaConfig, LlamaWeights, RopeStyle};
+pub use tokenizer::{render_chat_template, ChatMessage, ChatTemplate, TextTokenizer};
+pub use weights::{
+    permute_for_interleaved_rope, HostMatrix, LayerWeights, LlamaConfig, LlamaWeights, RopeStyle,
+};
 
 /// The CPU backend (burn flex).
 pub type CpuBackend = burn::backend::Flex;

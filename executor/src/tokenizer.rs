@@ -45,10 +45,13 @@ pub struct TextTokenizer {
     pub eos_token_id: Option<u32>,
     /// Whether a BOS id must be prepended to encoded prompts.
     pub add_bos: bool,
-    /// Jinja chat template text, when the model ships one.
+    /// Jinja chat template text, when the model ships one (compiled on first use: set it
+    /// before rendering).
     pub chat_template: Option<String>,
     /// Built on first use by [`TextTokenizer::encode_chat`].
     special_text: OnceLock<chat::SpecialText>,
+    /// The chat template, compiled on first use (or the compile error's message).
+    compiled_template: OnceLock<std::result::Result<ChatTemplate, String>>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -145,6 +148,7 @@ impl TextTokenizer {
                 .and_then(GgufValue::as_str)
                 .map(str::to_string),
             special_text: OnceLock::new(),
+            compiled_template: OnceLock::new(),
         })
     }
 
@@ -163,6 +167,7 @@ impl TextTokenizer {
             add_bos: false,
             chat_template: None,
             special_text: OnceLock::new(),
+            compiled_template: OnceLock::new(),
         };
         let cfg_path = dir.join("tokenizer_config.json");
         if let Ok(text) = std::fs::read_to_string(&cfg_path) {
@@ -195,9 +200,15 @@ impl TextTokenizer {
     /// Encodes text; special tokens written in the text (e.g. `<|im_start|>`) are recognised.
     /// A BOS id is prepended only when the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// Encodes text; with `add_special_tokens` false no BOS id is prepended even where the model
+    /// asks for one (what `/tokenize` with `add_special_tokens: false` wants).
+    pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(tk_err)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if self.add_bos {
+        if self.add_bos && add_special_tokens {
             if let Some(b) = self.bos_token_id {
                 ids.push(b);
             }
@@ -234,22 +245,31 @@ impl TextTokenizer {
         &self.inner
     }
 
-    /// Renders the model's chat template over `messages`.
+    /// Renders the model's chat template over `messages` (compiled once, on first use).
     pub fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let tpl = self
+        let source = self
             .chat_template
             .as_deref()
             .ok_or_else(|| ExecutorError::Template("the model has no chat template".into()))?;
+        let compiled = self
+            .compiled_template
+            .get_or_init(|| {
+                ChatTemplate::new(source).map_err(|e| match e {
+                    ExecutorError::Template(m) => m,
+                    other => other.to_string(),
+                })
+            })
+            .as_ref()
+            .map_err(|e| ExecutorError::Template(e.clone()))?;
         let tok_str = |id: Option<u32>| {
             id.and_then(|i| self.inner.id_to_token(i))
                 .unwrap_or_default()
         };
-        render_chat_template(
-            tpl,
+        compiled.render(
             messages,
             add_generation_prompt,
             &tok_str(self.bos_token_id),
@@ -258,7 +278,61 @@ impl TextTokenizer {
     }
 }
 
-/// Renders a Hugging Face style Jinja chat template with minijinja.
+/// A Hugging Face style Jinja chat template, compiled once with minijinja.
+pub struct ChatTemplate {
+    env: minijinja::Environment<'static>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; a syntax error is [`ExecutorError::Template`].
+    pub fn new(source: &str) -> Result<Self> {
+        let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(false);
+        env.set_lstrip_blocks(false);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| ExecutorError::Template(e.to_string()))?;
+        Ok(ChatTemplate { env })
+    }
+
+    /// Renders the template over `messages`.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| ExecutorError::Template(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        })
+        .map_err(|e| ExecutorError::Template(e.to_string()))
+    }
+}
+
+/// Compiles and renders a chat template in one go (for one-off renders; a tokenizer keeps its
+/// template compiled).
 pub fn render_chat_template(
     template: &str,
     messages: &[ChatMessage],
@@ -266,30 +340,7 @@ pub fn render_chat_template(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String> {
-    let mut env = minijinja::Environment::new();
-    env.set_trim_blocks(false);
-    env.set_lstrip_blocks(false);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
-    env.add_template("chat", template)
-        .map_err(|e| ExecutorError::Template(e.to_string()))?;
-    let tmpl = env
-        .get_template("chat")
-        .map_err(|e| ExecutorError::Template(e.to_string()))?;
-    tmpl.render(minijinja::context! {
-        messages => messages,
-        add_generation_prompt => add_generation_prompt,
-        bos_token => bos_token,
-        eos_token => eos_token,
-    })
-    .map_err(|e| ExecutorError::Template(e.to_string()))
+    ChatTemplate::new(template)?.render(messages, add_generation_prompt, bos_token, eos_token)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ExecutorError, Result};
-use crate::gguf::{GgufFile, GgufValue};
+use crate::gguf::GgufFile;
 
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -508,9 +508,4 @@ pub fn permute_for_interleaved_rope(w: &HostMatrix, n_heads: usize) -> HostMatri
         cols: w.cols,
         data: out,
     }
-}
-
-/// Reads a metadata value as a usize (helper for callers inspecting GGUF files).
-pub fn gguf_usize(g: &GgufFile, key: &str) -> Option<usize> {
-    g.get(key).and_then(GgufValue::as_u64).map(|v| v as usize)
 }

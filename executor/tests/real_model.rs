@@ -6,9 +6,9 @@
 use std::sync::OnceLock;
 
 use executor::{
-    default_model_path, load_gguf, ChatMessage, CpuBackend, Executor, ForwardBatch, ForwardMode,
-    LlamaModel, SequenceInput, TextTokenizer,
+    default_model_path, load_gguf, ChatMessage, CpuBackend, Executor, LlamaModel, TextTokenizer,
 };
+use router::{ForwardBatch, ForwardMode, SequenceInput};
 use serde_json::Value;
 
 struct Loaded {

@@ -1,12 +1,10 @@
 //! A tiny random Llama run through the paged executor vs an independent plain-loop reference.
 
-use executor::weights::{permute_for_interleaved_rope, HostMatrix, LayerWeights};
-use executor::{
-    CpuBackend, ForwardBatch, ForwardMode, KvCache, LlamaConfig, LlamaModel, LlamaWeights,
-    RopeStyle, SequenceInput,
-};
+use executor::{permute_for_interleaved_rope, HostMatrix, LayerWeights};
+use executor::{CpuBackend, KvCache, LlamaConfig, LlamaModel, LlamaWeights, RopeStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use router::{ForwardBatch, ForwardMode, SequenceInput};
 
 fn config(style: RopeStyle) -> LlamaConfig {
     LlamaConfig {
@@ -580,7 +578,7 @@ fn hugging_face_directory_loads_and_matches_reference() {
 
 #[test]
 fn gguf_with_unsupported_architecture_is_rejected() {
-    use executor::gguf::{writer, GgufFile, GgufValue};
+    use executor::{gguf_writer as writer, GgufFile, GgufValue};
     let img = writer::build(
         &[("general.architecture", GgufValue::String("gpt2".into()))],
         &[],

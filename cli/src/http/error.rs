@@ -120,9 +120,13 @@ impl ApiError {
     }
 
     /// The HTTP status.
-    #[cfg(test)]
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// The error object alone, for an error event inside a stream.
@@ -144,7 +148,6 @@ impl From<EngineError> for ApiError {
             EngineError::Overloaded { .. } | EngineError::Closed => {
                 ApiError::unavailable(e.to_string())
             }
-            EngineError::Load(_) | EngineError::Config(_) => ApiError::internal(e.to_string()),
         }
     }
 }

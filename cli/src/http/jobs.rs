@@ -16,6 +16,8 @@ pub struct Job {
     pub prompt: usize,
     /// Its engine stream.
     pub stream: GenerationStream,
+    /// The client's id for it, held while it runs (`/generate` with `rid`).
+    pub rid: Option<super::rids::RidGuard>,
 }
 
 /// Tokenizes on the runtime's bounded blocking pool, so a long prompt does not stall the
@@ -43,8 +45,9 @@ pub async fn submit(
 ) -> Result<Vec<Job>, ApiError> {
     let mut jobs = Vec::with_capacity(inputs.len() * n);
     for (prompt_index, prompt) in tokenize_all(engine, inputs).await?.into_iter().enumerate() {
-        for _ in 0..n {
+        for choice in 0..n {
             let mut req = params.request(Input::Tokens(Vec::new()), namespace);
+            req.sampling.seed = req.sampling.seed.map(|s| choice_seed(s, choice));
             if let Some(cap) = params.max_from_room {
                 req.stop.max_new_tokens = cap.min(engine.token_limit().room_after(prompt.len()));
             }
@@ -53,10 +56,25 @@ pub async fn submit(
                 index: jobs.len(),
                 prompt: prompt_index,
                 stream,
+                rid: None,
             });
         }
     }
     Ok(jobs)
+}
+
+/// The seed of choice `k` of a seeded request: choice 0 keeps the request's seed (so `n = 1`
+/// samples exactly as before), the others get distinct seeds derived from it, so `n` seeded
+/// choices differ from each other and are the same on every call.
+fn choice_seed(seed: u64, k: usize) -> u64 {
+    if k == 0 {
+        return seed;
+    }
+    // SplitMix64 of seed + k: well spread, and distinct for distinct k.
+    let mut z = seed.wrapping_add((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A finished choice.
@@ -113,5 +131,18 @@ impl UsageTally {
         let prompt = self.prompts.values().map(|p| p.0).sum();
         let cached = self.prompts.values().map(|p| p.1).sum();
         (prompt, self.completion, cached)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choice_seed;
+
+    #[test]
+    fn choice_seeds_keep_the_first_and_differ_for_the_rest() {
+        assert_eq!(choice_seed(7, 0), 7);
+        let seeds: std::collections::BTreeSet<u64> = (0..16).map(|k| choice_seed(7, k)).collect();
+        assert_eq!(seeds.len(), 16);
+        assert_eq!(choice_seed(7, 3), choice_seed(7, 3));
     }
 }

@@ -16,9 +16,12 @@ mod native;
 mod openai;
 mod openai_types;
 mod params;
+mod responses;
+mod rids;
 mod service;
 mod shutdown;
 mod sse;
+mod tokenize;
 
 use anyhow::{Context, Result};
 use axum::middleware::from_fn_with_state;
@@ -76,6 +79,8 @@ pub struct ServerOptions {
     pub api_keys: Vec<String>,
     /// The key of the admin routes (`/flush_cache`).
     pub admin_api_key: Option<String>,
+    /// Accept any `model` name in requests.
+    pub lenient_model_name: bool,
     /// Limits.
     pub limits: Limits,
 }
@@ -89,6 +94,12 @@ pub struct AppState {
     started: Instant,
     /// Set by the first shutdown signal: every new request is 503.
     draining: AtomicBool,
+    /// Accept any `model` name in requests.
+    lenient_model_name: bool,
+    /// Client ids of the `/generate` requests in flight.
+    rids: Arc<rids::Rids>,
+    /// Stored Responses-API conversations.
+    responses: responses::Store,
 }
 
 type Shared = Arc<AppState>;
@@ -106,12 +117,26 @@ fn app(st: Shared) -> Router {
     let open = Router::new().route("/health", get(service::health));
     let tenant = Router::new()
         .route("/v1/models", get(service::models))
+        .route("/v1/models/{id}", get(service::model_card))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/responses", post(responses::create))
+        // The paths llama.cpp's clients use.
+        .route("/models", get(service::models))
+        .route("/completions", post(openai::completions))
+        .route("/chat/completions", post(openai::chat_completions))
         .route("/generate", post(native::generate).put(native::generate))
+        .route("/abort_request", post(native::abort_request))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
+        .route("/v1/tokenize", post(tokenize::tokenize))
+        .route("/v1/detokenize", post(tokenize::detokenize))
         .route("/health_generate", get(service::health_generate))
         .route("/get_model_info", get(service::model_info))
         .route("/get_server_info", get(service::server_info))
+        // SGLang's current names.
+        .route("/model_info", get(service::model_info))
+        .route("/server_info", get(service::server_info))
         .route("/get_load", get(service::get_load))
         .route("/metrics", get(metrics::metrics))
         .route_layer(from_fn_with_state(st.clone(), layers::require_key));
@@ -150,6 +175,9 @@ pub async fn serve(engine: Arc<Engine>, opts: ServerOptions) -> Result<()> {
         metrics: metrics::Metrics::default(),
         started: Instant::now(),
         draining: AtomicBool::new(false),
+        lenient_model_name: opts.lenient_model_name,
+        rids: Arc::default(),
+        responses: responses::Store::default(),
     });
     let service = layers::concurrency_limit(app(st.clone()), opts.limits.max_concurrent_requests);
     let signals = shutdown::Signals::install()?;

@@ -39,8 +39,9 @@ pub struct NativeSampling {
 }
 
 impl NativeSampling {
-    fn into_openai(self) -> OpenAiSampling {
+    fn into_openai_with_n(self) -> OpenAiSampling {
         OpenAiSampling {
+            n: self.n,
             max_tokens: self.max_new_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
@@ -60,11 +61,36 @@ impl NativeSampling {
     }
 }
 
+/// One text or a batch.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum TextInput {
+    One(String),
+    Batch(Vec<String>),
+}
+
+/// One token-id list or a batch.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum IdsInput {
+    One(Vec<i64>),
+    Batch(Vec<Vec<i64>>),
+}
+
+/// One client id or one per batch item.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RidInput {
+    One(String),
+    Batch(Vec<String>),
+}
+
 /// `/generate` request.
 #[derive(Deserialize)]
 pub struct GenerateBody {
-    text: Option<String>,
-    input_ids: Option<Vec<i64>>,
+    text: Option<TextInput>,
+    input_ids: Option<IdsInput>,
+    rid: Option<RidInput>,
     sampling_params: Option<NativeSampling>,
     stream: Option<bool>,
     return_logprob: Option<bool>,
@@ -115,26 +141,66 @@ struct MetaInfo {
 
 /// A `/generate` response or streamed chunk.
 #[derive(Serialize, Debug)]
-struct GenerateOut<'a> {
-    text: &'a str,
-    output_ids: &'a [u32],
+struct GenerateOwned {
+    text: String,
+    output_ids: Vec<u32>,
     meta_info: MetaInfo,
+    /// The sequence's place in a batch or among `n` samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
 }
 
-fn input_of(st: &Shared, b: &mut GenerateBody) -> Result<Input, ApiError> {
-    match (b.text.take(), b.input_ids.take()) {
-        (Some(t), None) => Ok(Input::Text(t)),
-        (None, Some(ids)) if ids.is_empty() => {
-            Err(ApiError::bad("input_ids must not be empty").param("input_ids"))
+/// The request's prompts, and whether it was a batch (then the response is a list).
+fn inputs_of(st: &Shared, b: &mut GenerateBody) -> Result<(Vec<Input>, bool), ApiError> {
+    let vocab = st.engine.info().vocab_size;
+    let ids = |list: &[i64]| -> Result<Input, ApiError> {
+        if list.is_empty() {
+            return Err(ApiError::bad("input_ids must not be empty").param("input_ids"));
         }
-        (None, Some(ids)) => Ok(Input::Tokens(params::token_ids(
-            &ids,
-            st.engine.info().vocab_size,
-        )?)),
-        _ => Err(ApiError::bad(
-            "exactly one of text and input_ids is required",
-        )),
+        Ok(Input::Tokens(params::token_ids(list, vocab)?))
+    };
+    let (inputs, batch) = match (b.text.take(), b.input_ids.take()) {
+        (Some(TextInput::One(t)), None) => (vec![Input::Text(t)], false),
+        (Some(TextInput::Batch(v)), None) => (v.into_iter().map(Input::Text).collect(), true),
+        (None, Some(IdsInput::One(l))) => (vec![ids(&l)?], false),
+        (None, Some(IdsInput::Batch(v))) => {
+            (v.iter().map(|l| ids(l)).collect::<Result<_, _>>()?, true)
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "exactly one of text and input_ids is required",
+            ))
+        }
+    };
+    if inputs.is_empty() {
+        return Err(ApiError::bad("the batch is empty"));
     }
+    Ok((inputs, batch))
+}
+
+/// The client ids of the sequences: `rid` for one, `rid_k` for the k-th of `n`, one per item of
+/// a batch (SGLang's naming).
+fn rids_of(
+    rid: Option<RidInput>,
+    prompts: usize,
+    n: usize,
+) -> Result<Vec<Option<String>>, ApiError> {
+    let per_prompt: Vec<Option<String>> = match rid {
+        None => vec![None; prompts],
+        Some(RidInput::One(r)) if prompts == 1 => vec![Some(r)],
+        Some(RidInput::Batch(v)) if v.len() == prompts => v.into_iter().map(Some).collect(),
+        Some(_) => return Err(ApiError::bad("rid must have one id per prompt").param("rid")),
+    };
+    Ok(per_prompt
+        .into_iter()
+        .flat_map(|r| {
+            (0..n).map(move |k| match (&r, n) {
+                (Some(r), 1) => Some(r.clone()),
+                (Some(r), _) => Some(format!("{r}_{k}")),
+                (None, _) => None,
+            })
+        })
+        .collect())
 }
 
 fn meta(
@@ -154,80 +220,158 @@ fn meta(
     }
 }
 
-/// `POST /generate` (also `PUT`).
+/// `POST /generate` (also `PUT`): one prompt or a batch, `n` samples each; a batch or `n > 1`
+/// answers with a list (streamed chunks then carry `index`).
 pub async fn generate(
     State(st): State<Shared>,
     Extension(caller): Extension<Caller>,
     JsonBody(mut b): JsonBody<GenerateBody>,
 ) -> Result<Response, ApiError> {
     params::reject_unknown(&b.unknown, "/generate")?;
-    let input = input_of(&st, &mut b)?;
+    let (inputs, batch) = inputs_of(&st, &mut b)?;
     let sp = b.sampling_params.take().unwrap_or_default();
     params::reject_unknown(&sp.unknown, "/generate sampling_params")?;
-    if sp.n.is_some_and(|n| n != 1) {
-        return Err(
-            ApiError::bad("n > 1 is not supported on /generate; use /v1/completions").param("n"),
-        );
-    }
+    let sampling = sp.into_openai_with_n();
+    let n = sampling.n()?;
+    params::check_sequences(inputs.len(), n)?;
+    let rids = rids_of(b.rid.take(), inputs.len(), n)?;
     let want_lp = b.return_logprob.unwrap_or(false);
     let params = Params::from_openai(
-        &sp.into_openai(),
+        &sampling,
         DefaultMax::Fixed(NATIVE_DEFAULT_MAX_TOKENS),
         want_lp,
     )?;
+    let tenant = caller.tenant.clone();
     let ns = params::namespace(caller.tenant, b.cache_salt.take().or(b.extra_key.take()))?;
-    let mut jobs = jobs::submit(&st.engine, &params, vec![input], 1, &ns).await?;
-    let job = jobs
+    let mut jobs = jobs::submit(&st.engine, &params, inputs, n, &ns).await?;
+    let mut ids = Vec::with_capacity(jobs.len());
+    for (job, rid) in jobs.iter_mut().zip(rids) {
+        ids.push(
+            rid.clone()
+                .unwrap_or_else(|| format!("gen-{}", job.stream.id())),
+        );
+        if let Some(rid) = rid {
+            job.rid = Some(st.rids.register(tenant.clone(), rid, job.stream.id())?);
+        }
+    }
+    st.metrics.request_started();
+    let list = batch || n > 1;
+    if b.stream.unwrap_or(false) {
+        return Ok(stream(st, jobs, ids, list));
+    }
+    let mut outs = Vec::with_capacity(jobs.len());
+    for f in jobs::complete_all(jobs).await? {
+        st.metrics.observe(&f.completion);
+        outs.push(whole(&f.completion, &ids[f.index], want_lp));
+    }
+    if list {
+        return Ok(axum::Json(outs).into_response());
+    }
+    let one = outs
         .pop()
         .ok_or_else(|| ApiError::internal("no sequence was started"))?;
-    st.metrics.request_started();
-    let rid = format!("gen-{}", job.stream.id());
-    let prompt_tokens = job.stream.prompt_tokens();
-    if !b.stream.unwrap_or(false) {
-        let c = job.stream.completion().await?;
-        st.metrics.observe(&c);
-        let mut m = meta(&rid, prompt_tokens, c.usage.completion_tokens, Some(&c));
-        if want_lp {
-            m.output_token_logprobs = Some(
-                c.logprobs
-                    .iter()
-                    .zip(&c.token_ids)
-                    .map(|(&lp, &id)| (lp, id, None))
-                    .collect(),
-            );
-        }
-        let out = GenerateOut {
-            text: &c.text,
-            output_ids: &c.token_ids,
-            meta_info: m,
-        };
-        return Ok(axum::Json(out).into_response());
+    Ok(axum::Json(one).into_response())
+}
+
+/// A finished sequence's response.
+fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
+    let mut m = meta(
+        rid,
+        c.usage.prompt_tokens,
+        c.usage.completion_tokens,
+        Some(c),
+    );
+    if want_lp {
+        m.output_token_logprobs = Some(
+            c.logprobs
+                .iter()
+                .zip(&c.token_ids)
+                .map(|(&lp, &id)| (lp, id, None))
+                .collect(),
+        );
     }
+    GenerateOwned {
+        text: c.text.clone(),
+        output_ids: c.token_ids.clone(),
+        meta_info: m,
+        index: None,
+    }
+}
+
+/// A streamed `/generate` response: each chunk carries the sequence's text so far (SGLang's
+/// cumulative shape), and `index` when the request has several sequences.
+fn stream(st: Shared, jobs: Vec<jobs::Job>, ids: Vec<String>, list: bool) -> Response {
     let keep_alive = st.limits.sse_keep_alive;
-    let mut text = String::new();
-    let mut ids: Vec<u32> = Vec::new();
-    let events = jobs::merged_events(vec![job]).map(move |(_, _, ev)| {
-        let chunk = match &ev {
+    let prompt_tokens: Vec<usize> = jobs.iter().map(|j| j.stream.prompt_tokens()).collect();
+    let mut sofar: Vec<(String, Vec<u32>)> = vec![(String::new(), Vec::new()); jobs.len()];
+    let events = jobs::merged_events(jobs).map(move |(index, _, ev)| {
+        let rid = &ids[index];
+        let out = match &ev {
             StreamEvent::Delta(d) => {
+                let (text, out_ids) = &mut sofar[index];
                 text.push_str(&d.text);
-                ids.extend(&d.token_ids);
-                serde_json::to_string(&GenerateOut {
-                    text: &text,
-                    output_ids: &ids,
-                    meta_info: meta(&rid, prompt_tokens, ids.len(), None),
-                })
+                out_ids.extend(&d.token_ids);
+                GenerateOwned {
+                    text: text.clone(),
+                    output_ids: out_ids.clone(),
+                    meta_info: meta(rid, prompt_tokens[index], out_ids.len(), None),
+                    index: list.then_some(index),
+                }
             }
             StreamEvent::Done(c) => {
                 st.metrics.observe(c);
-                serde_json::to_string(&GenerateOut {
-                    text: &c.text,
-                    output_ids: &c.token_ids,
-                    meta_info: meta(&rid, prompt_tokens, c.usage.completion_tokens, Some(c)),
-                })
+                GenerateOwned {
+                    index: list.then_some(index),
+                    ..whole(c, rid, false)
+                }
             }
             StreamEvent::Failed(e) => return sse::Item::Fail(ApiError::from(e.clone())),
         };
-        sse::Item::Data(chunk.ok(), (0, 0, 0))
+        sse::Item::Data(serde_json::to_string(&out).ok(), (0, 0, 0))
     });
-    Ok(sse::response(Vec::new(), events, |_| None, keep_alive))
+    sse::response(Vec::new(), events, |_| None, keep_alive)
+}
+
+/// `/abort_request` request.
+#[derive(Deserialize)]
+pub struct AbortBody {
+    rid: Option<String>,
+    abort_all: Option<bool>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Serialize)]
+struct AbortOut {
+    /// How many requests were asked to stop.
+    aborted: usize,
+}
+
+/// `POST /abort_request`: aborts the caller's request with client id `rid` (its stream ends
+/// with `finish_reason` abort); `abort_all` aborts every request and needs the admin key when
+/// keys are configured. An unknown or finished `rid` aborts nothing (200, `aborted: 0`).
+pub async fn abort_request(
+    State(st): State<Shared>,
+    headers: axum::http::HeaderMap,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<AbortBody>,
+) -> Result<Response, ApiError> {
+    params::reject_unknown(&b.unknown, "/abort_request")?;
+    let aborted = match (b.rid, b.abort_all.unwrap_or(false)) {
+        (None, true) => {
+            st.keys.check(&headers, super::auth::Scope::Admin)?;
+            let n = st.engine.in_flight();
+            st.engine.abort_all("aborted by /abort_request");
+            n
+        }
+        (Some(rid), false) => match st.rids.find(caller.tenant, &rid) {
+            Some(id) => {
+                st.engine.abort(id);
+                1
+            }
+            None => 0,
+        },
+        _ => return Err(ApiError::bad("give either rid or abort_all: true")),
+    };
+    Ok(axum::Json(AbortOut { aborted }).into_response())
 }

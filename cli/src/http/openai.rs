@@ -33,8 +33,10 @@ fn request_id(prefix: &str) -> String {
     )
 }
 
-fn check_model(st: &Shared, model: Option<&str>) -> Result<(), ApiError> {
+/// Checks a request's `model` against the served one (any name in lenient mode).
+pub fn check_model(st: &Shared, model: Option<&str>) -> Result<(), ApiError> {
     match model {
+        _ if st.lenient_model_name => Ok(()),
         None | Some("") | Some("default") => Ok(()),
         Some(m) if m == st.engine.info().model_name => Ok(()),
         Some(m) => Err(ApiError::not_found(format!(

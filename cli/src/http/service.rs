@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::openai_types::{ModelCard, ModelList};
 use super::Shared;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use engine::{GenerateRequest, Input};
 use serde::Serialize;
@@ -46,20 +46,39 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `GET /v1/models`.
-pub async fn models(State(st): State<Shared>) -> Response {
+fn card(st: &Shared) -> ModelCard {
     let info = st.engine.info();
+    ModelCard {
+        id: info.model_name.clone(),
+        object: "model",
+        created: now_secs(),
+        owned_by: "radixserve",
+        max_model_len: info.context_length,
+    }
+}
+
+/// `GET /v1/models` (also `/models`).
+pub async fn models(State(st): State<Shared>) -> Response {
     axum::Json(ModelList {
         object: "list",
-        data: vec![ModelCard {
-            id: info.model_name.clone(),
-            object: "model",
-            created: now_secs(),
-            owned_by: "radixserve",
-            max_model_len: info.context_length,
-        }],
+        data: vec![card(&st)],
     })
     .into_response()
+}
+
+/// `GET /v1/models/{id}`: the served model's card; 404 for any other id.
+pub async fn model_card(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id != st.engine.info().model_name {
+        return Err(ApiError::not_found(format!(
+            "the model {id:?} does not exist; this server serves {:?}",
+            st.engine.info().model_name
+        ))
+        .param("model"));
+    }
+    Ok(axum::Json(card(&st)).into_response())
 }
 
 #[derive(Serialize)]
@@ -72,7 +91,7 @@ struct ModelInfoBody {
     context_length: usize,
 }
 
-/// `GET /get_model_info`.
+/// `GET /get_model_info` (also `/model_info`).
 pub async fn model_info(State(st): State<Shared>) -> Response {
     let info = st.engine.info();
     let path = info.model_path.display().to_string();
@@ -90,6 +109,7 @@ pub async fn model_info(State(st): State<Shared>) -> Response {
 #[derive(Serialize)]
 struct ServerInfoBody {
     model_path: String,
+    served_model_name: String,
     context_length: usize,
     page_size: usize,
     max_total_num_tokens: usize,
@@ -102,12 +122,13 @@ struct ServerInfoBody {
     version: &'static str,
 }
 
-/// `GET /get_server_info`.
+/// `GET /get_server_info` (also `/server_info`).
 pub async fn server_info(State(st): State<Shared>) -> Response {
     let info = st.engine.info();
     let s = st.engine.stats();
     axum::Json(ServerInfoBody {
         model_path: info.model_path.display().to_string(),
+        served_model_name: info.model_name.clone(),
         context_length: info.context_length,
         page_size: info.page_size,
         max_total_num_tokens: info.kv_capacity_tokens,
@@ -122,22 +143,26 @@ pub async fn server_info(State(st): State<Shared>) -> Response {
     .into_response()
 }
 
+/// One data-parallel rank's load, in SGLang's shape (`GetLoadReqOutput`).
 #[derive(Serialize)]
-struct LoadBody {
-    load: usize,
+struct RankLoad {
+    dp_rank: usize,
+    /// Requests running or waiting.
+    num_reqs: usize,
     num_waiting_reqs: usize,
-    num_running_reqs: usize,
-    kv_used_tokens: usize,
+    /// KV slots in use (by running requests and by cached prefixes they lock).
+    num_tokens: usize,
 }
 
-/// `GET /get_load`.
+/// `GET /get_load`: SGLang's list, one entry per data-parallel rank (radixserve has one), which
+/// sgl-router's load-aware policies read.
 pub async fn get_load(State(st): State<Shared>) -> Response {
     let s = st.engine.stats();
-    axum::Json(LoadBody {
-        load: s.waiting + s.running,
+    axum::Json([RankLoad {
+        dp_rank: 0,
+        num_reqs: s.waiting + s.running,
         num_waiting_reqs: s.waiting,
-        num_running_reqs: s.running,
-        kv_used_tokens: s.kv.capacity - s.kv.available - s.kv.evictable,
-    })
+        num_tokens: s.kv.capacity - s.kv.available - s.kv.evictable,
+    }])
     .into_response()
 }

@@ -197,7 +197,7 @@ pub fn wait_idle_and_check_accounting(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, load) = get(base, "/get_load");
-        if load["load"] == 0 && metric(base, "kv_private_tokens") == 0.0 {
+        if load[0]["num_reqs"] == 0 && metric(base, "kv_private_tokens") == 0.0 {
             break;
         }
         assert!(

@@ -1,0 +1,398 @@
+//! API shapes clients rely on, against the real server: path aliases, model ids, `n` with a
+//! seed, usage with `n`, and the role-only first chat chunk.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn the_served_model_name_is_the_id_everywhere_and_aliases_answer() {
+    let s = start(&["--served-model-name", "smol"]);
+    let (_, models) = get(&s.base, "/v1/models");
+    assert_eq!(models["data"][0]["id"], "smol");
+    assert_eq!(get(&s.base, "/models").1["data"][0]["id"], "smol");
+    let (st, card) = get(&s.base, "/v1/models/smol");
+    assert_eq!(st, 200, "{card}");
+    assert_eq!(card["id"], "smol");
+    assert_eq!(get(&s.base, "/v1/models/other").0, 404);
+    for path in ["/get_server_info", "/server_info"] {
+        let (st, v) = get(&s.base, path);
+        assert_eq!(st, 200);
+        assert_eq!(v["served_model_name"], "smol", "{path}");
+    }
+    for path in ["/get_model_info", "/model_info"] {
+        let (st, v) = get(&s.base, path);
+        assert_eq!((st, &v["model_name"]), (200, &json!("smol")), "{path}");
+    }
+    let body = json!({"model": "smol", "prompt": "Hi", "max_tokens": 1}).to_string();
+    for path in ["/v1/completions", "/completions"] {
+        let (st, v) = post(&s.base, path, &body);
+        assert_eq!(st, 200, "{path}: {v}");
+        assert_eq!(v["model"], "smol");
+    }
+    let chat =
+        json!({"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
+            .to_string();
+    assert_eq!(post(&s.base, "/chat/completions", &chat).0, 200);
+    let other = json!({"model": "gpt-4o", "prompt": "Hi", "max_tokens": 1}).to_string();
+    assert_eq!(
+        post(&s.base, "/v1/completions", &other).0,
+        404,
+        "strict by default"
+    );
+    let lenient = start(&["--lenient-model-name"]);
+    assert_eq!(
+        post(&lenient.base, "/v1/completions", &other).0,
+        200,
+        "lenient: any name"
+    );
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn seeded_choices_differ_from_each_other_and_repeat_across_calls() {
+    let s = server();
+    let body = json!({"prompt": "Once upon a time", "n": 4, "seed": 7, "temperature": 1.0,
+        "max_tokens": 12, "cache_salt": "n-seed"})
+    .to_string();
+    let (st, a) = post(&s.base, "/v1/completions", &body);
+    assert_eq!(st, 200, "{a}");
+    let texts = |v: &Value| -> Vec<String> {
+        v["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = texts(&a);
+    let distinct: std::collections::BTreeSet<_> = first.iter().collect();
+    assert!(
+        distinct.len() >= 3,
+        "seeded choices should differ: {first:?}"
+    );
+    let (_, b) = post(&s.base, "/v1/completions", &body);
+    assert_eq!(texts(&b), first, "the same seed gives the same choices");
+    // The prompt is counted once however many choices continue it.
+    let (_, one) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "max_tokens": 1, "cache_salt": "n-seed"}).to_string(),
+    );
+    assert_eq!(
+        a["usage"]["prompt_tokens"], one["usage"]["prompt_tokens"],
+        "{a}"
+    );
+    assert_eq!(a["usage"]["completion_tokens"].as_u64().unwrap(), 4 * 12);
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn a_streamed_chat_begins_with_a_role_only_chunk() {
+    let s = server();
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": true, "n": 2}).to_string();
+    let resp = agent()
+        .post(&format!("{}/v1/chat/completions", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+        .unwrap();
+    let text = resp.into_string().unwrap();
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    for index in 0..2 {
+        let first = chunks
+            .iter()
+            .find(|c| c["choices"][0]["index"] == index)
+            .unwrap();
+        assert_eq!(
+            first["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""}),
+            "{first}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn tokenize_and_detokenize_round_trip_in_sglang_and_vllm_shapes() {
+    let s = server();
+    let (st, one) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": "Hello world"}).to_string(),
+    );
+    assert_eq!(st, 200, "{one}");
+    let ids = one["tokens"].as_array().unwrap().clone();
+    assert_eq!(one["count"], ids.len());
+    assert!(one["max_model_len"].as_u64().unwrap() > 0);
+    let (_, many) = post(
+        &s.base,
+        "/v1/tokenize",
+        &json!({"prompt": ["Hello world", "Hi"]}).to_string(),
+    );
+    assert_eq!(many["tokens"][0], json!(ids));
+    assert_eq!(many["count"].as_array().unwrap().len(), 2);
+    let (_, strs) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": "Hello world", "return_token_strs": true}).to_string(),
+    );
+    assert_eq!(strs["token_strs"].as_array().unwrap().len(), ids.len());
+    // The chat form counts what a chat request's prompt would be.
+    let (_, chat_tok) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"messages": [{"role": "user", "content": "Hi"}]}).to_string(),
+    );
+    let (_, chat) = post(
+        &s.base,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}).to_string(),
+    );
+    assert_eq!(chat_tok["count"], chat["usage"]["prompt_tokens"]);
+    let (st, text) = post(&s.base, "/detokenize", &json!({"tokens": ids}).to_string());
+    assert_eq!(st, 200, "{text}");
+    assert_eq!(text["text"], "Hello world");
+    assert_eq!(text["prompt"], "Hello world", "vLLM's field");
+    let (_, texts) = post(
+        &s.base,
+        "/v1/detokenize",
+        &json!({"tokens": [ids, []]}).to_string(),
+    );
+    assert_eq!(texts["text"], json!(["Hello world", ""]));
+    assert_eq!(
+        post(
+            &s.base,
+            "/detokenize",
+            &json!({"tokens": [99999999]}).to_string()
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        post(&s.base, "/tokenize", &json!({"text": "x"}).to_string()).0,
+        400
+    );
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn get_load_is_sglangs_per_rank_list() {
+    let s = server();
+    let (st, v) = get(&s.base, "/get_load");
+    assert_eq!(st, 200);
+    let ranks = v.as_array().unwrap();
+    assert_eq!(ranks.len(), 1);
+    for key in ["dp_rank", "num_reqs", "num_waiting_reqs", "num_tokens"] {
+        assert!(ranks[0][key].is_u64(), "{key} in {v}");
+    }
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn generate_takes_batches_and_n_and_answers_with_a_list() {
+    let s = server();
+    let (st, v) = post(&s.base, "/generate", &json!({"text": ["The sky is", "Water is"], "sampling_params": {"max_new_tokens": 3, "temperature": 0}}).to_string());
+    assert_eq!(st, 200, "{v}");
+    let outs = v.as_array().unwrap();
+    assert_eq!(outs.len(), 2);
+    let (_, single) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": "Water is", "sampling_params": {"max_new_tokens": 3, "temperature": 0}})
+            .to_string(),
+    );
+    assert_eq!(
+        outs[1]["text"], single["text"],
+        "batch items match single requests"
+    );
+    let (_, ids) = post(
+        &s.base,
+        "/generate",
+        &json!({"input_ids": [[504, 3458], [504]], "sampling_params": {"max_new_tokens": 2}})
+            .to_string(),
+    );
+    assert_eq!(ids.as_array().unwrap().len(), 2, "{ids}");
+    let (_, n) = post(&s.base, "/generate", &json!({"text": "Once", "rid": "many", "sampling_params": {"max_new_tokens": 4, "n": 3, "temperature": 1.0, "sampling_seed": 3}}).to_string());
+    let n = n.as_array().unwrap();
+    assert_eq!(n.len(), 3);
+    assert_eq!(n[2]["meta_info"]["id"], "many_2");
+    // Streaming a batch: chunks carry their index, and the stream ends with [DONE].
+    let resp = agent()
+        .post(&format!("{}/generate", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(
+            &json!({"text": ["A", "B"], "stream": true, "sampling_params": {"max_new_tokens": 2}})
+                .to_string(),
+        )
+        .unwrap();
+    let text = resp.into_string().unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let indices: std::collections::BTreeSet<u64> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(indices.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn abort_request_stops_a_request_by_its_client_id() {
+    let s = start(&["--api-key", "k1,k2", "--admin-api-key", "root"]);
+    let base = s.base.clone();
+    let long = std::thread::spawn(move || {
+        post_with_key(&base, "/generate", "k1", &json!({"text": "Count:", "rid": "job-1", "sampling_params": {"max_new_tokens": 400, "ignore_eos": true}}).to_string())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric_with_key(&s.base, "k1", "generated_tokens_total") < 1.0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Another tenant cannot see it.
+    let (_, other) = post_with_key(
+        &s.base,
+        "/abort_request",
+        "k2",
+        &json!({"rid": "job-1"}).to_string(),
+    );
+    assert_eq!(other["aborted"], 0);
+    let (st, v) = post_with_key(
+        &s.base,
+        "/abort_request",
+        "k1",
+        &json!({"rid": "job-1"}).to_string(),
+    );
+    assert_eq!((st, &v["aborted"]), (200, &json!(1)), "{v}");
+    let (st, done) = long.join().unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(
+        done["meta_info"]["finish_reason"]["type"], "abort",
+        "{done}"
+    );
+    assert!(done["meta_info"]["completion_tokens"].as_u64().unwrap() < 400);
+    // abort_all is the admin's.
+    assert_eq!(
+        post_with_key(
+            &s.base,
+            "/abort_request",
+            "k1",
+            &json!({"abort_all": true}).to_string()
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        post_with_key(
+            &s.base,
+            "/abort_request",
+            "root",
+            &json!({"abort_all": true}).to_string()
+        )
+        .0,
+        200
+    );
+}
+
+fn metric_with_key(base: &str, key: &str, name: &str) -> f64 {
+    let (_, v) = get_with_key(base, "/metrics", key);
+    v.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("radixserve_{name} ")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn responses_api_answers_streams_and_continues_a_conversation_from_the_cache() {
+    let s = server();
+    let (st, first) = post(&s.base, "/v1/responses", &json!({"input": "Name a colour.", "instructions": "Be brief.", "max_output_tokens": 6, "temperature": 0}).to_string());
+    assert_eq!(st, 200, "{first}");
+    assert_eq!(first["object"], "response");
+    assert!(
+        matches!(first["status"].as_str(), Some("completed" | "incomplete")),
+        "{first}"
+    );
+    let text = first["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(first["output"][0]["content"][0]["type"], "output_text");
+    assert!(first["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    let id = first["id"].as_str().unwrap();
+    let (st, next) = post(&s.base, "/v1/responses", &json!({"input": "Another one.", "instructions": "Be brief.", "previous_response_id": id, "max_output_tokens": 4, "temperature": 0}).to_string());
+    assert_eq!(st, 200, "{next}");
+    let cached = next["usage"]["input_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let earlier = first["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(
+        cached >= earlier - 1,
+        "the earlier turn is a cache hit: {cached} of {earlier} ({text:?})"
+    );
+    assert_eq!(
+        post(
+            &s.base,
+            "/v1/responses",
+            &json!({"input": "x", "previous_response_id": "resp_none"}).to_string()
+        )
+        .0,
+        404
+    );
+    // Streaming: named events, deltas that add up to the final text, no [DONE].
+    let resp = agent()
+        .post(&format!("{}/v1/responses", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(&json!({"input": "Name a colour.", "instructions": "Be brief.", "max_output_tokens": 6, "temperature": 0, "stream": true}).to_string())
+        .unwrap();
+    let body = resp.into_string().unwrap();
+    assert!(!body.contains("[DONE]"));
+    let events: Vec<(String, Value)> = body
+        .split("\n\n")
+        .filter(|e| !e.is_empty() && !e.starts_with(':'))
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap()
+                .to_string();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    assert_eq!(events[0].0, "response.created");
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, v)| v["delta"].as_str().unwrap())
+        .collect();
+    let (last_name, last) = events.last().unwrap();
+    assert!(
+        last_name == "response.completed" || last_name == "response.incomplete",
+        "{last_name}"
+    );
+    assert_eq!(last["response"]["output"][0]["content"][0]["text"], deltas);
+    assert_eq!(
+        deltas, text,
+        "greedy: the same text as the non-streamed response"
+    );
+    let seq: Vec<u64> = events
+        .iter()
+        .map(|(_, v)| v["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert!(seq.windows(2).all(|w| w[1] == w[0] + 1), "{seq:?}");
+}
