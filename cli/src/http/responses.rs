@@ -318,14 +318,7 @@ pub async fn create(
         false,
     )?;
     let ns = params::namespace(caller.tenant.clone(), None)?;
-    let mut jobs = jobs::submit(
-        &st.engine,
-        &params,
-        vec![Input::Chat(messages.clone())],
-        1,
-        &ns,
-    )
-    .await?;
+    let mut jobs = jobs::submit(&st.engine, &params, vec![Input::Chat(prompt)], 1, &ns).await?;
     let job = jobs
         .pop()
         .ok_or_else(|| ApiError::internal("no sequence was started"))?;
