@@ -219,12 +219,18 @@ impl Engine {
         prompt: Vec<u32>,
         request: GenerateRequest,
     ) -> Result<GenerationStream, EngineError> {
-        self.validate(&prompt, &request)?;
-        let in_flight = InFlight::acquire(&self.in_flight, self.max_in_flight)?;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.info.vocab_size
+            )));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let prompt_tokens = prompt.len();
         let req =
             Req::new(id, prompt, request.sampling, request.stop).with_namespace(request.namespace);
+        req.validate(self.limit)?;
+        let in_flight = InFlight::acquire(&self.in_flight, self.max_in_flight)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.commands
             .send(Command::Add {
@@ -242,29 +248,6 @@ impl Engine {
             prompt_tokens,
             in_flight,
         }))
-    }
-
-    fn validate(&self, prompt: &[u32], request: &GenerateRequest) -> Result<(), EngineError> {
-        if prompt.is_empty() {
-            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
-        }
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
-            return Err(EngineError::InvalidRequest(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                self.info.vocab_size
-            )));
-        }
-        self.limit
-            .check(prompt.len(), request.stop.max_new_tokens)?;
-        if request.stop.min_new_tokens > request.stop.max_new_tokens {
-            return Err(EngineError::InvalidRequest(
-                "min_tokens exceeds max_tokens".into(),
-            ));
-        }
-        request
-            .sampling
-            .validate()
-            .map_err(EngineError::InvalidRequest)
     }
 
     /// Runs a request to the end and returns its completion.

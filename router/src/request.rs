@@ -1,6 +1,8 @@
 //! Requests and their state machine.
 
 use crate::batch::SamplingParams;
+use crate::error::RouterError;
+use crate::limits::TokenLimit;
 use radix_tree::{Namespace, Token};
 
 /// A request id, unique among live requests of one scheduler.
@@ -113,6 +115,25 @@ pub struct Req {
 }
 
 impl Req {
+    /// Checks everything about a request that does not depend on the model: a non-empty prompt,
+    /// prompt plus `max_new_tokens` within `limit`, `min_new_tokens <= max_new_tokens`, and the
+    /// sampling ranges. The one validation both the scheduler (`add_request`) and the engine
+    /// (before queueing) apply.
+    pub fn validate(&self, limit: TokenLimit) -> Result<(), RouterError> {
+        if self.prompt.is_empty() {
+            return Err(RouterError::InvalidRequest("the prompt is empty".into()));
+        }
+        limit.check(self.prompt.len(), self.stop.max_new_tokens)?;
+        if self.stop.min_new_tokens > self.stop.max_new_tokens {
+            return Err(RouterError::InvalidRequest(
+                "min_new_tokens exceeds max_new_tokens".into(),
+            ));
+        }
+        self.sampling
+            .validate()
+            .map_err(RouterError::InvalidRequest)
+    }
+
     /// A request in the shared namespace.
     pub fn new(
         id: ReqId,

@@ -159,7 +159,8 @@ pub async fn completions(
     run(st, header, &b.sampling, &params, inputs, caller).await
 }
 
-fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+/// The chat messages of a request, roles and content checked.
+pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad("messages must not be empty").param("messages"));
     }
@@ -167,31 +168,13 @@ fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiE
         .into_iter()
         .map(|m| {
             params::reject_unknown(&m.unknown, "a message")?;
-            let role = match m.role.as_str() {
-                "developer" => "system".to_string(),
-                "system" | "user" | "assistant" | "tool" => m.role,
-                other => {
-                    return Err(
-                        ApiError::bad(format!("unknown message role {other:?}")).param("messages")
-                    )
-                }
-            };
+            let role =
+                params::chat_role(m.role, &["system", "user", "assistant", "tool"], "messages")?;
             let content = match m.content {
                 None => String::new(),
                 Some(MessageContent::Text(t)) => t,
                 Some(MessageContent::Parts(parts)) => {
-                    let mut s = String::new();
-                    for p in parts {
-                        if p.kind != "text" {
-                            return Err(ApiError::bad(format!(
-                                "content part type {:?} is not supported",
-                                p.kind
-                            ))
-                            .param("messages"));
-                        }
-                        s.push_str(&p.text.unwrap_or_default());
-                    }
-                    s
+                    params::join_text_parts(parts, &["text"], "messages")?
                 }
             };
             Ok(ChatMessage::new(role, content))

@@ -131,7 +131,6 @@ impl Params {
             seed: s.seed,
             return_logprob: want_logprobs,
         };
-        sampling.validate().map_err(ApiError::bad)?;
         let stop = StopConditions {
             max_new_tokens: max_new,
             min_new_tokens: s.min_tokens.unwrap_or(0),
@@ -252,4 +251,36 @@ pub fn reject_unknown(unknown: &Unknown, place: &str) -> Result<(), ApiError> {
         names.join(", "),
         if names.len() > 1 { "them" } else { "it" }
     )))
+}
+
+/// A message role as chat templates know it: `developer` becomes `system`; any other role must
+/// be one of `allowed`.
+pub fn chat_role(role: String, allowed: &[&str], param: &'static str) -> Result<String, ApiError> {
+    if role == "developer" {
+        return Ok("system".to_string());
+    }
+    if allowed.contains(&role.as_str()) {
+        return Ok(role);
+    }
+    Err(ApiError::bad(format!("unknown message role {role:?}")).param(param))
+}
+
+/// The text of a message given as parts; a part whose type is not one of `text_kinds` (an image,
+/// a file) is refused.
+pub fn join_text_parts(
+    parts: Vec<super::openai_types::ContentPart>,
+    text_kinds: &[&str],
+    param: &'static str,
+) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for p in parts {
+        if !text_kinds.contains(&p.kind.as_str()) {
+            return Err(
+                ApiError::bad(format!("content part type {:?} is not supported", p.kind))
+                    .param(param),
+            );
+        }
+        text.push_str(&p.text.unwrap_or_default());
+    }
+    Ok(text)
 }

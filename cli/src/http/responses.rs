@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::jobs;
 use super::layers::JsonBody;
 use super::openai::{check_model, openai_finish};
+use super::openai_types::ContentPart;
 use super::params::{self, DefaultMax, OpenAiSampling, Params, Unknown};
 use super::Shared;
 use axum::extract::{Extension, State};
@@ -28,20 +29,12 @@ const MAX_STORED: usize = 1024;
 /// Most bytes of stored conversation text.
 const MAX_STORED_BYTES: usize = 64 << 20;
 
-/// A part of an input message.
-#[derive(Deserialize)]
-pub struct InputPart {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-}
-
 /// An input message's content.
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub enum InputContent {
     Text(String),
-    Parts(Vec<InputPart>),
+    Parts(Vec<ContentPart>),
 }
 
 /// One input item (a message).
@@ -201,28 +194,11 @@ fn input_messages(input: ResponseInput) -> Result<Vec<ChatMessage>, ApiError> {
                         .param("input"),
                 );
             }
-            let role = match item.role.as_str() {
-                "developer" => "system".to_string(),
-                "system" | "user" | "assistant" => item.role,
-                other => {
-                    return Err(ApiError::bad(format!("unknown role {other:?}")).param("input"))
-                }
-            };
+            let role = params::chat_role(item.role, &["system", "user", "assistant"], "input")?;
             let content = match item.content {
                 InputContent::Text(t) => t,
                 InputContent::Parts(parts) => {
-                    let mut s = String::new();
-                    for p in parts {
-                        if !matches!(p.kind.as_str(), "input_text" | "output_text") {
-                            return Err(ApiError::bad(format!(
-                                "content part type {:?} is not supported",
-                                p.kind
-                            ))
-                            .param("input"));
-                        }
-                        s.push_str(&p.text.unwrap_or_default());
-                    }
-                    s
+                    params::join_text_parts(parts, &["input_text", "output_text"], "input")?
                 }
             };
             Ok(ChatMessage::new(role, content))

@@ -2,13 +2,13 @@
 
 use super::error::ApiError;
 use super::layers::JsonBody;
-use super::openai::check_model;
-use super::openai_types::{MessageContent, RequestMessage};
+use super::openai::{chat_messages, check_model};
+use super::openai_types::RequestMessage;
 use super::params::{self, Unknown};
 use super::Shared;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use engine::{ChatMessage, Input};
+use engine::Input;
 use serde::{Deserialize, Serialize};
 
 /// A prompt to tokenize: one text or several.
@@ -49,26 +49,6 @@ struct TokenizeResponse {
     token_strs: Option<Vec<String>>,
 }
 
-fn messages_of(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiError> {
-    messages
-        .into_iter()
-        .map(|m| {
-            params::reject_unknown(&m.unknown, "a message")?;
-            let content = match m.content {
-                None => String::new(),
-                Some(MessageContent::Text(t)) => t,
-                Some(MessageContent::Parts(_)) => {
-                    return Err(
-                        ApiError::bad("/tokenize takes message content as text only")
-                            .param("messages"),
-                    )
-                }
-            };
-            Ok(ChatMessage::new(m.role, content))
-        })
-        .collect()
-}
-
 /// `POST /tokenize`.
 pub async fn tokenize(
     State(st): State<Shared>,
@@ -106,7 +86,7 @@ pub async fn tokenize(
                         .param("add_generation_prompt"),
                 );
             }
-            let ids = st.engine.tokenize(&Input::Chat(messages_of(messages)?))?;
+            let ids = st.engine.tokenize(&Input::Chat(chat_messages(messages)?))?;
             let n = ids.len();
             (OneOrMany::One(ids.clone()), OneOrMany::One(n), ids)
         }

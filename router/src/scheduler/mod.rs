@@ -168,19 +168,7 @@ impl Scheduler {
         if self.ids.contains(&req.id) {
             return Err(RouterError::DuplicateId(req.id));
         }
-        if req.prompt.is_empty() {
-            return Err(RouterError::InvalidRequest("the prompt is empty".into()));
-        }
-        self.token_limit()
-            .check(req.prompt.len(), req.stop.max_new_tokens)?;
-        if req.stop.min_new_tokens > req.stop.max_new_tokens {
-            return Err(RouterError::InvalidRequest(
-                "min_new_tokens exceeds max_new_tokens".into(),
-            ));
-        }
-        req.sampling
-            .validate()
-            .map_err(RouterError::InvalidRequest)?;
+        req.validate(self.token_limit())?;
         req.status = ReqStatus::Waiting;
         req.arrival = self.arrivals;
         self.arrivals += 1;
