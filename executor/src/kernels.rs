@@ -177,10 +177,9 @@ impl Weights {
                 let blocks = qs[b0 * 16..(b0 + nb) * 16].chunks_exact(16);
                 let scales = d[b0..b0 + nb].iter().zip(&m[b0..b0 + nb]);
                 for ((y, q), (&bd, &bm)) in out.chunks_exact_mut(QK).zip(blocks).zip(scales) {
-                    let (Ok(y), Ok(q)) = (<&mut [f32; QK]>::try_from(y), <&[u8; 16]>::try_from(q))
-                    else {
-                        continue;
-                    };
+                    let y =
+                        <&mut [f32; QK]>::try_from(y).expect("chunks_exact_mut yields QK values");
+                    let q = <&[u8; 16]>::try_from(q).expect("chunks_exact yields 16-byte blocks");
                     let mut v = [0f32; QK];
                     for j in 0..16 {
                         v[j] = (q[j] & 0x0f) as f32;
@@ -198,10 +197,9 @@ impl Weights {
                 let b0 = n * nb;
                 let blocks = qs[b0 * QK..(b0 + nb) * QK].chunks_exact(QK);
                 for ((y, q), &bd) in out.chunks_exact_mut(QK).zip(blocks).zip(&d[b0..b0 + nb]) {
-                    let (Ok(y), Ok(q)) = (<&mut [f32; QK]>::try_from(y), <&[i8; QK]>::try_from(q))
-                    else {
-                        continue;
-                    };
+                    let y =
+                        <&mut [f32; QK]>::try_from(y).expect("chunks_exact_mut yields QK values");
+                    let q = <&[i8; QK]>::try_from(q).expect("chunks_exact yields QK-byte blocks");
                     for j in 0..QK {
                         y[j] = q[j] as f32 * bd;
                     }
@@ -244,9 +242,7 @@ mod x86 {
                 let scales = d[b0..b0 + nb].iter().zip(&m[b0..b0 + nb]);
                 let mask = simd.splat_u32x8(15);
                 for ((y, q), (&bd, &bm)) in out.chunks_exact_mut(QK).zip(blocks).zip(scales) {
-                    let Ok(q) = <[u8; 16]>::try_from(q) else {
-                        continue;
-                    };
+                    let q = <[u8; 16]>::try_from(q).expect("chunks_exact yields 16-byte blocks");
                     let mut upper = [0u8; 16];
                     upper[..8].copy_from_slice(&q[8..]);
                     let (vd, vm) = (simd.splat_f32x8(bd), simd.splat_f32x8(bm));
