@@ -15,5 +15,5 @@ pub fn validate(
 ) -> Result<()> {
     batch
         .validate(num_slots, vocab, max_position)
-        .map_err(ExecutorError::InvalidBatch)
+        .map_err(ExecutorError::from)
 }

@@ -94,8 +94,20 @@ pub enum ExecutorError {
         message: String,
     },
     /// A forward batch that violates the contract (lengths, slots, positions).
-    #[error("invalid batch: {0}")]
-    InvalidBatch(String),
+    #[error("invalid batch")]
+    InvalidBatch(#[from] router::BatchError),
+    /// A KV cache built for another model (layer count or width).
+    #[error("the KV cache was built for another model: {0}")]
+    KvMismatch(&'static str),
+    /// The host forward path was asked for but its weights or pools are missing or misshapen.
+    #[error("host forward path: {0}")]
+    HostPath(&'static str),
+    /// The model has no such layer.
+    #[error("the model has no layer {0}")]
+    NoLayer(usize),
+    /// Reading a tensor back from the backend failed.
+    #[error("reading a tensor back from the backend failed: {0}")]
+    Readback(String),
     /// Invalid sampling parameters.
     #[error("invalid sampling parameters: {0}")]
     InvalidSampling(String),

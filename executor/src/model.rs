@@ -62,18 +62,13 @@ impl<B: Backend> KvCache<B> {
     /// K rows of `layer` at `slots` (for tests and debugging).
     pub fn read_k(&self, layer: usize, slots: &[usize]) -> Result<Vec<f32>> {
         if let Some(h) = &self.host {
-            let pool =
-                h.k.get(layer)
-                    .ok_or_else(|| ExecutorError::InvalidBatch(format!("no layer {layer}")))?;
+            let pool = h.k.get(layer).ok_or(ExecutorError::NoLayer(layer))?;
             return Ok(slots
                 .iter()
                 .flat_map(|&s| pool[s * h.width..(s + 1) * h.width].iter().copied())
                 .collect());
         }
-        let t = self
-            .k
-            .get(layer)
-            .ok_or_else(|| ExecutorError::InvalidBatch(format!("no layer {layer}")))?;
+        let t = self.k.get(layer).ok_or(ExecutorError::NoLayer(layer))?;
         let dev = t.device();
         to_vec(t.clone().select(0, index(slots, &dev)))
     }
@@ -128,7 +123,7 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .to_vec::<f32>()
-        .map_err(|e| ExecutorError::InvalidBatch(format!("tensor readback: {e:?}")))
+        .map_err(|e| ExecutorError::Readback(format!("{e:?}")))
 }
 
 fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
@@ -243,8 +238,7 @@ impl<B: Backend> LlamaModel<B> {
             let [inp, out] = w.dims();
             let data = to_vec(w.clone())?;
             let t = HostMatrix::new(inp, out, data)?.transposed();
-            HostLinear::new(inp, out, t)
-                .ok_or_else(|| ExecutorError::InvalidBatch("host weight shape".into()))
+            HostLinear::new(inp, out, t).ok_or(ExecutorError::HostPath("host weight shape"))
         };
         if max_rows > 0 {
             for l in &mut self.layers {
@@ -336,7 +330,7 @@ impl<B: Backend> LlamaModel<B> {
             let h = l
                 .host
                 .as_ref()
-                .ok_or_else(|| ExecutorError::InvalidBatch("host weights missing".into()))?;
+                .ok_or(ExecutorError::HostPath("host weights missing"))?;
             layers.push(HostLayer {
                 attn_norm: to_vec(l.attn_norm.clone())?,
                 bqkv: l.bqkv.clone().map(to_vec).transpose()?,
@@ -355,7 +349,7 @@ impl<B: Backend> LlamaModel<B> {
             lm_head: self
                 .host_lm_head
                 .clone()
-                .ok_or_else(|| ExecutorError::InvalidBatch("host LM head missing".into()))?,
+                .ok_or(ExecutorError::HostPath("host LM head missing"))?,
             cos: to_vec(self.rope_cos.clone())?,
             sin: to_vec(self.rope_sin.clone())?,
         })
@@ -472,20 +466,16 @@ impl<B: Backend> LlamaModel<B> {
         let c = &self.config;
         crate::batch::validate(batch, kv.num_slots, c.vocab_size, c.max_position)?;
         if let Some(hkv) = &mut kv.host {
-            let hm = self.host_model.as_ref().ok_or_else(|| {
-                ExecutorError::InvalidBatch("host KV cache needs a model with host kernels".into())
-            })?;
+            let hm = self.host_model.as_ref().ok_or(ExecutorError::HostPath(
+                "a host KV cache needs a model with host kernels",
+            ))?;
             if hkv.k.len() != c.num_layers || hkv.width != c.num_kv_heads * c.head_dim {
-                return Err(ExecutorError::InvalidBatch(
-                    "KV cache built for another model".into(),
-                ));
+                return Err(ExecutorError::KvMismatch("layer count or width"));
             }
             return Ok(hm.forward(batch, hkv));
         }
         if kv.k.len() != c.num_layers {
-            return Err(ExecutorError::InvalidBatch(
-                "KV cache built for another model".into(),
-            ));
+            return Err(ExecutorError::KvMismatch("layer count"));
         }
         if batch.seqs.is_empty() {
             return Ok(Vec::new());

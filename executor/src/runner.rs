@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 
 use crate::batch::{ForwardBatch, StepOutput};
-use crate::error::Result;
+use crate::error::{ExecutorError, Result};
 use crate::gguf::GgufFile;
 use crate::model::{KvCache, LlamaModel};
 use crate::sampling::sample;
@@ -60,8 +60,10 @@ impl<B: Backend> router::ModelRunner for Executor<B> {
         &mut self,
         batch: &ForwardBatch,
     ) -> std::result::Result<StepOutput, router::ModelError> {
-        self.step(batch)
-            .map_err(|e| router::ModelError(e.to_string()))
+        self.step(batch).map_err(|e| match e {
+            ExecutorError::InvalidBatch(b) => router::ModelError::InvalidBatch(b),
+            other => router::ModelError::runner(other),
+        })
     }
 }
 

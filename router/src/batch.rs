@@ -153,23 +153,22 @@ impl SequenceInput {
     /// Checks that sequence `i` of a batch lays out its new tokens consistently: one position
     /// and one output slot per token, positions running on from the prefix, and the output slots
     /// ending the slot row.
-    fn check_layout(&self, i: usize) -> Result<(), String> {
+    fn check_layout(&self, i: usize) -> Result<(), BatchError> {
         let s = self;
         let n = s.token_ids.len();
         if n == 0 {
-            return Err(format!("sequence {i} has no new tokens"));
+            return Err(BatchError::NoNewTokens { seq: i });
         }
         if s.positions.len() != n || s.out_slots.len() != n {
-            return Err(format!(
-                "sequence {i}: {n} tokens but {} positions and {} output slots",
-                s.positions.len(),
-                s.out_slots.len()
-            ));
+            return Err(BatchError::Layout {
+                seq: i,
+                tokens: n,
+                positions: s.positions.len(),
+                out_slots: s.out_slots.len(),
+            });
         }
         if s.slot_row.len() < n {
-            return Err(format!(
-                "sequence {i}: slot row shorter than its new tokens"
-            ));
+            return Err(BatchError::ShortSlotRow { seq: i });
         }
         let prefix = s.slot_row.len() - n;
         if s.positions
@@ -177,15 +176,14 @@ impl SequenceInput {
             .enumerate()
             .any(|(j, &p)| p != prefix + j)
         {
-            return Err(format!(
-                "sequence {i}: positions must run {prefix}..{}",
-                s.slot_row.len()
-            ));
+            return Err(BatchError::Positions {
+                seq: i,
+                start: prefix,
+                end: s.slot_row.len(),
+            });
         }
         if s.slot_row[prefix..] != s.out_slots[..] {
-            return Err(format!(
-                "sequence {i}: output slots differ from the slot row tail"
-            ));
+            return Err(BatchError::OutSlots { seq: i });
         }
         Ok(())
     }
@@ -213,35 +211,42 @@ impl ForwardBatch {
         num_slots: usize,
         vocab: usize,
         max_position: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), BatchError> {
         let mut written = std::collections::HashSet::new();
         for (i, s) in self.seqs.iter().enumerate() {
             s.check_layout(i)?;
             if s.slot_row.len() > max_position {
-                return Err(format!(
-                    "sequence {i}: length {} exceeds the model's {max_position} positions",
-                    s.slot_row.len()
-                ));
+                return Err(BatchError::TooLong {
+                    seq: i,
+                    len: s.slot_row.len(),
+                    max: max_position,
+                });
             }
             if let Some(&slot) = s.slot_row.iter().find(|&&x| x as usize >= num_slots) {
-                return Err(format!(
-                    "sequence {i}: slot {slot} outside the pool of {num_slots}"
-                ));
+                return Err(BatchError::SlotOutsidePool {
+                    seq: i,
+                    slot,
+                    pool: num_slots,
+                });
             }
             for &slot in &s.out_slots {
                 if slot == 0 {
-                    return Err(format!("sequence {i}: slot 0 is reserved for padding"));
+                    return Err(BatchError::PaddingSlot { seq: i });
                 }
                 if !written.insert(slot) {
-                    return Err(format!("slot {slot} is written twice in one batch"));
+                    return Err(BatchError::SlotWrittenTwice { slot });
                 }
             }
             if let Some(&t) = s.token_ids.iter().find(|&&t| t as usize >= vocab) {
-                return Err(format!(
-                    "sequence {i}: token id {t} outside the vocabulary of {vocab}"
-                ));
+                return Err(BatchError::TokenOutsideVocab {
+                    seq: i,
+                    token: t,
+                    vocab,
+                });
             }
-            s.sampling.validate()?;
+            s.sampling
+                .validate()
+                .map_err(|message| BatchError::Sampling { seq: i, message })?;
         }
         Ok(())
     }
@@ -263,10 +268,131 @@ pub struct StepOutput {
     pub tokens: Vec<Option<SampledToken>>,
 }
 
-/// A failed forward step. The scheduler aborts the batch's requests and frees their KV.
+/// How a forward batch breaks the contract between the scheduler and a runner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("model step failed: {0}")]
-pub struct ModelError(pub String);
+pub enum BatchError {
+    /// A sequence computes nothing.
+    #[error("sequence {seq} has no new tokens")]
+    NoNewTokens {
+        /// The sequence's place in the batch.
+        seq: usize,
+    },
+    /// New tokens, positions and output slots differ in number.
+    #[error(
+        "sequence {seq}: {tokens} tokens but {positions} positions and {out_slots} output slots"
+    )]
+    Layout {
+        /// The sequence's place in the batch.
+        seq: usize,
+        /// New tokens.
+        tokens: usize,
+        /// Positions.
+        positions: usize,
+        /// Output slots.
+        out_slots: usize,
+    },
+    /// The slot row is shorter than the new tokens.
+    #[error("sequence {seq}: slot row shorter than its new tokens")]
+    ShortSlotRow {
+        /// The sequence's place in the batch.
+        seq: usize,
+    },
+    /// Positions do not run on from the prefix.
+    #[error("sequence {seq}: positions must run {start}..{end}")]
+    Positions {
+        /// The sequence's place in the batch.
+        seq: usize,
+        /// The first expected position.
+        start: usize,
+        /// One past the last.
+        end: usize,
+    },
+    /// The output slots are not the slot row's tail.
+    #[error("sequence {seq}: output slots differ from the slot row tail")]
+    OutSlots {
+        /// The sequence's place in the batch.
+        seq: usize,
+    },
+    /// The sequence is longer than the model's positions.
+    #[error("sequence {seq}: length {len} exceeds the model's {max} positions")]
+    TooLong {
+        /// The sequence's place in the batch.
+        seq: usize,
+        /// Its length.
+        len: usize,
+        /// The model's positions.
+        max: usize,
+    },
+    /// A slot lies outside the KV pool.
+    #[error("sequence {seq}: slot {slot} outside the pool of {pool}")]
+    SlotOutsidePool {
+        /// The sequence's place in the batch.
+        seq: usize,
+        /// The slot.
+        slot: Slot,
+        /// The pool's size.
+        pool: usize,
+    },
+    /// Slot 0 (padding) is written.
+    #[error("sequence {seq}: slot 0 is reserved for padding")]
+    PaddingSlot {
+        /// The sequence's place in the batch.
+        seq: usize,
+    },
+    /// Two tokens would write one slot.
+    #[error("slot {slot} is written twice in one batch")]
+    SlotWrittenTwice {
+        /// The slot.
+        slot: Slot,
+    },
+    /// A token id outside the vocabulary.
+    #[error("sequence {seq}: token id {token} outside the vocabulary of {vocab}")]
+    TokenOutsideVocab {
+        /// The sequence's place in the batch.
+        seq: usize,
+        /// The token.
+        token: Token,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// Out-of-range sampling parameters.
+    #[error("sequence {seq}: {message}")]
+    Sampling {
+        /// The sequence's place in the batch.
+        seq: usize,
+        /// What is out of range.
+        message: String,
+    },
+}
+
+/// A failed forward step. The scheduler aborts the batch's requests and frees their KV.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModelError {
+    /// The batch broke the contract.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// The runner answered with the wrong number of results.
+    #[error("the runner returned {got} results for {expected} sequences")]
+    WrongResultCount {
+        /// Results returned.
+        got: usize,
+        /// Sequences in the batch.
+        expected: usize,
+    },
+    /// The runner returned no token for a sequence that samples.
+    #[error("the runner returned no token for a sampled sequence")]
+    MissingToken,
+    /// The runner itself failed; the source says why.
+    #[error("model step failed: {0}")]
+    Runner(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl ModelError {
+    /// A runner failure from any error (kept as the source).
+    pub fn runner(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ModelError::Runner(std::sync::Arc::from(e.into()))
+    }
+}
 
 /// Runs a forward batch and samples: implemented by the executor (and by fakes in tests).
 pub trait ModelRunner {

@@ -71,7 +71,7 @@ mod scheduler;
 
 pub use adder::{AddResult, Plan, PrefillAdder};
 pub use batch::{
-    ForwardBatch, ForwardMode, ModelError, ModelRunner, SampledToken, SamplingParams,
+    BatchError, ForwardBatch, ForwardMode, ModelError, ModelRunner, SampledToken, SamplingParams,
     SequenceInput, StepOutput,
 };
 pub use error::RouterError;

@@ -12,11 +12,10 @@ pub(super) fn forward<R: ModelRunner + ?Sized>(
 ) -> Result<StepOutput, ModelError> {
     let out = runner.forward(fb)?;
     if out.tokens.len() != fb.seqs.len() {
-        return Err(ModelError(format!(
-            "runner returned {} results for {} sequences",
-            out.tokens.len(),
-            fb.seqs.len()
-        )));
+        return Err(ModelError::WrongResultCount {
+            got: out.tokens.len(),
+            expected: fb.seqs.len(),
+        });
     }
     if fb
         .seqs
@@ -24,9 +23,7 @@ pub(super) fn forward<R: ModelRunner + ?Sized>(
         .zip(&out.tokens)
         .any(|(s, t)| s.sample && t.is_none())
     {
-        return Err(ModelError(
-            "runner returned no token for a sampled sequence".into(),
-        ));
+        return Err(ModelError::MissingToken);
     }
     Ok(out)
 }

@@ -71,9 +71,9 @@ impl ModelRunner for FakeRunner {
         }
         batch
             .validate(usize::MAX, VOCAB as usize, usize::MAX)
-            .map_err(ModelError)?;
+            .map_err(ModelError::InvalidBatch)?;
         if self.fail_on_call == Some(self.calls) {
-            return Err(ModelError("injected failure".into()));
+            return Err(ModelError::runner("injected failure"));
         }
         for s in &batch.seqs {
             for ((&t, &p), &slot) in s.token_ids.iter().zip(&s.positions).zip(&s.out_slots) {
@@ -92,11 +92,13 @@ impl ModelRunner for FakeRunner {
                 match self.kv.get(slot) {
                     Some(&(t, p)) if p == i => seq.push(t),
                     Some(&(_, p)) => {
-                        return Err(ModelError(format!(
+                        return Err(ModelError::runner(format!(
                             "slot {slot} holds position {p}, read as {i}"
                         )))
                     }
-                    None => return Err(ModelError(format!("slot {slot} was never written"))),
+                    None => {
+                        return Err(ModelError::runner(format!("slot {slot} was never written")))
+                    }
                 }
             }
             let scripted = self
