@@ -3,10 +3,10 @@
 use crate::config::EngineConfig;
 use crate::error::{EngineError, StartError};
 use crate::stream::{GenerationStream, InFlight, StreamParts};
+use crate::tokenizer::Tokenizer;
 use crate::types::{Completion, EngineStats, GenerateRequest, Input, ModelInfo};
 use crate::worker::{Command, Worker};
 use crossbeam_channel::{unbounded, Sender};
-use executor::TextTokenizer;
 use page_manager::{KvCapacity, KvDims};
 use router::{ModelRunner, Req, Scheduler, SchedulerConfig, TokenLimit};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ use std::time::Instant;
 pub struct Engine {
     commands: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    tokenizer: Arc<TextTokenizer>,
+    tokenizer: Arc<dyn Tokenizer>,
     info: ModelInfo,
     limit: TokenLimit,
     stats: Arc<Mutex<EngineStats>>,
@@ -122,7 +122,7 @@ impl Engine {
     /// Starts an engine over any runner: the executor, or a deterministic fake in tests.
     pub fn with_runner<R: ModelRunner + Send + 'static>(
         runner: R,
-        tokenizer: TextTokenizer,
+        tokenizer: impl Tokenizer + 'static,
         setup: RunnerSetup,
     ) -> Result<Self, StartError> {
         let scheduler = Scheduler::new(setup.scheduler)?;
@@ -153,8 +153,8 @@ impl Engine {
     }
 
     /// The tokenizer.
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+    pub fn tokenizer(&self) -> &dyn Tokenizer {
+        self.tokenizer.as_ref()
     }
 
     /// The token budget of one request (prompt plus output), as the scheduler checks it.
@@ -189,7 +189,7 @@ impl Engine {
     pub fn tokenize(&self, input: &Input) -> Result<Vec<u32>, EngineError> {
         let bad = |e: executor::ExecutorError| EngineError::InvalidRequest(e.to_string());
         match input {
-            Input::Text(t) => self.tokenizer.encode(t).map_err(bad),
+            Input::Text(t) => self.tokenizer.encode(t, true).map_err(bad),
             Input::Tokens(ids) => Ok(ids.clone()),
             Input::Chat(messages) => {
                 if messages.is_empty() {

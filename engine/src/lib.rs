@@ -10,11 +10,12 @@
 //! max_queued_requests` requests are in flight; more are refused with
 //! [`EngineError::Overloaded`].
 //!
-//! [`Engine::with_runner`] starts an engine over any [`router::ModelRunner`]; here a runner that
-//! always samples token 2, and a word-level tokenizer:
+//! [`Engine::with_runner`] starts an engine over any [`router::ModelRunner`] and any
+//! [`Tokenizer`]; here a runner that always samples token 2, and a three-word tokenizer:
 //!
 //! ```
-//! use engine::{Engine, GenerateRequest, Input, ModelInfo, RunnerSetup, TextTokenizer};
+//! use engine::{ChatMessage, Engine, ExecutorError, GenerateRequest, Input, ModelInfo,
+//!              RunnerSetup, Tokenizer};
 //! use router::{ForwardBatch, ModelError, ModelRunner, SampledToken, SchedulerConfig, StepOutput};
 //!
 //! struct AlwaysTwo;
@@ -27,14 +28,22 @@
 //!     }
 //! }
 //!
-//! let dir = std::env::temp_dir().join(format!("engine-doc-{}", std::process::id()));
-//! std::fs::create_dir_all(&dir)?;
-//! std::fs::write(dir.join("tokenizer.json"), r#"{"version": "1.0", "added_tokens": [],
-//!     "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
-//!     "decoder": null,
-//!     "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "hello": 1, "world": 2},
-//!               "unk_token": "<unk>"}}"#)?;
-//! let tokenizer = TextTokenizer::from_hf_dir(&dir)?;
+//! const WORDS: [&str; 3] = ["<unk>", "hello", "world"];
+//! struct Words;
+//! impl Tokenizer for Words {
+//!     fn encode(&self, text: &str, _: bool) -> Result<Vec<u32>, ExecutorError> {
+//!         Ok(text.split_whitespace()
+//!             .map(|w| WORDS.iter().position(|&k| k == w).unwrap_or(0) as u32)
+//!             .collect())
+//!     }
+//!     fn encode_chat(&self, m: &[ChatMessage], _: bool, _: bool) -> Result<Vec<u32>, ExecutorError> {
+//!         self.encode(&m.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join(" "), true)
+//!     }
+//!     fn decode(&self, ids: &[u32], _: bool) -> Result<String, ExecutorError> {
+//!         Ok(ids.iter().map(|&i| WORDS[i as usize]).collect::<Vec<_>>().join(" "))
+//!     }
+//! }
+//!
 //! let setup = RunnerSetup {
 //!     info: ModelInfo {
 //!         model_path: "fake".into(), model_name: "fake".into(), vocab_size: 3,
@@ -45,7 +54,7 @@
 //!     max_in_flight: 8,
 //!     trust_message_content: false,
 //! };
-//! let engine = Engine::with_runner(AlwaysTwo, tokenizer, setup)?;
+//! let engine = Engine::with_runner(AlwaysTwo, Words, setup)?;
 //! let mut request = GenerateRequest::new(Input::Text("hello".into()));
 //! request.stop.max_new_tokens = 3;
 //! let done = engine.generate_blocking(request)?;
@@ -59,6 +68,7 @@ mod detok;
 mod engine;
 mod error;
 mod stream;
+mod tokenizer;
 mod types;
 mod worker;
 
@@ -67,6 +77,7 @@ pub use detok::{IncrementalDecoder, StopMatcher};
 pub use engine::{Engine, RunnerSetup};
 pub use error::{EngineError, StartError};
 pub use stream::GenerationStream;
+pub use tokenizer::Tokenizer;
 pub use types::{
     Completion, Delta, EngineStats, GenerateRequest, Input, ModelInfo, StreamEvent, Usage,
 };

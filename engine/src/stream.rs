@@ -3,10 +3,10 @@
 
 use crate::detok::{IncrementalDecoder, StopMatcher};
 use crate::error::EngineError;
+use crate::tokenizer::Tokenizer;
 use crate::types::{Completion, Delta, StreamEvent, Usage};
 use crate::worker::{Command, Update};
 use crossbeam_channel::Sender;
-use executor::TextTokenizer;
 use router::{FinishReason, ReqId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub struct GenerationStream {
     id: ReqId,
     updates: UnboundedReceiver<Update>,
     commands: Sender<Command>,
-    tokenizer: Arc<TextTokenizer>,
+    tokenizer: Arc<dyn Tokenizer>,
     skip_special: bool,
     decoder: IncrementalDecoder,
     stops: StopMatcher,
@@ -71,7 +71,7 @@ pub(crate) struct StreamParts {
     pub id: ReqId,
     pub updates: UnboundedReceiver<Update>,
     pub commands: Sender<Command>,
-    pub tokenizer: Arc<TextTokenizer>,
+    pub tokenizer: Arc<dyn Tokenizer>,
     pub skip_special: bool,
     pub stop_strings: Vec<String>,
     pub prompt_tokens: usize,

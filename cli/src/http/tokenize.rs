@@ -61,7 +61,7 @@ pub async fn tokenize(
     let bad = |e: engine::ExecutorError| ApiError::bad(e.to_string());
     let (tokens, count, first) = match (b.prompt, b.messages) {
         (Some(TokenizePrompt::One(text)), None) => {
-            let ids = tokenizer.encode_with(&text, special).map_err(bad)?;
+            let ids = tokenizer.encode(&text, special).map_err(bad)?;
             let n = ids.len();
             (OneOrMany::One(ids.clone()), OneOrMany::One(n), ids)
         }
@@ -73,7 +73,7 @@ pub async fn tokenize(
         (Some(TokenizePrompt::Many(texts)), None) => {
             let lists = texts
                 .iter()
-                .map(|t| tokenizer.encode_with(t, special))
+                .map(|t| tokenizer.encode(t, special))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(bad)?;
             let counts = lists.iter().map(Vec::len).collect();

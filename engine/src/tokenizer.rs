@@ -1,0 +1,43 @@
+//! What the engine needs from a tokenizer, as a trait: the model's [`TextTokenizer`] implements
+//! it, and tests can use a small stand-in without any file.
+
+use executor::{ChatMessage, ExecutorError, TextTokenizer};
+
+/// Encoding prompts and chats, decoding output. Implementations must be cheap to call from
+/// several threads at once.
+pub trait Tokenizer: Send + Sync {
+    /// Encodes text; special tokens written in it are recognised. With `add_special_tokens`,
+    /// a BOS id is prepended where the model asks for one.
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ExecutorError>;
+
+    /// Renders chat messages with the model's template and encodes them; unless
+    /// `trust_content`, special-token spellings inside message content stay text.
+    fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        trust_content: bool,
+    ) -> Result<Vec<u32>, ExecutorError>;
+
+    /// Decodes ids to text, leaving special tokens out when `skip_special_tokens`.
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError>;
+}
+
+impl Tokenizer for TextTokenizer {
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ExecutorError> {
+        self.encode_with(text, add_special_tokens)
+    }
+
+    fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        trust_content: bool,
+    ) -> Result<Vec<u32>, ExecutorError> {
+        TextTokenizer::encode_chat(self, messages, add_generation_prompt, trust_content)
+    }
+
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError> {
+        TextTokenizer::decode(self, ids, skip_special_tokens)
+    }
+}
