@@ -21,6 +21,19 @@
 //! # let _ = (prompt, runner);
 //! # Ok::<(), executor::ExecutorError>(())
 //! ```
+//!
+//! Chat templates are Hugging Face Jinja templates, compiled once and rendered with minijinja:
+//!
+//! ```
+//! use executor::{ChatMessage, ChatTemplate};
+//!
+//! let chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
+//!               {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+//! let template = ChatTemplate::new(chatml)?;
+//! let prompt = template.render(&[ChatMessage::new("user", "Hi")], true, "", "")?;
+//! assert_eq!(prompt, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+//! # Ok::<(), executor::ExecutorError>(())
+//! ```
 
 mod batch;
 mod error;
