@@ -396,3 +396,35 @@ fn responses_api_answers_streams_and_continues_a_conversation_from_the_cache() {
         .collect();
     assert!(seq.windows(2).all(|w| w[1] == w[0] + 1), "{seq:?}");
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn logit_bias_bans_and_forces_tokens() {
+    let s = server();
+    let body = |bias: Value| {
+        json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0, "logit_bias": bias}).to_string()
+    };
+    let (_, plain) = post(&s.base, "/v1/completions", &body(json!({})));
+    let (_, ids) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": plain["choices"][0]["text"]}).to_string(),
+    );
+    let first = ids["tokens"][0].as_u64().unwrap();
+    let (st, banned) = post(
+        &s.base,
+        "/v1/completions",
+        &body(json!({first.to_string(): -100})),
+    );
+    assert_eq!(st, 200, "{banned}");
+    assert_ne!(
+        banned["choices"][0]["text"], plain["choices"][0]["text"],
+        "the greedy first token is banned"
+    );
+    let (_, forced) = post(&s.base, "/generate", &json!({"text": "The capital of France is", "sampling_params": {"max_new_tokens": 3, "temperature": 0, "logit_bias": {"504": 100}}}).to_string());
+    assert_eq!(forced["output_ids"], json!([504, 504, 504]), "{forced}");
+    for bad in [json!({"x": 1}), json!({"504": 101}), json!({"99999999": 1})] {
+        let (st, v) = post(&s.base, "/v1/completions", &body(bad.clone()));
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+}

@@ -539,8 +539,8 @@ fn fields_the_server_does_not_honour_are_refused_by_name() {
     let cases = [
         (
             "/v1/completions",
-            json!({"prompt": "x", "best_of": 5, "logit_bias": {"13": -100}, "suffix": "y"}),
-            "best_of, logit_bias, suffix",
+            json!({"prompt": "x", "best_of": 5, "top_logprobs": 2, "suffix": "y"}),
+            "best_of, suffix, top_logprobs",
         ),
         (
             "/v1/chat/completions",

@@ -219,7 +219,12 @@ impl Engine {
         prompt: Vec<u32>,
         request: GenerateRequest,
     ) -> Result<GenerationStream, EngineError> {
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
+        let biased = request.sampling.logit_bias.iter().map(|(t, _)| t);
+        if let Some(&bad) = prompt
+            .iter()
+            .chain(biased)
+            .find(|&&t| t as usize >= self.info.vocab_size)
+        {
             return Err(EngineError::InvalidRequest(format!(
                 "token id {bad} is outside the vocabulary (size {})",
                 self.info.vocab_size

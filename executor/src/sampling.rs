@@ -137,6 +137,11 @@ pub fn sample(
     }
     let mut l = logits.to_vec();
     apply_penalties(&mut l, p, prompt_ids, output_ids);
+    for &(t, bias) in &p.logit_bias {
+        if let Some(x) = l.get_mut(t as usize) {
+            *x += bias;
+        }
+    }
     let token = if p.is_greedy() {
         argmax(&l)
     } else {
@@ -163,6 +168,21 @@ pub fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logit_bias_shifts_the_chosen_token() {
+        let logits = [0.0, 3.0, 1.0];
+        let none = sample(&logits, &SamplingParams::greedy(), &[], &[]).expect("samples");
+        assert_eq!(none.token, 1);
+        let p = SamplingParams {
+            logit_bias: vec![(1, -100.0), (2, 0.5)],
+            return_logprob: true,
+            ..SamplingParams::greedy()
+        };
+        let biased = sample(&logits, &p, &[], &[]).expect("samples");
+        assert_eq!(biased.token, 2);
+        assert!(biased.logprob.expect("asked for") > (0.5f32).ln());
+    }
 
     fn params() -> SamplingParams {
         SamplingParams {

@@ -35,6 +35,9 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Also return the log-probability of the chosen token.
     pub return_logprob: bool,
+    /// Added to the logits of these tokens before sampling (OpenAI's `logit_bias`; -100 bans a
+    /// token, 100 all but forces it).
+    pub logit_bias: Vec<(Token, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -56,6 +59,7 @@ impl SamplingParams {
             presence_penalty: 0.0,
             seed: None,
             return_logprob: false,
+            logit_bias: Vec::new(),
         }
     }
 
@@ -88,6 +92,13 @@ impl SamplingParams {
             if !v.is_finite() || !(-2.0..=2.0).contains(&v) {
                 return Err(format!("{name} must be in [-2, 2]"));
             }
+        }
+        if let Some((t, _)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !b.is_finite() || !(-100.0..=100.0).contains(b))
+        {
+            return Err(format!("logit_bias of token {t} must be in [-100, 100]"));
         }
         Ok(())
     }
@@ -237,7 +248,13 @@ impl ForwardBatch {
                     return Err(BatchError::SlotWrittenTwice { slot });
                 }
             }
-            if let Some(&t) = s.token_ids.iter().find(|&&t| t as usize >= vocab) {
+            let biased = s.sampling.logit_bias.iter().map(|(t, _)| t);
+            if let Some(&t) = s
+                .token_ids
+                .iter()
+                .chain(biased)
+                .find(|&&t| t as usize >= vocab)
+            {
                 return Err(BatchError::TokenOutsideVocab {
                     seq: i,
                     token: t,

@@ -34,6 +34,7 @@ pub struct NativeSampling {
     skip_special_tokens: Option<bool>,
     sampling_seed: Option<u64>,
     n: Option<i64>,
+    logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -42,6 +43,7 @@ impl NativeSampling {
     fn into_openai_with_n(self) -> OpenAiSampling {
         OpenAiSampling {
             n: self.n,
+            logit_bias: self.logit_bias,
             max_tokens: self.max_new_tokens,
             temperature: self.temperature,
             top_p: self.top_p,

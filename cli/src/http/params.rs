@@ -59,6 +59,8 @@ pub struct OpenAiSampling {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub cache_salt: Option<String>,
+    /// Token id (as a string key, OpenAI's shape) to a bias added to its logit.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
 }
 
 impl OpenAiSampling {
@@ -130,6 +132,7 @@ impl Params {
             presence_penalty: s.presence_penalty.unwrap_or(0.0),
             seed: s.seed,
             return_logprob: want_logprobs,
+            logit_bias: logit_bias(s.logit_bias.as_ref())?,
         };
         let stop = StopConditions {
             max_new_tokens: max_new,
@@ -283,4 +286,24 @@ pub fn join_text_parts(
         text.push_str(&p.text.unwrap_or_default());
     }
     Ok(text)
+}
+
+/// OpenAI's `logit_bias` map (token id strings to biases) as token ids; ids are checked against
+/// the vocabulary and biases against [-100, 100] by the engine.
+fn logit_bias(
+    map: Option<&std::collections::BTreeMap<String, f32>>,
+) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(map) = map else {
+        return Ok(Vec::new());
+    };
+    if map.len() > 300 {
+        return Err(ApiError::bad("logit_bias may name at most 300 tokens").param("logit_bias"));
+    }
+    map.iter()
+        .map(|(k, &b)| {
+            k.parse::<u32>().map(|t| (t, b)).map_err(|_| {
+                ApiError::bad(format!("logit_bias key {k:?} is not a token id")).param("logit_bias")
+            })
+        })
+        .collect()
 }
