@@ -428,3 +428,33 @@ fn logit_bias_bans_and_forces_tokens() {
         assert_eq!(st, 400, "{bad}: {v}");
     }
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn min_new_tokens_keeps_eos_from_being_sampled() {
+    let s = server();
+    let (_, eos) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": "<|im_end|>", "add_special_tokens": false}).to_string(),
+    );
+    let eos = eos["tokens"][0].clone();
+    let prompt = "<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\n";
+    let body = |min: u64| {
+        json!({"text": prompt, "sampling_params": {"max_new_tokens": 32, "min_new_tokens": min, "temperature": 0, "skip_special_tokens": false}}).to_string()
+    };
+    let (_, free) = post(&s.base, "/generate", &body(0));
+    let free_ids = free["output_ids"].as_array().unwrap().clone();
+    assert!(
+        free_ids.contains(&eos) && free_ids.len() < 20,
+        "the model stops early on its own: {free}"
+    );
+    let (st, held) = post(&s.base, "/generate", &body(20));
+    assert_eq!(st, 200, "{held}");
+    let ids = held["output_ids"].as_array().unwrap();
+    assert!(ids.len() >= 12, "{held}");
+    assert!(
+        !ids[..12].contains(&eos),
+        "EOS was sampled before min_new_tokens: {held}"
+    );
+}

@@ -142,6 +142,11 @@ pub fn sample(
             *x += bias;
         }
     }
+    for &t in &p.banned_tokens {
+        if let Some(x) = l.get_mut(t as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
     let token = if p.is_greedy() {
         argmax(&l)
     } else {
@@ -168,6 +173,23 @@ pub fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn banned_tokens_are_never_sampled() {
+        let logits = [0.0, 3.0, 1.0];
+        for temperature in [0.0, 1.0] {
+            for step in 0..20u32 {
+                let p = SamplingParams {
+                    temperature,
+                    seed: Some(7),
+                    banned_tokens: vec![1, 9],
+                    ..SamplingParams::greedy()
+                };
+                let out = sample(&logits, &p, &[], &vec![0; step as usize]).expect("samples");
+                assert_ne!(out.token, 1);
+            }
+        }
+    }
 
     #[test]
     fn logit_bias_shifts_the_chosen_token() {

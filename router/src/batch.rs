@@ -38,6 +38,10 @@ pub struct SamplingParams {
     /// Added to the logits of these tokens before sampling (OpenAI's `logit_bias`; -100 bans a
     /// token, 100 all but forces it).
     pub logit_bias: Vec<(Token, f32)>,
+    /// Never sampled. The scheduler sets it per step: a request's stop tokens and EOS (unless
+    /// `ignore_eos`) while it has fewer than `min_new_tokens` output tokens, as SGLang's
+    /// min-new-tokens penalizer does. Ids outside the vocabulary are ignored.
+    pub banned_tokens: Vec<Token>,
 }
 
 impl Default for SamplingParams {
@@ -60,6 +64,7 @@ impl SamplingParams {
             seed: None,
             return_logprob: false,
             logit_bias: Vec::new(),
+            banned_tokens: Vec::new(),
         }
     }
 

@@ -199,6 +199,20 @@ impl Req {
         self.stop.max_new_tokens.saturating_sub(self.output.len())
     }
 
+    /// The sampling parameters of this request's next token: while it has fewer than
+    /// `min_new_tokens` output tokens, its stop tokens (and EOS unless ignored) are banned, so
+    /// they are not sampled rather than sampled and ignored.
+    pub(crate) fn next_token_sampling(&self, eos: &[Token]) -> SamplingParams {
+        let mut s = self.sampling.clone();
+        if self.output.len() < self.stop.min_new_tokens {
+            s.banned_tokens.extend(&self.stop.stop_token_ids);
+            if !self.stop.ignore_eos {
+                s.banned_tokens.extend(eos);
+            }
+        }
+        s
+    }
+
     /// SGLang's `check_finished` after a token was appended: length first, then stop tokens.
     pub(crate) fn check_finished(&self, eos: &[Token]) -> Option<FinishReason> {
         if self.output.len() >= self.stop.max_new_tokens {

@@ -797,3 +797,37 @@ fn retracted_requests_rejoin_the_queue_behind_waiting_ones() {
     }
     panic!("no retraction happened");
 }
+
+#[test]
+fn stop_tokens_and_eos_are_banned_from_sampling_until_min_new_tokens() {
+    let mut s = Scheduler::new(config(1, 512)).unwrap();
+    let mut r = FakeRunner {
+        record: true,
+        ..FakeRunner::default()
+    };
+    let mut q = req(1, tokens(3, 4), 6);
+    q.stop.min_new_tokens = 3;
+    q.stop.stop_token_ids = vec![9];
+    q.stop.ignore_eos = false;
+    s.add_request(q).unwrap();
+    let out = run_to_idle(&mut s, &mut r, 100);
+    let n = out[&1].tokens.len();
+    assert!(n >= 3, "at least min_new_tokens tokens: {:?}", out[&1]);
+    // One sampling step per output token, in order: the first three may not pick 9 or EOS.
+    let banned: Vec<Vec<router::Token>> = r
+        .batches
+        .iter()
+        .flat_map(|b| b.seqs.iter().filter(|s| s.sample))
+        .map(|s| s.sampling.banned_tokens.clone())
+        .collect();
+    assert_eq!(banned.len(), n, "one sampling step per output token");
+    let eos = config(1, 512).eos_token_ids;
+    for (i, b) in banned.iter().enumerate() {
+        if i < 3 {
+            assert!(b.contains(&9), "step {i}: {b:?}");
+            assert!(eos.iter().all(|e| b.contains(e)), "step {i}: {b:?}");
+        } else {
+            assert!(b.is_empty(), "step {i}: {b:?}");
+        }
+    }
+}

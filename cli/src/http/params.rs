@@ -133,6 +133,7 @@ impl Params {
             seed: s.seed,
             return_logprob: want_logprobs,
             logit_bias: logit_bias(s.logit_bias.as_ref())?,
+            banned_tokens: Vec::new(),
         };
         let stop = StopConditions {
             max_new_tokens: max_new,

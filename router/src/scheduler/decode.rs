@@ -79,7 +79,7 @@ impl Scheduler {
             slot_row,
             out_slots: vec![slot],
             sample: true,
-            sampling: a.req.sampling.clone(),
+            sampling: a.req.next_token_sampling(&self.cfg.eos_token_ids),
             output_ids: a.req.output.clone(),
             prompt_ids: a.req.prompt.clone(),
         })

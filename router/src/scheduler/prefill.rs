@@ -245,7 +245,7 @@ impl Scheduler {
             slot_row: self.kv.row_slots(a.row).expect(ROW_IN_USE).to_vec(),
             out_slots,
             sample: end == tokens.len(),
-            sampling: req.sampling.clone(),
+            sampling: req.next_token_sampling(&self.cfg.eos_token_ids),
             output_ids: req.output.clone(),
             prompt_ids: req.prompt.clone(),
         }
