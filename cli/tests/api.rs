@@ -458,3 +458,41 @@ fn min_new_tokens_keeps_eos_from_being_sampled() {
         "EOS was sampled before min_new_tokens: {held}"
     );
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn echo_puts_the_prompt_before_the_completion() {
+    let s = server();
+    let body = |echo: bool, stream: bool| {
+        json!({"prompt": "The sky is", "max_tokens": 3, "temperature": 0, "echo": echo, "stream": stream}).to_string()
+    };
+    let (_, plain) = post(&s.base, "/v1/completions", &body(false, false));
+    let (st, echoed) = post(&s.base, "/v1/completions", &body(true, false));
+    assert_eq!(st, 200, "{echoed}");
+    let completion = plain["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        echoed["choices"][0]["text"],
+        format!("The sky is{completion}")
+    );
+    let resp = agent()
+        .post(&format!("{}/v1/completions", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(&body(true, true))
+        .unwrap();
+    let text: String = resp
+        .into_string()
+        .unwrap()
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(text, format!("The sky is{completion}"));
+    let with_lp = json!({"prompt": "x", "echo": true, "logprobs": 1}).to_string();
+    assert_eq!(post(&s.base, "/v1/completions", &with_lp).0, 400);
+}

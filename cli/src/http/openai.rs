@@ -71,6 +71,8 @@ struct Header {
     created: u64,
     model: String,
     logprobs: bool,
+    /// Completions with `echo`: each prompt's text, put before its choices' text.
+    echo: Vec<String>,
 }
 
 impl Header {
@@ -81,7 +83,13 @@ impl Header {
             created: now_secs(),
             model: st.engine.info().model_name.clone(),
             logprobs,
+            echo: Vec::new(),
         }
+    }
+
+    /// The echoed prompt of choice `prompt`'s text (empty without `echo`).
+    fn echoed(&self, prompt: usize) -> &str {
+        self.echo.get(prompt).map_or("", String::as_str)
     }
 
     fn envelope<C>(&self, object: &'static str, choices: Vec<C>) -> Envelope<C> {
@@ -133,8 +141,12 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     params::reject_unknown(&b.unknown, "/v1/completions")?;
     check_model(&st, b.model.as_deref())?;
-    if b.echo == Some(true) {
-        return Err(ApiError::bad("echo is not supported").param("echo"));
+    let echo = b.echo.unwrap_or(false);
+    if echo && b.logprobs.is_some_and(|n| n > 0) {
+        return Err(ApiError::bad(
+            "echo with logprobs needs prompt logprobs, which are not supported",
+        )
+        .param("echo"));
     }
     let want_lp = b.logprobs.is_some_and(|n| n > 0);
     let params = Params::from_openai(
@@ -155,7 +167,21 @@ pub async fn completions(
     if inputs.is_empty() {
         return Err(ApiError::bad("prompt must not be empty").param("prompt"));
     }
-    let header = Header::new(&st, Api::Completions, want_lp);
+    let mut header = Header::new(&st, Api::Completions, want_lp);
+    if echo {
+        header.echo = inputs
+            .iter()
+            .map(|input| match input {
+                Input::Text(t) => Ok(t.clone()),
+                Input::Tokens(ids) => st
+                    .engine
+                    .tokenizer()
+                    .decode(ids, false)
+                    .map_err(|e| ApiError::bad(e.to_string())),
+                Input::Chat(_) => Ok(String::new()),
+            })
+            .collect::<Result<_, _>>()?;
+    }
     run(st, header, &b.sampling, &params, inputs, caller).await
 }
 
@@ -252,7 +278,7 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                         )
                     }),
                     finish_reason: Some(openai_finish(&f.completion.finish_reason)),
-                    text: f.completion.text,
+                    text: format!("{}{}", h.echoed(f.prompt), f.completion.text),
                 })
                 .collect();
             axum::Json(Envelope {
@@ -328,7 +354,7 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
 /// The role-only first chunk of each streamed chat choice (as OpenAI, vLLM and SGLang send).
 fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
     if h.api != Api::Chat {
-        return Vec::new();
+        return echo_chunks(h, jobs);
     }
     jobs.iter()
         .filter_map(|j| {
@@ -340,6 +366,25 @@ fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
                         role: Some("assistant"),
                         content: Some(String::new()),
                     },
+                    logprobs: None,
+                    finish_reason: None,
+                }],
+            ))
+            .ok()
+        })
+        .collect()
+}
+
+/// With `echo`, the first chunk of each streamed completion choice is its prompt.
+fn echo_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| !h.echoed(j.prompt).is_empty())
+        .filter_map(|j| {
+            serde_json::to_string(&h.envelope(
+                "text_completion",
+                vec![CompletionChoice {
+                    index: j.index,
+                    text: h.echoed(j.prompt).to_string(),
                     logprobs: None,
                     finish_reason: None,
                 }],
