@@ -17,7 +17,8 @@ pub struct StopConditions {
     pub min_new_tokens: usize,
     /// Extra token ids that end generation.
     pub stop_token_ids: Vec<Token>,
-    /// Keep generating past the model's end-of-sequence tokens.
+    /// Keep generating past the model's end-of-sequence tokens and the stop tokens (SGLang:
+    /// `ignore_eos` turns off every token-based stop).
     pub ignore_eos: bool,
 }
 
@@ -200,15 +201,13 @@ impl Req {
     }
 
     /// The sampling parameters of this request's next token: while it has fewer than
-    /// `min_new_tokens` output tokens, its stop tokens (and EOS unless ignored) are banned, so
-    /// they are not sampled rather than sampled and ignored.
+    /// `min_new_tokens` output tokens, its stop tokens and EOS are banned (unless `ignore_eos`
+    /// turns token-based stops off), so they are not sampled rather than sampled and ignored.
     pub(crate) fn next_token_sampling(&self, eos: &[Token]) -> SamplingParams {
         let mut s = self.sampling.clone();
-        if self.output.len() < self.stop.min_new_tokens {
+        if self.output.len() < self.stop.min_new_tokens && !self.stop.ignore_eos {
             s.banned_tokens.extend(&self.stop.stop_token_ids);
-            if !self.stop.ignore_eos {
-                s.banned_tokens.extend(eos);
-            }
+            s.banned_tokens.extend(eos);
         }
         s
     }
@@ -221,12 +220,12 @@ impl Req {
             });
         }
         let last = *self.output.last()?;
-        if self.output.len() < self.stop.min_new_tokens {
+        // As SGLang's token-based check: `ignore_eos` turns off every stop token, the request's
+        // own `stop_token_ids` included.
+        if self.output.len() < self.stop.min_new_tokens || self.stop.ignore_eos {
             return None;
         }
-        if self.stop.stop_token_ids.contains(&last)
-            || (!self.stop.ignore_eos && eos.contains(&last))
-        {
+        if self.stop.stop_token_ids.contains(&last) || eos.contains(&last) {
             return Some(FinishReason::Stop {
                 token: Some(last),
                 text: None,

@@ -467,6 +467,7 @@ fn stop_tokens_eos_and_min_new_tokens() {
     let stop_tok = free_run[3];
     let mut q = req(1, p.clone(), 40);
     q.stop.stop_token_ids = vec![stop_tok];
+    q.stop.ignore_eos = false;
     let expect = reference(&p, &q.stop);
     s.add_request(q).unwrap();
     let out = run_to_idle(&mut s, &mut r, 100);
@@ -493,15 +494,24 @@ fn stop_tokens_eos_and_min_new_tokens() {
         (vec![4, EOS, 5, 6, EOS], stopped_by(EOS))
     );
 
-    // stop_token_ids likewise, and they still apply with ignore_eos (which ignores EOS only).
+    // stop_token_ids likewise.
     let stop9 = |st: &mut StopConditions| {
         st.stop_token_ids = vec![9];
         st.min_new_tokens = 3;
-        st.ignore_eos = true;
     };
     assert_eq!(
         run_scripted(&[9, EOS, 4, 9, 5], stop9),
         (vec![9, EOS, 4, 9], stopped_by(9))
+    );
+    // ignore_eos turns off every token-based stop, stop_token_ids included (SGLang's
+    // `_check_token_based_finish` returns at once under ignore_eos).
+    let ignore_all = |st: &mut StopConditions| {
+        st.stop_token_ids = vec![9];
+        st.ignore_eos = true;
+    };
+    assert_eq!(
+        run_scripted(&[9; 8], ignore_all),
+        (vec![9; 8], FinishReason::Length { length: 8 })
     );
 
     // ignore_eos: EOS never ends generation; max_new_tokens does.

@@ -37,7 +37,8 @@ pub fn reference(prompt: &[Token], stop: &StopConditions) -> Vec<Token> {
         seq.push(t);
         out.push(t);
         if out.len() >= stop.min_new_tokens
-            && (stop.stop_token_ids.contains(&t) || (!stop.ignore_eos && t == EOS))
+            && !stop.ignore_eos
+            && (stop.stop_token_ids.contains(&t) || t == EOS)
         {
             break;
         }
