@@ -493,6 +493,41 @@ fn echo_puts_the_prompt_before_the_completion() {
         })
         .collect();
     assert_eq!(text, format!("The sky is{completion}"));
-    let with_lp = json!({"prompt": "x", "echo": true, "logprobs": 1}).to_string();
+    let with_lp = json!({"prompt": "x", "echo": true, "logprobs": 0}).to_string();
     assert_eq!(post(&s.base, "/v1/completions", &with_lp).0, 400);
+    // Top alternatives are not computed: refused by name rather than returned empty.
+    let (st, v) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"prompt": "x", "logprobs": 2}).to_string(),
+    );
+    assert_eq!(st, 400);
+    assert_eq!(v["error"]["param"], "logprobs");
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn a_streamed_native_generation_returns_its_logprobs_at_the_end() {
+    let s = server();
+    let resp = agent()
+        .post(&format!("{}/generate", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(&json!({"text": "Hello", "stream": true, "return_logprob": true, "sampling_params": {"max_new_tokens": 3, "temperature": 0}}).to_string())
+        .unwrap();
+    let text = resp.into_string().unwrap();
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let last = chunks.last().unwrap();
+    assert_eq!(
+        last["meta_info"]["output_token_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "{last}"
+    );
 }

@@ -71,7 +71,7 @@ fn completions_report_cached_tokens_on_a_repeated_prefix() {
         "greedy output is deterministic"
     );
     let with_lp =
-        json!({"prompt": "Logprobs please:", "max_tokens": 3, "temperature": 0, "logprobs": 1})
+        json!({"prompt": "Logprobs please:", "max_tokens": 3, "temperature": 0, "logprobs": 0})
             .to_string();
     let (st, c) = post(&s.base, "/v1/completions", &with_lp);
     assert_eq!(st, 200, "{c}");

@@ -104,6 +104,22 @@ pub struct AppState {
 
 type Shared = Arc<AppState>;
 
+/// Seconds since the Unix epoch (the `created` fields of responses).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A response id unique within this process: `{prefix}-{n}`.
+fn response_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "{prefix}-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }

@@ -259,7 +259,7 @@ pub async fn generate(
     st.metrics.request_started();
     let list = batch || n > 1;
     if b.stream.unwrap_or(false) {
-        return Ok(stream(st, jobs, ids, list));
+        return Ok(stream(st, jobs, ids, list, want_lp));
     }
     let mut outs = Vec::with_capacity(jobs.len());
     for f in jobs::complete_all(jobs).await? {
@@ -301,8 +301,15 @@ fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
 }
 
 /// A streamed `/generate` response: each chunk carries the sequence's text so far (SGLang's
-/// cumulative shape), and `index` when the request has several sequences.
-fn stream(st: Shared, jobs: Vec<jobs::Job>, ids: Vec<String>, list: bool) -> Response {
+/// cumulative shape), and `index` when the request has several sequences; the last chunk of a
+/// sequence carries its `output_token_logprobs` when asked.
+fn stream(
+    st: Shared,
+    jobs: Vec<jobs::Job>,
+    ids: Vec<String>,
+    list: bool,
+    want_lp: bool,
+) -> Response {
     let keep_alive = st.limits.sse_keep_alive;
     let prompt_tokens: Vec<usize> = jobs.iter().map(|j| j.stream.prompt_tokens()).collect();
     let mut sofar: Vec<(String, Vec<u32>)> = vec![(String::new(), Vec::new()); jobs.len()];
@@ -324,7 +331,7 @@ fn stream(st: Shared, jobs: Vec<jobs::Job>, ids: Vec<String>, list: bool) -> Res
                 st.metrics.observe(c);
                 GenerateOwned {
                     index: list.then_some(index),
-                    ..whole(c, rid, false)
+                    ..whole(c, rid, want_lp)
                 }
             }
             StreamEvent::Failed(e) => return sse::Item::Fail(ApiError::from(e.clone())),

@@ -7,31 +7,16 @@ use super::layers::JsonBody;
 use super::openai_types::*;
 use super::params::{self, DefaultMax, Params};
 use super::sse;
-use super::Shared;
+use super::{now_secs, response_id, Shared};
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use engine::{ChatMessage, Engine, FinishReason, Input, StreamEvent};
 use futures_util::stream::StreamExt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest default `max_tokens` of a chat request (the pool and context may leave less).
 const CHAT_DEFAULT_MAX_TOKENS: usize = 1024;
 /// OpenAI's default `max_tokens` for completions.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn request_id(prefix: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    format!(
-        "{prefix}-{}",
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
 
 /// Checks a request's `model` against the served one (any name in lenient mode).
 pub fn check_model(st: &Shared, model: Option<&str>) -> Result<(), ApiError> {
@@ -79,7 +64,7 @@ impl Header {
     fn new(st: &Shared, api: Api, logprobs: bool) -> Self {
         Header {
             api,
-            id: request_id(if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
+            id: response_id(if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
             created: now_secs(),
             model: st.engine.info().model_name.clone(),
             logprobs,
@@ -142,13 +127,22 @@ pub async fn completions(
     params::reject_unknown(&b.unknown, "/v1/completions")?;
     check_model(&st, b.model.as_deref())?;
     let echo = b.echo.unwrap_or(false);
-    if echo && b.logprobs.is_some_and(|n| n > 0) {
+    if echo && b.logprobs.is_some() {
         return Err(ApiError::bad(
             "echo with logprobs needs prompt logprobs, which are not supported",
         )
         .param("echo"));
     }
-    let want_lp = b.logprobs.is_some_and(|n| n > 0);
+    // `logprobs: 0` returns the chosen tokens' logprobs; N > 0 also asks for the N most likely
+    // alternatives per position, which are not computed.
+    if b.logprobs.is_some_and(|n| n > 0) {
+        return Err(ApiError::bad(
+            "logprobs > 0 asks for top alternatives, which radixserve does not return; \
+             use logprobs: 0 for the chosen tokens' logprobs",
+        )
+        .param("logprobs"));
+    }
+    let want_lp = b.logprobs.is_some();
     let params = Params::from_openai(
         &b.sampling,
         DefaultMax::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS),

@@ -10,7 +10,7 @@ use super::layers::JsonBody;
 use super::openai::{check_model, openai_finish};
 use super::openai_types::ContentPart;
 use super::params::{self, DefaultMax, OpenAiSampling, Params, Unknown};
-use super::Shared;
+use super::{now_secs, response_id, Shared};
 use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest default `max_output_tokens` (the pool and context may leave less).
 const DEFAULT_MAX_OUTPUT_TOKENS: usize = 1024;
@@ -167,18 +166,6 @@ impl Store {
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn new_id(prefix: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}_{:x}{n:08x}", now_secs())
-}
-
 fn input_messages(input: ResponseInput) -> Result<Vec<ChatMessage>, ApiError> {
     let items = match input {
         ResponseInput::Text(t) => return Ok(vec![ChatMessage::new("user", t)]),
@@ -300,8 +287,8 @@ pub async fn create(
         .ok_or_else(|| ApiError::internal("no sequence was started"))?;
     st.metrics.request_started();
     let ids = ResponseIds {
-        id: new_id("resp"),
-        msg_id: new_id("msg"),
+        id: response_id("resp"),
+        msg_id: response_id("msg"),
         model: st.engine.info().model_name.clone(),
         previous: b.previous_response_id,
     };

@@ -3,13 +3,13 @@
 
 use super::error::ApiError;
 use super::openai_types::{ModelCard, ModelList};
-use super::Shared;
+use super::{now_secs, Shared};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use engine::{GenerateRequest, Input};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long `/health_generate` waits for its one-token generation (SGLang waits 20 s).
 const HEALTH_GENERATE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,12 +38,6 @@ pub async fn health_generate(State(st): State<Shared>) -> Result<&'static str, A
             "generation did not finish within 20 s",
         )),
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn card(st: &Shared) -> ModelCard {

@@ -80,6 +80,13 @@ pub async fn tokenize(
             (OneOrMany::Many(lists), OneOrMany::Many(counts), Vec::new())
         }
         (None, Some(messages)) => {
+            if b.add_special_tokens.is_some() {
+                return Err(ApiError::bad(
+                    "add_special_tokens applies to prompt; a chat is tokenized as its template \
+                     writes it",
+                )
+                .param("add_special_tokens"));
+            }
             if b.add_generation_prompt == Some(false) {
                 return Err(
                     ApiError::bad("add_generation_prompt: false is not supported")
