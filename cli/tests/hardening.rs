@@ -567,6 +567,16 @@ fn fields_the_server_does_not_honour_are_refused_by_name() {
             json!({"text": "x", "logprob_start_len": 0}),
             "logprob_start_len",
         ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "stream": true, "stream_options": {"continuous_usage_stats": true}}),
+            "continuous_usage_stats",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "stream_options": {"include_usage": true}}),
+            "stream: true",
+        ),
     ];
     for (path, body, names) in cases {
         let (st, v) = post(&s.base, path, &body.to_string());

@@ -240,10 +240,11 @@ async fn run(
     let n = sampling.n()?;
     params::check_sequences(inputs.len(), n)?;
     let ns = params::namespace(caller.tenant, sampling.cache_salt.clone())?;
+    let include_usage = sampling.include_usage()?;
     let jobs = jobs::submit(&st.engine, params, inputs, n, &ns).await?;
     st.metrics.request_started();
     if sampling.stream.unwrap_or(false) {
-        Ok(stream(st, header, jobs, sampling.include_usage()))
+        Ok(stream(st, header, jobs, include_usage))
     } else {
         let finished = jobs::complete_all(jobs).await?;
         Ok(whole(&st, &header, finished))

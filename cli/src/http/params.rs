@@ -35,6 +35,8 @@ pub enum StringOrList {
 pub struct StreamOptions {
     /// Send a last chunk with the usage of the whole request.
     pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// Sampling fields shared by the OpenAI endpoints (and filled in by the native one).
@@ -64,12 +66,20 @@ pub struct OpenAiSampling {
 }
 
 impl OpenAiSampling {
-    /// Whether a streamed response ends with a usage chunk.
-    pub fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
+    /// Whether a streamed response ends with a usage chunk; `stream_options` without `stream`
+    /// (which has nothing to apply it to) and unknown options are refused.
+    pub fn include_usage(&self) -> Result<bool, ApiError> {
+        let Some(options) = &self.stream_options else {
+            return Ok(false);
+        };
+        if !self.stream.unwrap_or(false) {
+            return Err(
+                ApiError::bad("stream_options is only allowed with stream: true")
+                    .param("stream_options"),
+            );
+        }
+        reject_unknown(&options.unknown, "stream_options")?;
+        Ok(options.include_usage.unwrap_or(false))
     }
 
     /// `n`, within 1..=16.
