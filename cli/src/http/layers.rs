@@ -51,18 +51,45 @@ pub async fn refuse_while_draining(State(st): State<Shared>, req: Request, next:
     next.run(req).await
 }
 
-/// 413 for a body declared larger than `--max-request-bytes`, before it is read and before
-/// authentication. Undeclared (chunked) bodies are bounded while read, by [`JsonBody`].
+/// Oversized bodies up to this many times `--max-request-bytes` are read and discarded before
+/// the 413, so that a client still writing its body reads the answer instead of a connection
+/// reset; larger ones are answered at once, unread.
+const DISCARD_FACTOR: u64 = 4;
+
+/// 413 for a body declared larger than `--max-request-bytes`, before authentication and without
+/// keeping it. Undeclared (chunked) bodies are bounded while read, by [`JsonBody`].
 pub async fn check_declared_length(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let limit = st.limits.max_request_bytes as u64;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > st.limits.max_request_bytes as u64) {
-        return ApiError::too_large(st.limits.max_request_bytes).into_response();
+    let Some(declared) = declared.filter(|&n| n > limit) else {
+        return next.run(req).await;
+    };
+    if declared <= limit.saturating_mul(DISCARD_FACTOR) {
+        discard(req.into_body(), st.limits.request_timeout).await;
     }
-    next.run(req).await
+    let mut r = ApiError::too_large(st.limits.max_request_bytes).into_response();
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Reads a body to its end (or until `limit` passes), keeping none of it.
+async fn discard(body: Body, limit: std::time::Duration) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let drained = tokio::time::timeout(limit, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            "an oversized body was still arriving at the read deadline; not read further"
+        );
+    }
 }
 
 /// Requires a tenant (or admin) key when keys are configured; hands the caller to the handler.
