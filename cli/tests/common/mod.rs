@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why the tests that need the model are `#[ignore]`d in a plain `cargo test`;
@@ -127,12 +127,20 @@ pub fn start(extra: &[&str]) -> Server {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut early = Vec::new();
     let base = loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited").unwrap();
+        assert!(Instant::now() < deadline, "server did not start: {early:?}");
+        let Some(line) = lines.next() else {
+            panic!(
+                "server exited ({:?}) before listening: {early:?}",
+                child.wait()
+            );
+        };
+        let line = line.unwrap();
         if let Some(addr) = line.strip_prefix("radixserve listening on ") {
             break addr.trim().to_string();
         }
+        early.push(line);
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -145,10 +153,10 @@ pub fn start(extra: &[&str]) -> Server {
     Server { child, base, log }
 }
 
-/// One server shared by the tests of a file.
-pub fn server() -> &'static Server {
-    static S: OnceLock<Server> = OnceLock::new();
-    S.get_or_init(|| start(&[]))
+/// A server of the test's own, with the default test limits; killed when the test drops it
+/// (a server kept in a static would outlive the test process).
+pub fn server() -> Server {
+    start(&[])
 }
 
 pub fn agent() -> ureq::Agent {
