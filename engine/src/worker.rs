@@ -91,13 +91,21 @@ impl<R: ModelRunner> Worker<R> {
             tracing::error!(error = %e, "scheduler invariant violated");
         }
         self.steps += 1;
-        for event in self.sched.take_events() {
-            self.deliver(event);
-        }
+        // Stats first: a client that reads the metrics after its response must see the step
+        // that produced it (its cache insert included).
         self.publish_stats();
+        let mut freed = false;
+        for event in self.sched.take_events() {
+            freed |= self.deliver(event);
+        }
+        if freed {
+            // Delivery freed the requests of clients that went away.
+            self.publish_stats();
+        }
     }
 
-    fn deliver(&mut self, event: Event) {
+    /// Hands one event to its client; true when the client was gone and its request was freed.
+    fn deliver(&mut self, event: Event) -> bool {
         match event {
             Event::Token { id, token, logprob } => {
                 let delivered = self
@@ -108,6 +116,7 @@ impl<R: ModelRunner> Worker<R> {
                     // The client went away: free what the request holds.
                     self.sched.abort(id, "the client disconnected");
                 }
+                !delivered
             }
             Event::Finished {
                 id,
@@ -127,6 +136,7 @@ impl<R: ModelRunner> Worker<R> {
                         },
                     });
                 }
+                false
             }
         }
     }
