@@ -53,7 +53,9 @@ pub use gguf::{GgmlType, GgufFile, GgufValue, TensorInfo};
 pub use kernels::HostLinear;
 pub use model::{KvCache, LlamaModel};
 pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor};
-pub use tokenizer::{render_chat_template, ChatMessage, ChatTemplate, TextTokenizer};
+pub use tokenizer::{
+    render_chat_template, ChatMessage, ChatTemplate, TextTokenizer, SPECIAL_TOKEN_MARKER,
+};
 pub use weights::{
     permute_for_interleaved_rope, HostMatrix, LayerWeights, LlamaConfig, LlamaWeights, RopeStyle,
 };

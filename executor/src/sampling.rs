@@ -124,6 +124,23 @@ pub fn filtered_distribution(logits: &[f32], p: &SamplingParams) -> Vec<(u32, f3
     probs
 }
 
+/// Sets the banned tokens' logits to -inf, unless that leaves nothing to sample: a constraint
+/// that only allows what `min_new_tokens` bans (a complete grammar's end) wins.
+fn ban(logits: &mut [f32], banned: &[u32]) {
+    let mut saved = Vec::with_capacity(banned.len());
+    for &t in banned {
+        if let Some(x) = logits.get_mut(t as usize) {
+            saved.push((t as usize, *x));
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    if !saved.is_empty() && logits.iter().all(|&x| x == f32::NEG_INFINITY) {
+        for (i, x) in saved {
+            logits[i] = x;
+        }
+    }
+}
+
 /// Samples one token from `logits` (one row of the LM head) for a sequence with the given
 /// history; `output_ids.len()` indexes the seeded random stream.
 pub fn sample(
@@ -142,11 +159,14 @@ pub fn sample(
             *x += bias;
         }
     }
-    for &t in &p.banned_tokens {
-        if let Some(x) = l.get_mut(t as usize) {
-            *x = f32::NEG_INFINITY;
+    if let Some(mask) = &p.allowed_tokens {
+        for (i, x) in l.iter_mut().enumerate() {
+            if !mask.is_allowed(i as u32) {
+                *x = f32::NEG_INFINITY;
+            }
         }
     }
+    ban(&mut l, &p.banned_tokens);
     let token = if p.is_greedy() {
         argmax(&l)
     } else {
@@ -189,6 +209,41 @@ mod tests {
                 assert_ne!(out.token, 1);
             }
         }
+    }
+
+    #[test]
+    fn only_allowed_tokens_are_sampled_and_an_allowed_end_beats_a_ban() {
+        let logits = [0.0, 3.0, 1.0, 2.0];
+        let mut mask = router::TokenMask::empty(3);
+        mask.allow(0);
+        mask.allow(2);
+        for temperature in [0.0, 1.0] {
+            for step in 0..20u32 {
+                let p = SamplingParams {
+                    temperature,
+                    seed: Some(3),
+                    allowed_tokens: Some(std::sync::Arc::new(mask.clone())),
+                    ..SamplingParams::greedy()
+                };
+                let out = sample(&logits, &p, &[], &vec![0; step as usize]).expect("samples");
+                assert!([0, 2].contains(&out.token), "{}", out.token);
+            }
+        }
+        // Only token 2 is allowed and it is banned (min_new_tokens): the constraint wins.
+        let mut only = router::TokenMask::empty(4);
+        only.allow(2);
+        let p = SamplingParams {
+            allowed_tokens: Some(std::sync::Arc::new(only)),
+            banned_tokens: vec![2],
+            ..SamplingParams::greedy()
+        };
+        assert_eq!(sample(&logits, &p, &[], &[]).expect("samples").token, 2);
+        // Without a constraint a ban still holds even on the best token.
+        let p = SamplingParams {
+            banned_tokens: vec![1],
+            ..SamplingParams::greedy()
+        };
+        assert_eq!(sample(&logits, &p, &[], &[]).expect("samples").token, 3);
     }
 
     #[test]

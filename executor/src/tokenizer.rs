@@ -1,6 +1,9 @@
 //! Tokenizer (from GGUF metadata or `tokenizer.json`) and the Jinja chat template.
 
+mod bytes;
 mod chat;
+
+pub use bytes::SPECIAL_TOKEN_MARKER;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -233,6 +236,12 @@ impl TextTokenizer {
     /// Number of tokens, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The bytes every token id stands for (special tokens marked with a leading
+    /// [`SPECIAL_TOKEN_MARKER`]): the vocabulary a structured-output engine matches against.
+    pub fn token_bytes(&self) -> Vec<Vec<u8>> {
+        bytes::token_bytes(&self.inner)
     }
 
     /// Id of a token string, if it is in the vocabulary.

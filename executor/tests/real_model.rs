@@ -131,6 +131,33 @@ fn tokenizer_reproduces_llamacpp_prompt_ids() {
 
 #[test]
 #[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn token_bytes_spell_what_the_tokens_encode() {
+    let l = loaded();
+    let bytes = l.tokenizer.token_bytes();
+    assert_eq!(bytes.len(), l.tokenizer.vocab_size());
+    for text in [
+        "Hello, world! 1234 \n\t tabs",
+        "naïve café — 日本語 😀 ∑x²",
+        "{\"a\": [1, 2.5e-3, null]}",
+        "fn main() { println!(\"{}\", 42); }\n",
+    ] {
+        let ids = l.tokenizer.encode_with(text, false).expect("encodes");
+        let spelled: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| bytes[i as usize].clone())
+            .collect();
+        assert_eq!(spelled, text.as_bytes(), "{text:?}");
+    }
+    let im_end = l
+        .tokenizer
+        .token_to_id("<|im_end|>")
+        .expect("a special token");
+    assert_eq!(bytes[im_end as usize][0], executor::SPECIAL_TOKEN_MARKER);
+    assert_eq!(&bytes[im_end as usize][1..], b"<|im_end|>");
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
 fn chat_template_from_gguf_reproduces_fixture_prompt() {
     let l = loaded();
     let fx = fixture();

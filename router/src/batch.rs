@@ -1,5 +1,6 @@
 //! The seam between the control plane and the model: what one forward step computes.
 
+use crate::constraint::SharedMask;
 use crate::Slot;
 use radix_tree::Token;
 
@@ -42,6 +43,11 @@ pub struct SamplingParams {
     /// `ignore_eos`) while it has fewer than `min_new_tokens` output tokens, as SGLang's
     /// min-new-tokens penalizer does. Ids outside the vocabulary are ignored.
     pub banned_tokens: Vec<Token>,
+    /// Only these may be sampled (constrained decoding). The scheduler sets it per step from
+    /// the request's [`TokenConstraint`](crate::TokenConstraint); `None` leaves every token open.
+    /// Where `banned_tokens` would empty the set, the set wins (a grammar that can only end
+    /// ends, `min_new_tokens` notwithstanding).
+    pub allowed_tokens: Option<SharedMask>,
 }
 
 impl Default for SamplingParams {
@@ -65,6 +71,7 @@ impl SamplingParams {
             return_logprob: false,
             logit_bias: Vec::new(),
             banned_tokens: Vec::new(),
+            allowed_tokens: None,
         }
     }
 

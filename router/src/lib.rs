@@ -63,6 +63,7 @@
 
 mod adder;
 mod batch;
+mod constraint;
 mod error;
 mod limits;
 mod policy;
@@ -74,6 +75,7 @@ pub use batch::{
     BatchError, ForwardBatch, ForwardMode, ModelError, ModelRunner, SampledToken, SamplingParams,
     SequenceInput, StepOutput,
 };
+pub use constraint::{ConstraintError, ConstraintState, SharedMask, TokenConstraint, TokenMask};
 pub use error::RouterError;
 pub use limits::TokenLimit;
 pub use policy::{Policy, UnknownSchedulePolicy};

@@ -1,6 +1,9 @@
 //! Requests and their state machine.
 
+use std::sync::Arc;
+
 use crate::batch::SamplingParams;
+use crate::constraint::{ConstraintState, TokenConstraint};
 use crate::error::RouterError;
 use crate::limits::TokenLimit;
 use radix_tree::{Namespace, Token};
@@ -97,6 +100,8 @@ pub struct Req {
     pub logprob_start: Option<usize>,
     /// Log-probabilities of the generated tokens, when requested.
     pub output_logprobs: Vec<f32>,
+    /// Constrained decoding (structured output): which tokens may come next.
+    pub constraint: Option<Box<dyn TokenConstraint>>,
     /// Queued, mid-prefill or decoding.
     pub(crate) status: ReqStatus,
     /// Arrival order among the scheduler's requests (a tie-breaker for the policies).
@@ -151,6 +156,7 @@ impl Req {
             stop,
             logprob_start: None,
             output_logprobs: Vec::new(),
+            constraint: None,
             status: ReqStatus::Waiting,
             arrival: 0,
             waited_rounds: 0,
@@ -159,6 +165,12 @@ impl Req {
             retractions: 0,
             pending_finish: None,
         }
+    }
+
+    /// The same request under a decoding constraint.
+    pub fn with_constraint(mut self, constraint: Box<dyn TokenConstraint>) -> Self {
+        self.constraint = Some(constraint);
+        self
     }
 
     /// The same request in another cache namespace.
@@ -202,18 +214,59 @@ impl Req {
 
     /// The sampling parameters of this request's next token: while it has fewer than
     /// `min_new_tokens` output tokens, its stop tokens and EOS are banned (unless `ignore_eos`
-    /// turns token-based stops off), so they are not sampled rather than sampled and ignored.
-    pub(crate) fn next_token_sampling(&self, eos: &[Token]) -> SamplingParams {
+    /// turns token-based stops off), so they are not sampled rather than sampled and ignored;
+    /// under a constraint, only the tokens it allows.
+    pub(crate) fn next_token_sampling(
+        &mut self,
+        eos: &[Token],
+    ) -> Result<SamplingParams, crate::ConstraintError> {
         let mut s = self.sampling.clone();
         if self.output.len() < self.stop.min_new_tokens && !self.stop.ignore_eos {
             s.banned_tokens.extend(&self.stop.stop_token_ids);
             s.banned_tokens.extend(eos);
         }
-        s
+        if let Some(c) = &mut self.constraint {
+            let mask = c.allowed()?;
+            if mask.count() == 0 {
+                return Err(crate::ConstraintError("it allows no token".into()));
+            }
+            s.allowed_tokens = Some(Arc::new(mask));
+        }
+        Ok(s)
+    }
+
+    /// Appends a sampled token and says whether the request is finished: a constraint that
+    /// fails aborts it; then SGLang's `check_finished` (length first, then stop tokens); then a
+    /// constraint that is complete stops it.
+    pub(crate) fn accept_token(
+        &mut self,
+        token: Token,
+        logprob: Option<f32>,
+        eos: &[Token],
+    ) -> Option<FinishReason> {
+        self.output.push(token);
+        if let Some(lp) = logprob {
+            self.output_logprobs.push(lp);
+        }
+        let constraint = match self.constraint.as_mut().map(|c| c.commit(token)) {
+            Some(Err(e)) => {
+                return Some(FinishReason::Abort {
+                    message: e.to_string(),
+                })
+            }
+            Some(Ok(state)) => state,
+            None => ConstraintState::Open,
+        };
+        self.check_finished(eos).or_else(|| {
+            (constraint == ConstraintState::Done).then_some(FinishReason::Stop {
+                token: None,
+                text: None,
+            })
+        })
     }
 
     /// SGLang's `check_finished` after a token was appended: length first, then stop tokens.
-    pub(crate) fn check_finished(&self, eos: &[Token]) -> Option<FinishReason> {
+    fn check_finished(&self, eos: &[Token]) -> Option<FinishReason> {
         if self.output.len() >= self.stop.max_new_tokens {
             return Some(FinishReason::Length {
                 length: self.stop.max_new_tokens,

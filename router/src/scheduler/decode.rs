@@ -4,7 +4,6 @@ use super::forward::{forward, SAMPLED};
 use super::{Admitted, Scheduler, StepReport, ROW_IN_USE};
 use crate::batch::{ForwardBatch, ForwardMode, ModelRunner, SequenceInput, StepOutput};
 use crate::request::FinishReason;
-use page_manager::KvError;
 
 impl Scheduler {
     /// Makes room (retracting if needed), then runs one decode step over the running batch.
@@ -52,11 +51,9 @@ impl Scheduler {
                     seqs.push(seq);
                     i += 1;
                 }
-                Err(e) => {
+                Err(message) => {
                     let a = self.running.swap_remove(i);
-                    let reason = FinishReason::Abort {
-                        message: e.to_string(),
-                    };
+                    let reason = FinishReason::Abort { message };
                     self.finish_admitted(a, reason, true);
                 }
             }
@@ -67,10 +64,13 @@ impl Scheduler {
         }
     }
 
-    /// The next position of running request `i`: its last token, written to a new slot.
-    fn decode_input(&mut self, i: usize) -> Result<SequenceInput, KvError> {
-        let a = &self.running[i];
-        let slot = self.kv.alloc_decode(a.row)?;
+    /// The next position of running request `i`: its last token, written to a new slot. Its
+    /// sampling parameters come first, so a failing constraint allocates nothing.
+    fn decode_input(&mut self, i: usize) -> Result<SequenceInput, String> {
+        let eos = &self.cfg.eos_token_ids;
+        let a = &mut self.running[i];
+        let sampling = a.req.next_token_sampling(eos).map_err(|e| e.to_string())?;
+        let slot = self.kv.alloc_decode(a.row).map_err(|e| e.to_string())?;
         let slot_row = self.kv.row_slots(a.row).expect(ROW_IN_USE).to_vec();
         let pos = slot_row.len() - 1;
         Ok(SequenceInput {
@@ -79,7 +79,7 @@ impl Scheduler {
             slot_row,
             out_slots: vec![slot],
             sample: true,
-            sampling: a.req.next_token_sampling(&self.cfg.eos_token_ids),
+            sampling,
             output_ids: a.req.output.clone(),
             prompt_ids: a.req.prompt.clone(),
         })
@@ -92,8 +92,7 @@ impl Scheduler {
         let running = std::mem::take(&mut self.running);
         for (mut a, sampled) in running.into_iter().zip(output.tokens) {
             let s = sampled.expect(SAMPLED);
-            self.push_token(&mut a.req, s.token, s.logprob);
-            match a.req.check_finished(&self.cfg.eos_token_ids) {
+            match self.push_token(&mut a.req, s.token, s.logprob) {
                 Some(reason) => self.finish_admitted(a, reason, true),
                 None => self.running.push(a),
             }

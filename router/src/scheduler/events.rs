@@ -51,18 +51,22 @@ pub struct StepReport {
 }
 
 impl Scheduler {
-    /// Appends a sampled token to the request's output and reports it.
-    pub(super) fn push_token(&mut self, req: &mut Req, token: Token, logprob: Option<f32>) {
-        req.output.push(token);
-        if let Some(lp) = logprob {
-            req.output_logprobs.push(lp);
-        }
+    /// Appends a sampled token to the request's output, reports it, and says whether the
+    /// request is now finished (see `Req::accept_token`).
+    pub(super) fn push_token(
+        &mut self,
+        req: &mut Req,
+        token: Token,
+        logprob: Option<f32>,
+    ) -> Option<FinishReason> {
+        let finished = req.accept_token(token, logprob, &self.cfg.eos_token_ids);
         self.counters.tokens_generated += 1;
         self.events.push(Event::Token {
             id: req.id,
             token,
             logprob,
         });
+        finished
     }
 
     /// The request leaves the scheduler: counted, forgotten, and reported finished. It must hold

@@ -6,7 +6,7 @@ use super::forward::{forward, SAMPLED};
 use super::{Admitted, Scheduler, StepReport, ROW_IN_USE};
 use crate::adder::{AddResult, Plan, PrefillAdder};
 use crate::batch::{
-    ForwardBatch, ForwardMode, ModelRunner, SampledToken, SequenceInput, StepOutput,
+    ForwardBatch, ForwardMode, ModelRunner, SampledToken, SamplingParams, SequenceInput, StepOutput,
 };
 use crate::policy::OrderCtx;
 use crate::request::{FinishReason, ReqStatus};
@@ -215,12 +215,31 @@ impl Scheduler {
         let mut seqs = Vec::with_capacity(batch.len());
         let mut inputs = Vec::with_capacity(batch.len());
         let mut cached = 0;
-        for Admission { seq, extend, hit } in batch {
+        for Admission {
+            mut seq,
+            extend,
+            hit,
+        } in batch
+        {
             let kv_len = self.kv.row_info(seq.row).expect(ROW_IN_USE).kv_len;
+            // The last chunk samples: its parameters come first, so a failing constraint
+            // allocates nothing.
+            let sampling = if kv_len + extend == seq.req.len() {
+                match seq.req.next_token_sampling(&self.cfg.eos_token_ids) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        let message = e.to_string();
+                        self.finish_admitted(seq, FinishReason::Abort { message }, true);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             match self.kv.alloc_extend(seq.row, extend) {
                 Ok(out_slots) => {
                     cached += hit;
-                    inputs.push(self.extend_input(&seq, kv_len, out_slots));
+                    inputs.push(self.extend_input(&seq, kv_len, out_slots, sampling));
                     seqs.push(seq);
                 }
                 Err(e) => self.requeue_unallocated(seq, &e),
@@ -234,8 +253,15 @@ impl Scheduler {
     }
 
     /// The sequence input computing positions `kv_len..` of the request into `out_slots`; it
-    /// samples when those are the last positions of the prompt (and output so far).
-    fn extend_input(&self, a: &Admitted, kv_len: usize, out_slots: Vec<Slot>) -> SequenceInput {
+    /// samples, with `sampling`, when those are the last positions of the prompt (and output so
+    /// far).
+    fn extend_input(
+        &self,
+        a: &Admitted,
+        kv_len: usize,
+        out_slots: Vec<Slot>,
+        sampling: Option<SamplingParams>,
+    ) -> SequenceInput {
         let req = &a.req;
         let end = kv_len + out_slots.len();
         let tokens = req.all_tokens();
@@ -244,8 +270,8 @@ impl Scheduler {
             positions: (kv_len..end).collect(),
             slot_row: self.kv.row_slots(a.row).expect(ROW_IN_USE).to_vec(),
             out_slots,
-            sample: end == tokens.len(),
-            sampling: req.next_token_sampling(&self.cfg.eos_token_ids),
+            sample: sampling.is_some(),
+            sampling: sampling.unwrap_or_else(|| req.sampling.clone()),
             output_ids: req.output.clone(),
             prompt_ids: req.prompt.clone(),
         }
@@ -291,8 +317,7 @@ impl Scheduler {
             self.finish_admitted(a, FinishReason::Length { length }, true);
             return;
         }
-        self.push_token(&mut a.req, sampled.token, sampled.logprob);
-        if let Some(reason) = a.req.check_finished(&self.cfg.eos_token_ids) {
+        if let Some(reason) = self.push_token(&mut a.req, sampled.token, sampled.logprob) {
             self.finish_admitted(a, reason, true);
             return;
         }

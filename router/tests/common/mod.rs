@@ -106,8 +106,16 @@ impl ModelRunner for FakeRunner {
                 .script
                 .as_ref()
                 .and_then(|script| script.get(s.output_ids.len()));
+            let mut token = scripted.copied().unwrap_or_else(|| next_token(&seq));
+            if let Some(mask) = &s.sampling.allowed_tokens {
+                // Under a constraint: the first allowed token at or after the model's choice.
+                token = (0..VOCAB)
+                    .map(|k| (token + k) % VOCAB)
+                    .find(|&t| mask.is_allowed(t))
+                    .ok_or_else(|| ModelError::runner("the constraint allows no token"))?;
+            }
             tokens.push(Some(SampledToken {
-                token: scripted.copied().unwrap_or_else(|| next_token(&seq)),
+                token,
                 logprob: s.sampling.return_logprob.then_some(-0.5),
             }));
         }
