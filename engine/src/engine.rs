@@ -6,11 +6,12 @@ use crate::stream::{GenerationStream, InFlight, StreamParts};
 use crate::tokenizer::Tokenizer;
 use crate::types::{Completion, EngineStats, GenerateRequest, Input, ModelInfo};
 use crate::worker::{Command, Worker};
+use constrained::{Compiler, GrammarSpec, Vocabulary};
 use crossbeam_channel::{unbounded, Sender};
 use page_manager::{KvCapacity, KvDims};
 use router::{ModelRunner, Req, Scheduler, SchedulerConfig, TokenLimit};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -26,6 +27,8 @@ pub struct Engine {
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
     trust_message_content: bool,
+    /// Compiles structured-output grammars; built on the first request that needs it.
+    grammars: OnceLock<Result<Compiler, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -144,6 +147,7 @@ impl Engine {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: setup.max_in_flight.max(1),
             trust_message_content: setup.trust_message_content,
+            grammars: OnceLock::new(),
         })
     }
 
@@ -232,9 +236,12 @@ impl Engine {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let prompt_tokens = prompt.len();
-        let req =
+        let mut req =
             Req::new(id, prompt, request.sampling, request.stop).with_namespace(request.namespace);
         req.validate(self.limit)?;
+        if let Some(spec) = &request.grammar {
+            req = req.with_constraint(self.compile(spec)?);
+        }
         let in_flight = InFlight::acquire(&self.in_flight, self.max_in_flight)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.commands
@@ -253,6 +260,40 @@ impl Engine {
             prompt_tokens,
             in_flight,
         }))
+    }
+
+    /// Compiles a structured-output spec into a request's constraint (on the caller's thread:
+    /// a large schema costs its compile time there, not in the scheduler).
+    fn compile(&self, spec: &GrammarSpec) -> Result<Box<dyn router::TokenConstraint>, EngineError> {
+        let compiler = self
+            .grammars
+            .get_or_init(|| self.grammar_compiler())
+            .as_ref()
+            .map_err(|e| EngineError::InvalidRequest(format!("structured output: {e}")))?;
+        compiler
+            .compile(spec)
+            .map_err(|e| EngineError::InvalidRequest(e.to_string()))
+    }
+
+    fn grammar_compiler(&self) -> Result<Compiler, String> {
+        let token_bytes = self
+            .tokenizer
+            .token_bytes()
+            .ok_or("the tokenizer does not expose its token bytes")?;
+        let tokenizer = Arc::clone(&self.tokenizer);
+        let started = Instant::now();
+        let compiler = Compiler::new(Vocabulary {
+            token_bytes,
+            eos_token_ids: self.info.eos_token_ids.clone(),
+            tokenize: Arc::new(move |bytes| {
+                tokenizer
+                    .encode(&String::from_utf8_lossy(bytes), false)
+                    .unwrap_or_default()
+            }),
+        })
+        .map_err(|e| e.to_string())?;
+        tracing::info!(elapsed = ?started.elapsed(), "structured output ready");
+        Ok(compiler)
     }
 
     /// Runs a request to the end and returns its completion.

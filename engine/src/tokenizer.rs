@@ -21,6 +21,13 @@ pub trait Tokenizer: Send + Sync {
 
     /// Decodes ids to text, leaving special tokens out when `skip_special_tokens`.
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError>;
+
+    /// The bytes each token id stands for, special tokens marked with a leading 0xFF: what
+    /// structured output matches grammars against. `None` (the default) when the tokenizer
+    /// cannot say, and then requests for structured output are refused.
+    fn token_bytes(&self) -> Option<Vec<Vec<u8>>> {
+        None
+    }
 }
 
 impl Tokenizer for TextTokenizer {
@@ -39,5 +46,9 @@ impl Tokenizer for TextTokenizer {
 
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError> {
         TextTokenizer::decode(self, ids, skip_special_tokens)
+    }
+
+    fn token_bytes(&self) -> Option<Vec<Vec<u8>>> {
+        Some(TextTokenizer::token_bytes(self))
     }
 }

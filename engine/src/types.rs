@@ -1,6 +1,7 @@
 //! What goes into and comes out of the engine: requests, streamed deltas, completions, stats.
 
 use crate::error::EngineError;
+use constrained::GrammarSpec;
 use executor::ChatMessage;
 use page_manager::Accounting;
 use radix_tree::{CacheStats, Namespace};
@@ -57,6 +58,8 @@ pub struct GenerateRequest {
     pub namespace: Namespace,
     /// Leave special tokens out of the text.
     pub skip_special_tokens: bool,
+    /// Structured output: what the generated text must match.
+    pub grammar: Option<GrammarSpec>,
 }
 
 impl GenerateRequest {
@@ -69,6 +72,7 @@ impl GenerateRequest {
             stop_strings: Vec::new(),
             namespace: Namespace::shared(),
             skip_special_tokens: true,
+            grammar: None,
         }
     }
 }

@@ -58,9 +58,19 @@ impl ModelRunner for Fake {
             .seqs
             .iter()
             .map(|s| {
-                s.sample.then(|| SampledToken {
-                    token: s.token_ids.last().map_or(1, |&t| t % 6 + 1),
-                    logprob: None,
+                s.sample.then(|| {
+                    let mut token = s.token_ids.last().map_or(1, |&t| t % 6 + 1);
+                    if let Some(mask) = &s.sampling.allowed_tokens {
+                        // Constrained: the first allowed word at or after its choice.
+                        token = (0..WORDS.len() as u32)
+                            .map(|k| (token + k) % WORDS.len() as u32)
+                            .find(|&t| mask.is_allowed(t))
+                            .expect("a non-empty mask");
+                    }
+                    SampledToken {
+                        token,
+                        logprob: None,
+                    }
                 })
             })
             .collect();
@@ -320,4 +330,29 @@ fn accounting_is_exact_after_mixed_outcomes_and_shutdown_ends_every_stream() {
         e.generate(request("a", 1)).unwrap_err(),
         EngineError::Closed
     );
+}
+
+#[test]
+fn a_grammar_constrains_the_output_and_a_bad_one_is_refused_before_queueing() {
+    let (e, _) = start(4, 8, Duration::ZERO);
+    let mut r = request("f", 10);
+    r.grammar = Some(engine::GrammarSpec::Regex("[bc]{3}".into()));
+    let done = e.generate_blocking(r).unwrap();
+    assert_eq!(done.token_ids.len(), 3, "{:?}", done.token_ids);
+    assert!(done.token_ids.iter().all(|t| [2, 3].contains(t)));
+    assert!(matches!(done.finish_reason, FinishReason::Stop { .. }));
+    // Free requests beside it are untouched.
+    assert_eq!(
+        e.generate_blocking(request("a b", 3)).unwrap().token_ids,
+        vec![3, 4, 5]
+    );
+    let mut bad = request("a", 3);
+    bad.grammar = Some(engine::GrammarSpec::JsonSchema(
+        serde_json::json!({"type": 7}),
+    ));
+    match e.generate(bad) {
+        Err(EngineError::InvalidRequest(m)) => assert!(m.contains("json_schema"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(e.in_flight(), 0);
 }
