@@ -544,8 +544,8 @@ fn fields_the_server_does_not_honour_are_refused_by_name() {
         ),
         (
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
-            "response_format",
+            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "structural_tag"}}),
+            "response_format type \"structural_tag\" is not supported",
         ),
         (
             "/v1/chat/completions",
@@ -559,8 +559,8 @@ fn fields_the_server_does_not_honour_are_refused_by_name() {
         ),
         (
             "/generate",
-            json!({"text": "x", "sampling_params": {"regex": "[0-9]+"}}),
-            "regex",
+            json!({"text": "x", "sampling_params": {"structural_tag": "{}"}}),
+            "structural_tag",
         ),
         (
             "/generate",

@@ -21,6 +21,7 @@ mod rids;
 mod service;
 mod shutdown;
 mod sse;
+mod structured;
 mod tokenize;
 
 use anyhow::{Context, Result};

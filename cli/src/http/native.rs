@@ -6,6 +6,7 @@ use super::jobs;
 use super::layers::JsonBody;
 use super::params::{self, DefaultMax, OpenAiSampling, Params, StringOrList, Unknown};
 use super::sse;
+use super::structured::StructuredFields;
 use super::Shared;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +36,8 @@ pub struct NativeSampling {
     sampling_seed: Option<u64>,
     n: Option<i64>,
     logit_bias: Option<std::collections::BTreeMap<String, f32>>,
+    #[serde(flatten)]
+    structured: StructuredFields,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -233,6 +236,7 @@ pub async fn generate(
     let (inputs, batch) = inputs_of(&st, &mut b)?;
     let sp = b.sampling_params.take().unwrap_or_default();
     params::reject_unknown(&sp.unknown, "/generate sampling_params")?;
+    let grammar = sp.structured.spec()?;
     let sampling = sp.into_openai_with_n();
     let n = sampling.n()?;
     params::check_sequences(inputs.len(), n)?;
@@ -242,7 +246,8 @@ pub async fn generate(
         &sampling,
         DefaultMax::Fixed(NATIVE_DEFAULT_MAX_TOKENS),
         want_lp,
-    )?;
+    )?
+    .with_grammar(grammar);
     let tenant = caller.tenant.clone();
     let ns = params::namespace(caller.tenant, b.cache_salt.take().or(b.extra_key.take()))?;
     let mut jobs = jobs::submit(&st.engine, &params, inputs, n, &ns).await?;

@@ -147,7 +147,8 @@ pub async fn completions(
         &b.sampling,
         DefaultMax::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS),
         want_lp,
-    )?;
+    )?
+    .with_grammar(b.structured.spec()?);
     let vocab = st.engine.info().vocab_size;
     let inputs: Vec<Input> = match b.prompt {
         PromptInput::Text(t) => vec![Input::Text(t)],
@@ -216,7 +217,8 @@ pub async fn chat_completions(
         &b.sampling,
         DefaultMax::Room(CHAT_DEFAULT_MAX_TOKENS),
         want_lp,
-    )?;
+    )?
+    .with_grammar(b.structured.spec()?);
     let header = Header::new(&st, Api::Chat, want_lp);
     run(
         st,

@@ -1,6 +1,7 @@
 //! Request and response bodies of the OpenAI-compatible routes.
 
 use super::params::{OpenAiSampling, Unknown};
+use super::structured::StructuredFields;
 use serde::{Deserialize, Serialize};
 
 /// `prompt` of `/v1/completions`: text, texts, token ids or lists of token ids.
@@ -22,6 +23,8 @@ pub struct CompletionRequest {
     pub echo: Option<bool>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
+    #[serde(flatten)]
+    pub structured: StructuredFields,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -59,6 +62,8 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
+    #[serde(flatten)]
+    pub structured: StructuredFields,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -2,7 +2,7 @@
 //! that keep one request's cost bounded.
 
 use super::error::ApiError;
-use engine::{GenerateRequest, Input, Namespace, SamplingParams, StopConditions};
+use engine::{GenerateRequest, GrammarSpec, Input, Namespace, SamplingParams, StopConditions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -109,6 +109,8 @@ pub struct Params {
     pub skip_special_tokens: bool,
     /// `max_tokens` was not given and is sized per prompt ([`DefaultMax::Room`]).
     pub max_from_room: Option<usize>,
+    /// Structured output: what the text must match.
+    pub grammar: Option<GrammarSpec>,
 }
 
 impl Params {
@@ -144,6 +146,7 @@ impl Params {
             return_logprob: want_logprobs,
             logit_bias: logit_bias(s.logit_bias.as_ref())?,
             banned_tokens: Vec::new(),
+            allowed_tokens: None,
         };
         let stop = StopConditions {
             max_new_tokens: max_new,
@@ -169,7 +172,14 @@ impl Params {
             stop_strings,
             skip_special_tokens: s.skip_special_tokens.unwrap_or(true),
             max_from_room,
+            grammar: None,
         })
+    }
+
+    /// The same settings with a structured-output constraint.
+    pub fn with_grammar(mut self, grammar: Option<GrammarSpec>) -> Self {
+        self.grammar = grammar;
+        self
     }
 
     /// An engine request for `input` with these settings.
@@ -180,6 +190,7 @@ impl Params {
         r.stop_strings = self.stop_strings.clone();
         r.namespace = namespace.clone();
         r.skip_special_tokens = self.skip_special_tokens;
+        r.grammar = self.grammar.clone();
         r
     }
 }
