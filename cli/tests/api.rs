@@ -531,3 +531,127 @@ fn a_streamed_native_generation_returns_its_logprobs_at_the_end() {
         "{last}"
     );
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn top_logprobs_come_back_in_every_shape_and_agree_with_the_greedy_choice() {
+    let s = server();
+    // Chat: logprobs + top_logprobs, greedy so the first alternative is the chosen token.
+    let body = json!({"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 6,
+        "temperature": 0, "logprobs": true, "top_logprobs": 3});
+    let (st, v) = post(&s.base, "/v1/chat/completions", &body.to_string());
+    assert_eq!(st, 200, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 6, "{v}");
+    for item in content {
+        let top = item["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{item}");
+        assert_eq!(top[0]["token"], item["token"], "{item}");
+        let lp = |x: &Value| x["logprob"].as_f64().unwrap();
+        assert!((lp(&top[0]) - lp(item)).abs() < 1e-4, "{item}");
+        assert!(
+            lp(&top[0]) >= lp(&top[1]) && lp(&top[1]) >= lp(&top[2]),
+            "{item}"
+        );
+        assert!(top.iter().all(|t| t["bytes"].is_array()));
+    }
+    // Streamed, each chunk's tokens carry theirs.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let resp = agent()
+        .post(&format!("{}/v1/chat/completions", s.base))
+        .set("Content-Type", "application/json")
+        .send_string(&streamed.to_string())
+        .unwrap();
+    let text = resp.into_string().unwrap();
+    let items: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(items.len(), 6);
+    assert!(items
+        .iter()
+        .all(|i| i["top_logprobs"].as_array().unwrap().len() == 3));
+    // Completions: `logprobs: N` gives one map per position.
+    let (st, v) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"prompt": "One, two,", "max_tokens": 4, "temperature": 0, "logprobs": 2})
+            .to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    let tops = lp["top_logprobs"].as_array().unwrap();
+    assert_eq!(tops.len(), 4);
+    for (i, top) in tops.iter().enumerate() {
+        let m = top.as_object().unwrap();
+        assert!(!m.is_empty() && m.len() <= 2, "{top}");
+        let best = m
+            .values()
+            .map(|x| x.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        let chosen = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!((best - chosen).abs() < 1e-4, "{v}");
+    }
+    // Native: top_logprobs_num and token_ids_logprob beside return_logprob.
+    let (st, v) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": "One, two,", "sampling_params": {"max_new_tokens": 3, "temperature": 0},
+            "return_logprob": true, "top_logprobs_num": 2, "token_ids_logprob": [11, 12]})
+        .to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    let m = &v["meta_info"];
+    let out_ids = v["output_ids"].as_array().unwrap();
+    for i in 0..3 {
+        let top = m["output_top_logprobs"][i].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0][1], out_ids[i], "{m}");
+        let asked = m["output_token_ids_logprobs"][i].as_array().unwrap();
+        assert_eq!(
+            (asked[0][1].as_u64(), asked[1][1].as_u64()),
+            (Some(11), Some(12))
+        );
+        assert!(asked[0][0].as_f64().unwrap() <= top[0][0].as_f64().unwrap());
+    }
+    // Asked for wrongly: a 400 that names the field.
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "logprobs": 21}),
+            "logprobs",
+        ),
+        (
+            "/generate",
+            json!({"text": "x", "top_logprobs_num": 2}),
+            "return_logprob",
+        ),
+        (
+            "/generate",
+            json!({"text": "x", "return_logprob": true, "token_ids_logprob": [999999]}),
+            "token_ids_logprob",
+        ),
+    ] {
+        let (st, v) = post(&s.base, path, &body.to_string());
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(param) || v["error"]["param"] == param,
+            "{v}"
+        );
+    }
+}

@@ -224,9 +224,11 @@ impl Engine {
         request: GenerateRequest,
     ) -> Result<GenerationStream, EngineError> {
         let biased = request.sampling.logit_bias.iter().map(|(t, _)| t);
+        let asked = request.sampling.logprob_token_ids.iter();
         if let Some(&bad) = prompt
             .iter()
             .chain(biased)
+            .chain(asked)
             .find(|&&t| t as usize >= self.info.vocab_size)
         {
             return Err(EngineError::InvalidRequest(format!(

@@ -22,7 +22,7 @@
 //! impl ModelRunner for AlwaysTwo {
 //!     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError> {
 //!         let tokens = batch.seqs.iter()
-//!             .map(|s| s.sample.then_some(SampledToken { token: 2, logprob: None }))
+//!             .map(|s| s.sample.then_some(SampledToken::new(2, None)))
 //!             .collect();
 //!         Ok(StepOutput { tokens })
 //!     }
@@ -85,4 +85,7 @@ pub use types::{
 pub use constrained::{GrammarError, GrammarSpec};
 pub use executor::{ChatMessage, ExecutorError, TextTokenizer};
 pub use radix_tree::{EvictionPolicy, Namespace};
-pub use router::{FinishReason, Policy, SamplingParams, StopConditions, TokenLimit};
+pub use router::{
+    FinishReason, Policy, SamplingParams, StopConditions, TokenAlternatives, TokenLimit,
+    MAX_LOGPROB_TOKEN_IDS, MAX_TOP_LOGPROBS,
+};

@@ -7,7 +7,7 @@ use crate::tokenizer::Tokenizer;
 use crate::types::{Completion, Delta, StreamEvent, Usage};
 use crate::worker::{Command, Update};
 use crossbeam_channel::Sender;
-use router::{FinishReason, ReqId};
+use router::{FinishReason, ReqId, SampledToken, TokenAlternatives};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +49,7 @@ pub struct GenerationStream {
     stops: StopMatcher,
     text: String,
     logprobs: Vec<f32>,
+    alternatives: Vec<TokenAlternatives>,
     done: bool,
     stop_sent: bool,
     prompt_tokens: usize,
@@ -90,6 +91,7 @@ impl GenerationStream {
             stops: StopMatcher::new(p.stop_strings),
             text: String::new(),
             logprobs: Vec::new(),
+            alternatives: Vec::new(),
             done: false,
             stop_sent: false,
             prompt_tokens: p.prompt_tokens,
@@ -158,9 +160,7 @@ impl GenerationStream {
     /// Turns one update (`None`: the engine went away) into at most one event.
     fn on_update(&mut self, update: Option<Update>) -> Option<StreamEvent> {
         match update {
-            Some(Update::Token { token, logprob }) => {
-                self.on_token(token, logprob).map(StreamEvent::Delta)
-            }
+            Some(Update::Token(sampled)) => self.on_token(sampled).map(StreamEvent::Delta),
             Some(Update::Finished { reason, usage }) => Some(self.on_finished(reason, usage)),
             None => {
                 self.done = true;
@@ -170,7 +170,12 @@ impl GenerationStream {
         }
     }
 
-    fn on_token(&mut self, token: u32, logprob: Option<f32>) -> Option<Delta> {
+    fn on_token(&mut self, sampled: SampledToken) -> Option<Delta> {
+        let SampledToken {
+            token,
+            logprob,
+            alternatives,
+        } = sampled;
         if self.first_token.is_none() {
             self.first_token = Some(self.submitted.elapsed().as_secs_f64());
         }
@@ -186,6 +191,8 @@ impl GenerationStream {
         if let Some(lp) = logprob {
             self.logprobs.push(lp);
         }
+        let alternatives: Vec<TokenAlternatives> = alternatives.map(|a| *a).into_iter().collect();
+        self.alternatives.extend(alternatives.iter().cloned());
         if let Some(stop) = self.stops.matched() {
             if !self.stop_sent {
                 self.stop_sent = true;
@@ -204,6 +211,7 @@ impl GenerationStream {
             text,
             token_ids: vec![token],
             logprobs: logprob.into_iter().collect(),
+            alternatives,
         })
     }
 
@@ -246,6 +254,7 @@ impl GenerationStream {
             text: std::mem::take(&mut self.text),
             token_ids,
             logprobs: std::mem::take(&mut self.logprobs),
+            alternatives: std::mem::take(&mut self.alternatives),
             e2e_latency: self.submitted.elapsed().as_secs_f64(),
             time_to_first_token: self.first_token,
         };
@@ -258,6 +267,7 @@ impl GenerationStream {
             text: tail,
             token_ids: Vec::new(),
             logprobs: Vec::new(),
+            alternatives: Vec::new(),
         })
     }
 }

@@ -5,7 +5,7 @@ use constrained::GrammarSpec;
 use executor::ChatMessage;
 use page_manager::Accounting;
 use radix_tree::{CacheStats, Namespace};
-use router::{Counters, FinishReason, SamplingParams, StopConditions};
+use router::{Counters, FinishReason, SamplingParams, StopConditions, TokenAlternatives};
 use std::path::PathBuf;
 
 /// What the engine serves.
@@ -97,6 +97,8 @@ pub struct Delta {
     pub token_ids: Vec<u32>,
     /// Their log-probabilities, when requested.
     pub logprobs: Vec<f32>,
+    /// Their positions' most likely and asked-about tokens, when requested.
+    pub alternatives: Vec<TokenAlternatives>,
 }
 
 /// The end of a request.
@@ -112,6 +114,9 @@ pub struct Completion {
     pub token_ids: Vec<u32>,
     /// Log-probabilities of the generated tokens (empty unless requested).
     pub logprobs: Vec<f32>,
+    /// Per generated token, the most likely and asked-about tokens at its position (empty
+    /// unless requested).
+    pub alternatives: Vec<TokenAlternatives>,
     /// Seconds from submission to the end.
     pub e2e_latency: f64,
     /// Seconds from submission to the first token, if one was produced.

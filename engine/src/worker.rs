@@ -4,7 +4,7 @@
 use crate::error::EngineError;
 use crate::types::{EngineStats, Usage};
 use crossbeam_channel::{Receiver, Sender};
-use router::{Event, FinishReason, ModelRunner, Req, ReqId, Scheduler};
+use router::{Event, FinishReason, ModelRunner, Req, ReqId, SampledToken, Scheduler};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 /// What the scheduler thread tells one request's stream.
 #[derive(Debug)]
 pub(crate) enum Update {
-    Token { token: u32, logprob: Option<f32> },
+    Token(SampledToken),
     Finished { reason: FinishReason, usage: Usage },
 }
 
@@ -107,11 +107,21 @@ impl<R: ModelRunner> Worker<R> {
     /// Hands one event to its client; true when the client was gone and its request was freed.
     fn deliver(&mut self, event: Event) -> bool {
         match event {
-            Event::Token { id, token, logprob } => {
+            Event::Token {
+                id,
+                token,
+                logprob,
+                alternatives,
+            } => {
+                let sampled = SampledToken {
+                    token,
+                    logprob,
+                    alternatives,
+                };
                 let delivered = self
                     .outputs
                     .get(&id)
-                    .is_some_and(|tx| tx.send(Update::Token { token, logprob }).is_ok());
+                    .is_some_and(|tx| tx.send(Update::Token(sampled)).is_ok());
                 if !delivered {
                     // The client went away: free what the request holds.
                     self.sched.abort(id, "the client disconnected");

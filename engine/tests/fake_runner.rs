@@ -67,10 +67,7 @@ impl ModelRunner for Fake {
                             .find(|&t| mask.is_allowed(t))
                             .expect("a non-empty mask");
                     }
-                    SampledToken {
-                        token,
-                        logprob: None,
-                    }
+                    SampledToken::new(token, None)
                 })
             })
             .collect();

@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::batch::SampledToken;
 use crate::error::{ExecutorError, Result};
+use router::TokenAlternatives;
 
 pub use router::SamplingParams;
 
@@ -62,9 +63,44 @@ pub fn argmax(x: &[f32]) -> usize {
 
 /// log softmax(x)[i].
 pub fn log_softmax_at(x: &[f32], i: usize) -> f32 {
+    x[i] - log_sum_exp(x)
+}
+
+/// log(sum(exp(x))), computed stably: log softmax(x)[i] is `x[i] - log_sum_exp(x)`.
+fn log_sum_exp(x: &[f32]) -> f32 {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let s: f64 = x.iter().map(|&v| ((v - m) as f64).exp()).sum();
-    (x[i] - m) - s.ln() as f32
+    m + s.ln() as f32
+}
+
+/// The most likely tokens (ties to the lower id) and the asked-about ones, with their
+/// log-probabilities under the same distribution as the chosen token's.
+fn alternatives(logits: &[f32], p: &SamplingParams) -> TokenAlternatives {
+    let norm = log_sum_exp(logits);
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(p.top_logprobs + 1);
+    if p.top_logprobs > 0 {
+        let better = |a: (u32, f32), b: (u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        for (i, &v) in logits.iter().enumerate() {
+            let cand = (i as u32, v);
+            if top.len() < p.top_logprobs {
+                top.push(cand);
+                top.sort_by(|a, b| better(*a, *b));
+            } else if top.last().is_some_and(|&worst| better(cand, worst).is_lt()) {
+                top.pop();
+                let at = top.partition_point(|&x| better(x, cand).is_lt());
+                top.insert(at, cand);
+            }
+        }
+    }
+    let at = |t: u32| {
+        logits
+            .get(t as usize)
+            .map_or(f32::NEG_INFINITY, |&v| v - norm)
+    };
+    TokenAlternatives {
+        top: top.into_iter().map(|(t, v)| (t, v - norm)).collect(),
+        requested: p.logprob_token_ids.iter().map(|&t| (t, at(t))).collect(),
+    }
 }
 
 fn rng_for(seed: Option<u64>, step: u64) -> StdRng {
@@ -187,6 +223,9 @@ pub fn sample(
     Ok(SampledToken {
         token: token as u32,
         logprob: p.return_logprob.then(|| log_softmax_at(&l, token)),
+        alternatives: p
+            .wants_alternatives()
+            .then(|| Box::new(alternatives(&l, p))),
     })
 }
 
@@ -244,6 +283,45 @@ mod tests {
             ..SamplingParams::greedy()
         };
         assert_eq!(sample(&logits, &p, &[], &[]).expect("samples").token, 3);
+    }
+
+    #[test]
+    fn alternatives_are_the_most_likely_tokens_and_the_asked_ones() {
+        let logits = [0.5, 3.0, 1.0, 3.0, -2.0];
+        let p = SamplingParams {
+            return_logprob: true,
+            top_logprobs: 3,
+            logprob_token_ids: vec![4, 99],
+            ..SamplingParams::greedy()
+        };
+        let out = sample(&logits, &p, &[], &[]).expect("samples");
+        let alt = out.alternatives.expect("asked for");
+        let ids: Vec<u32> = alt.top.iter().map(|x| x.0).collect();
+        assert_eq!(ids, [1, 3, 2], "most likely first, ties to the lower id");
+        assert_eq!(alt.top[0].1, out.logprob.expect("asked for"));
+        let total: f32 = logits.iter().map(|&v| (v - logits[1]).exp()).sum();
+        assert!((alt.top[0].1 + total.ln()).abs() < 1e-5);
+        assert_eq!(alt.requested[0].0, 4);
+        assert!((alt.requested[0].1 - (alt.top[0].1 - 5.0)).abs() < 1e-5);
+        assert_eq!(
+            alt.requested[1],
+            (99, f32::NEG_INFINITY),
+            "outside the vocabulary"
+        );
+        // More than the vocabulary: all of it.
+        let p = SamplingParams {
+            top_logprobs: 20,
+            ..SamplingParams::greedy()
+        };
+        let all = sample(&logits, &p, &[], &[])
+            .expect("samples")
+            .alternatives
+            .expect("asked");
+        assert_eq!(all.top.len(), 5);
+        assert!(sample(&logits, &SamplingParams::greedy(), &[], &[])
+            .expect("samples")
+            .alternatives
+            .is_none());
     }
 
     #[test]

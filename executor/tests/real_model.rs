@@ -94,7 +94,7 @@ fn generate(
     for _ in 1..n {
         let mut seqs = Vec::new();
         for ((o, row), t) in outs.iter_mut().zip(&mut rows).zip(&step.tokens) {
-            let tok = t.expect("sampled").token;
+            let tok = t.as_ref().expect("sampled").token;
             o.push(tok);
             let slot = *next_slot;
             *next_slot += 1;
@@ -109,7 +109,7 @@ fn generate(
             .expect("decode");
     }
     for (o, t) in outs.iter_mut().zip(&step.tokens) {
-        o.push(t.expect("sampled").token);
+        o.push(t.as_ref().expect("sampled").token);
     }
     (outs, rows)
 }

@@ -22,12 +22,7 @@ impl ModelRunner for NullRunner {
             tokens: batch
                 .seqs
                 .iter()
-                .map(|s| {
-                    s.sample.then_some(SampledToken {
-                        token: 1,
-                        logprob: None,
-                    })
-                })
+                .map(|s| s.sample.then_some(SampledToken::new(1, None)))
                 .collect(),
         })
     }

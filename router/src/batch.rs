@@ -48,7 +48,18 @@ pub struct SamplingParams {
     /// Where `banned_tokens` would empty the set, the set wins (a grammar that can only end
     /// ends, `min_new_tokens` notwithstanding).
     pub allowed_tokens: Option<SharedMask>,
+    /// Also return this many most likely tokens per position, with their log-probabilities
+    /// (0 to [`MAX_TOP_LOGPROBS`]).
+    pub top_logprobs: usize,
+    /// Also return these tokens' log-probabilities per position (at most
+    /// [`MAX_LOGPROB_TOKEN_IDS`]).
+    pub logprob_token_ids: Vec<Token>,
 }
+
+/// Most `top_logprobs` per position (OpenAI's bound).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Most `logprob_token_ids` per request.
+pub const MAX_LOGPROB_TOKEN_IDS: usize = 64;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -72,7 +83,14 @@ impl SamplingParams {
             logit_bias: Vec::new(),
             banned_tokens: Vec::new(),
             allowed_tokens: None,
+            top_logprobs: 0,
+            logprob_token_ids: Vec::new(),
         }
+    }
+
+    /// True when sampling must report alternatives beside the chosen token.
+    pub fn wants_alternatives(&self) -> bool {
+        self.top_logprobs > 0 || !self.logprob_token_ids.is_empty()
     }
 
     /// True when sampling reduces to argmax.
@@ -111,6 +129,14 @@ impl SamplingParams {
             .find(|(_, b)| !b.is_finite() || !(-100.0..=100.0).contains(b))
         {
             return Err(format!("logit_bias of token {t} must be in [-100, 100]"));
+        }
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"));
+        }
+        if self.logprob_token_ids.len() > MAX_LOGPROB_TOKEN_IDS {
+            return Err(format!(
+                "at most {MAX_LOGPROB_TOKEN_IDS} token ids may be asked for logprobs"
+            ));
         }
         Ok(())
     }
@@ -282,12 +308,36 @@ impl ForwardBatch {
 }
 
 /// What sampling produced for one sequence.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SampledToken {
     /// The chosen token id.
     pub token: Token,
     /// Its log-probability, when requested.
     pub logprob: Option<f32>,
+    /// The most likely tokens and the asked-about ones at this position, when requested.
+    pub alternatives: Option<Box<TokenAlternatives>>,
+}
+
+impl SampledToken {
+    /// A token with its log-probability and nothing else.
+    pub fn new(token: Token, logprob: Option<f32>) -> Self {
+        SampledToken {
+            token,
+            logprob,
+            alternatives: None,
+        }
+    }
+}
+
+/// Log-probabilities at one position beside the chosen token's: the most likely tokens
+/// (OpenAI's `top_logprobs`, SGLang's `top_logprobs_num`) and the ones a request named
+/// (SGLang's `token_ids_logprob`), from the same distribution as the chosen token's logprob.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TokenAlternatives {
+    /// The `top_logprobs` most likely tokens, most likely first.
+    pub top: Vec<(Token, f32)>,
+    /// The tokens of `logprob_token_ids`, in the order asked.
+    pub requested: Vec<(Token, f32)>,
 }
 
 /// Result of one step: per sequence (batch order) the sampled token, `None` when `sample` was false.

@@ -26,7 +26,7 @@
 //!         let tokens = batch
 //!             .seqs
 //!             .iter()
-//!             .map(|s| s.sample.then_some(SampledToken { token: 7, logprob: None }))
+//!             .map(|s| s.sample.then_some(SampledToken::new(7, None)))
 //!             .collect();
 //!         Ok(StepOutput { tokens })
 //!     }
@@ -73,7 +73,7 @@ mod scheduler;
 pub use adder::{AddResult, Plan, PrefillAdder};
 pub use batch::{
     BatchError, ForwardBatch, ForwardMode, ModelError, ModelRunner, SampledToken, SamplingParams,
-    SequenceInput, StepOutput,
+    SequenceInput, StepOutput, TokenAlternatives, MAX_LOGPROB_TOKEN_IDS, MAX_TOP_LOGPROBS,
 };
 pub use constraint::{ConstraintError, ConstraintState, SharedMask, TokenConstraint, TokenMask};
 pub use error::RouterError;

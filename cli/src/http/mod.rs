@@ -11,6 +11,7 @@ mod auth;
 mod error;
 mod jobs;
 mod layers;
+mod logprobs;
 mod metrics;
 mod native;
 mod openai;

@@ -4,6 +4,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::jobs;
 use super::layers::JsonBody;
+use super::logprobs::{self, Triple};
 use super::params::{self, DefaultMax, OpenAiSampling, Params, StringOrList, Unknown};
 use super::sse;
 use super::structured::StructuredFields;
@@ -11,6 +12,7 @@ use super::Shared;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use engine::{Completion, FinishReason, Input, StreamEvent};
+use engine::{MAX_LOGPROB_TOKEN_IDS, MAX_TOP_LOGPROBS};
 use futures_util::stream::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +101,8 @@ pub struct GenerateBody {
     sampling_params: Option<NativeSampling>,
     stream: Option<bool>,
     return_logprob: Option<bool>,
+    top_logprobs_num: Option<usize>,
+    token_ids_logprob: Option<Vec<i64>>,
     extra_key: Option<String>,
     cache_salt: Option<String>,
     #[serde(flatten)]
@@ -141,7 +145,13 @@ struct MetaInfo {
     e2e_latency: Option<f64>,
     /// (logprob, token id, token text) triples, SGLang's shape; the text is not returned.
     #[serde(skip_serializing_if = "Option::is_none")]
-    output_token_logprobs: Option<Vec<(f32, u32, Option<String>)>>,
+    output_token_logprobs: Option<Vec<Triple>>,
+    /// Per position, the `top_logprobs_num` most likely tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_top_logprobs: Option<Vec<Vec<Triple>>>,
+    /// Per position, the `token_ids_logprob` tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_token_ids_logprobs: Option<Vec<Vec<Triple>>>,
 }
 
 /// A `/generate` response or streamed chunk.
@@ -222,6 +232,8 @@ fn meta(
         finish_reason: c.map(|c| native_finish(&c.finish_reason)),
         e2e_latency: c.map(|c| c.e2e_latency),
         output_token_logprobs: None,
+        output_top_logprobs: None,
+        output_token_ids_logprobs: None,
     }
 }
 
@@ -242,11 +254,13 @@ pub async fn generate(
     params::check_sequences(inputs.len(), n)?;
     let rids = rids_of(b.rid.take(), inputs.len(), n)?;
     let want_lp = b.return_logprob.unwrap_or(false);
+    let (top, asked) = alternatives_of(&st, &b, want_lp)?;
     let params = Params::from_openai(
         &sampling,
         DefaultMax::Fixed(NATIVE_DEFAULT_MAX_TOKENS),
         want_lp,
     )?
+    .with_alternatives(top, asked)
     .with_grammar(grammar);
     let tenant = caller.tenant.clone();
     let ns = params::namespace(caller.tenant, b.cache_salt.take().or(b.extra_key.take()))?;
@@ -280,6 +294,38 @@ pub async fn generate(
     Ok(axum::Json(one).into_response())
 }
 
+/// `top_logprobs_num` and `token_ids_logprob`, which only mean something with
+/// `return_logprob` (SGLang ignores them without it; radixserve says so).
+fn alternatives_of(
+    st: &Shared,
+    b: &GenerateBody,
+    want_lp: bool,
+) -> Result<(usize, Vec<u32>), ApiError> {
+    let top = b.top_logprobs_num.unwrap_or(0);
+    let asked = b.token_ids_logprob.as_deref().unwrap_or_default();
+    if !want_lp && (top > 0 || !asked.is_empty()) {
+        return Err(ApiError::bad(
+            "top_logprobs_num and token_ids_logprob need return_logprob: true",
+        )
+        .param("return_logprob"));
+    }
+    if top > MAX_TOP_LOGPROBS {
+        return Err(ApiError::bad(format!(
+            "top_logprobs_num must be at most {MAX_TOP_LOGPROBS}"
+        ))
+        .param("top_logprobs_num"));
+    }
+    if asked.len() > MAX_LOGPROB_TOKEN_IDS {
+        return Err(ApiError::bad(format!(
+            "token_ids_logprob may name at most {MAX_LOGPROB_TOKEN_IDS} tokens"
+        ))
+        .param("token_ids_logprob"));
+    }
+    let ids = params::token_ids(asked, st.engine.info().vocab_size)
+        .map_err(|e| e.param("token_ids_logprob"))?;
+    Ok((top, ids))
+}
+
 /// A finished sequence's response.
 fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
     let mut m = meta(
@@ -296,6 +342,10 @@ fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
                 .map(|(&lp, &id)| (lp, id, None))
                 .collect(),
         );
+        let (top, asked) = logprobs::native_alternatives(&c.alternatives);
+        let any = |v: &[Vec<Triple>]| v.iter().any(|p| !p.is_empty());
+        m.output_top_logprobs = any(&top).then_some(top);
+        m.output_token_ids_logprobs = any(&asked).then_some(asked);
     }
     GenerateOwned {
         text: c.text.clone(),

@@ -4,13 +4,15 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::jobs::{self, Finished, Job, UsageTally};
 use super::layers::JsonBody;
+use super::logprobs;
 use super::openai_types::*;
 use super::params::{self, DefaultMax, Params};
 use super::sse;
 use super::{now_secs, response_id, Shared};
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use engine::{ChatMessage, Engine, FinishReason, Input, StreamEvent};
+use engine::MAX_TOP_LOGPROBS;
+use engine::{ChatMessage, Completion, FinishReason, Input, StreamEvent};
 use futures_util::stream::StreamExt;
 
 /// Largest default `max_tokens` of a chat request (the pool and context may leave less).
@@ -89,35 +91,6 @@ impl Header {
     }
 }
 
-fn token_texts(engine: &Engine, ids: &[u32]) -> Vec<String> {
-    ids.iter()
-        .map(|&t| engine.tokenizer().decode(&[t], false).unwrap_or_default())
-        .collect()
-}
-
-fn completion_logprobs(engine: &Engine, ids: &[u32], lps: &[f32]) -> CompletionLogprobs {
-    CompletionLogprobs {
-        tokens: token_texts(engine, ids),
-        token_logprobs: lps.to_vec(),
-        top_logprobs: None,
-    }
-}
-
-fn chat_logprobs(engine: &Engine, ids: &[u32], lps: &[f32]) -> ChatLogprobs {
-    ChatLogprobs {
-        content: token_texts(engine, ids)
-            .into_iter()
-            .zip(lps)
-            .map(|(token, &logprob)| ChatTokenLogprob {
-                bytes: token.as_bytes().to_vec(),
-                token,
-                logprob,
-                top_logprobs: Vec::new(),
-            })
-            .collect(),
-    }
-}
-
 /// `POST /v1/completions`.
 pub async fn completions(
     State(st): State<Shared>,
@@ -133,14 +106,13 @@ pub async fn completions(
         )
         .param("echo"));
     }
-    // `logprobs: 0` returns the chosen tokens' logprobs; N > 0 also asks for the N most likely
-    // alternatives per position, which are not computed.
-    if b.logprobs.is_some_and(|n| n > 0) {
-        return Err(ApiError::bad(
-            "logprobs > 0 asks for top alternatives, which radixserve does not return; \
-             use logprobs: 0 for the chosen tokens' logprobs",
-        )
-        .param("logprobs"));
+    // `logprobs: N` returns the chosen tokens' logprobs and, for N > 0, the N most likely
+    // tokens at each position.
+    let top = b.logprobs.unwrap_or(0) as usize;
+    if top > MAX_TOP_LOGPROBS {
+        return Err(
+            ApiError::bad(format!("logprobs must be at most {MAX_TOP_LOGPROBS}")).param("logprobs"),
+        );
     }
     let want_lp = b.logprobs.is_some();
     let params = Params::from_openai(
@@ -148,6 +120,7 @@ pub async fn completions(
         DefaultMax::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS),
         want_lp,
     )?
+    .with_alternatives(top, Vec::new())
     .with_grammar(b.structured.spec()?);
     let vocab = st.engine.info().vocab_size;
     let inputs: Vec<Input> = match b.prompt {
@@ -213,11 +186,22 @@ pub async fn chat_completions(
     check_model(&st, b.model.as_deref())?;
     let messages = chat_messages(b.messages)?;
     let want_lp = b.logprobs.unwrap_or(false);
+    let top = b.top_logprobs.unwrap_or(0) as usize;
+    if top > 0 && !want_lp {
+        return Err(ApiError::bad("top_logprobs needs logprobs: true").param("top_logprobs"));
+    }
+    if top > MAX_TOP_LOGPROBS {
+        return Err(ApiError::bad(format!(
+            "top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"
+        ))
+        .param("top_logprobs"));
+    }
     let params = Params::from_openai(
         &b.sampling,
         DefaultMax::Room(CHAT_DEFAULT_MAX_TOKENS),
         want_lp,
     )?
+    .with_alternatives(top, Vec::new())
     .with_grammar(b.structured.spec()?);
     let header = Header::new(&st, Api::Chat, want_lp);
     run(
@@ -253,6 +237,14 @@ async fn run(
     }
 }
 
+fn tokens_of(c: &Completion) -> logprobs::Tokens<'_> {
+    logprobs::Tokens {
+        ids: &c.token_ids,
+        logprobs: &c.logprobs,
+        alternatives: &c.alternatives,
+    }
+}
+
 fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
     let mut tally = UsageTally::default();
     for f in &finished {
@@ -267,13 +259,9 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                 .into_iter()
                 .map(|f| CompletionChoice {
                     index: f.index,
-                    logprobs: h.logprobs.then(|| {
-                        completion_logprobs(
-                            &st.engine,
-                            &f.completion.token_ids,
-                            &f.completion.logprobs,
-                        )
-                    }),
+                    logprobs: h
+                        .logprobs
+                        .then(|| logprobs::completion(&st.engine, &tokens_of(&f.completion))),
                     finish_reason: Some(openai_finish(&f.completion.finish_reason)),
                     text: format!("{}{}", h.echoed(f.prompt), f.completion.text),
                 })
@@ -289,9 +277,9 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                 .into_iter()
                 .map(|f| ChatChoice {
                     index: f.index,
-                    logprobs: h.logprobs.then(|| {
-                        chat_logprobs(&st.engine, &f.completion.token_ids, &f.completion.logprobs)
-                    }),
+                    logprobs: h
+                        .logprobs
+                        .then(|| logprobs::chat(&st.engine, &tokens_of(&f.completion))),
                     finish_reason: Some(openai_finish(&f.completion.finish_reason)),
                     message: AssistantMessage {
                         role: "assistant",
@@ -310,25 +298,33 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
 
 /// One streamed chunk for a choice's event; `None` when there is nothing to send.
 fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<String> {
-    let (text, ids, lps, finish) = match ev {
+    let none = logprobs::Tokens {
+        ids: &[],
+        logprobs: &[],
+        alternatives: &[],
+    };
+    let (text, toks, finish) = match ev {
         StreamEvent::Delta(d) if d.text.is_empty() => return None,
-        StreamEvent::Delta(d) => (Some(d.text.clone()), &d.token_ids, &d.logprobs, None),
-        StreamEvent::Done(c) => (
+        StreamEvent::Delta(d) => (
+            Some(d.text.clone()),
+            logprobs::Tokens {
+                ids: &d.token_ids,
+                logprobs: &d.logprobs,
+                alternatives: &d.alternatives,
+            },
             None,
-            &Vec::new(),
-            &Vec::new(),
-            Some(openai_finish(&c.finish_reason)),
         ),
+        StreamEvent::Done(c) => (None, none, Some(openai_finish(&c.finish_reason))),
         StreamEvent::Failed(_) => return None,
     };
-    let with_lp = h.logprobs && !ids.is_empty();
+    let with_lp = h.logprobs && !toks.ids.is_empty();
     let json = match h.api {
         Api::Completions => serde_json::to_string(&h.envelope(
             "text_completion",
             vec![CompletionChoice {
                 index,
                 text: text.unwrap_or_default(),
-                logprobs: with_lp.then(|| completion_logprobs(&st.engine, ids, lps)),
+                logprobs: with_lp.then(|| logprobs::completion(&st.engine, &toks)),
                 finish_reason: finish,
             }],
         )),
@@ -340,7 +336,7 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
                     role: None,
                     content: text,
                 },
-                logprobs: with_lp.then(|| chat_logprobs(&st.engine, ids, lps)),
+                logprobs: with_lp.then(|| logprobs::chat(&st.engine, &toks)),
                 finish_reason: finish,
             }],
         )),

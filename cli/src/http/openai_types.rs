@@ -60,6 +60,7 @@ pub struct ChatRequest {
     pub model: Option<String>,
     pub messages: Vec<RequestMessage>,
     pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u32>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
     #[serde(flatten)]
@@ -101,7 +102,16 @@ impl UsageBody {
 pub struct CompletionLogprobs {
     pub tokens: Vec<String>,
     pub token_logprobs: Vec<f32>,
-    pub top_logprobs: Option<Vec<()>>,
+    /// Per position, the most likely tokens' texts and logprobs (when `logprobs` > 0).
+    pub top_logprobs: Option<Vec<std::collections::BTreeMap<String, f32>>>,
+}
+
+/// One of the most likely tokens at a chat position.
+#[derive(Serialize, Debug, Clone)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
 }
 
 /// One token's logprob in a chat choice.
@@ -110,7 +120,7 @@ pub struct ChatTokenLogprob {
     pub token: String,
     pub logprob: f32,
     pub bytes: Vec<u8>,
-    pub top_logprobs: Vec<()>,
+    pub top_logprobs: Vec<TopLogprob>,
 }
 
 /// Logprobs of a chat choice.

@@ -147,6 +147,8 @@ impl Params {
             logit_bias: logit_bias(s.logit_bias.as_ref())?,
             banned_tokens: Vec::new(),
             allowed_tokens: None,
+            top_logprobs: 0,
+            logprob_token_ids: Vec::new(),
         };
         let stop = StopConditions {
             max_new_tokens: max_new,
@@ -174,6 +176,14 @@ impl Params {
             max_from_room,
             grammar: None,
         })
+    }
+
+    /// The same settings, also reporting the `top` most likely tokens and the `ids` tokens'
+    /// log-probabilities at every position.
+    pub fn with_alternatives(mut self, top: usize, ids: Vec<u32>) -> Self {
+        self.sampling.top_logprobs = top;
+        self.sampling.logprob_token_ids = ids;
+        self
     }
 
     /// The same settings with a structured-output constraint.

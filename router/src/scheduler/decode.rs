@@ -92,7 +92,7 @@ impl Scheduler {
         let running = std::mem::take(&mut self.running);
         for (mut a, sampled) in running.into_iter().zip(output.tokens) {
             let s = sampled.expect(SAMPLED);
-            match self.push_token(&mut a.req, s.token, s.logprob) {
+            match self.push_token(&mut a.req, s) {
                 Some(reason) => self.finish_admitted(a, reason, true),
                 None => self.running.push(a),
             }

@@ -2,7 +2,7 @@
 //! a [`StepReport`] per step.
 
 use super::Scheduler;
-use crate::batch::ForwardMode;
+use crate::batch::{ForwardMode, SampledToken, TokenAlternatives};
 use crate::request::{FinishReason, Req, ReqId};
 use radix_tree::Token;
 
@@ -17,6 +17,8 @@ pub enum Event {
         token: Token,
         /// Its log-probability, when requested.
         logprob: Option<f32>,
+        /// The most likely and the asked-about tokens at its position, when requested.
+        alternatives: Option<Box<TokenAlternatives>>,
     },
     /// The request finished; all it held is released.
     Finished {
@@ -53,18 +55,14 @@ pub struct StepReport {
 impl Scheduler {
     /// Appends a sampled token to the request's output, reports it, and says whether the
     /// request is now finished (see `Req::accept_token`).
-    pub(super) fn push_token(
-        &mut self,
-        req: &mut Req,
-        token: Token,
-        logprob: Option<f32>,
-    ) -> Option<FinishReason> {
-        let finished = req.accept_token(token, logprob, &self.cfg.eos_token_ids);
+    pub(super) fn push_token(&mut self, req: &mut Req, s: SampledToken) -> Option<FinishReason> {
+        let finished = req.accept_token(s.token, s.logprob, &self.cfg.eos_token_ids);
         self.counters.tokens_generated += 1;
         self.events.push(Event::Token {
             id: req.id,
-            token,
-            logprob,
+            token: s.token,
+            logprob: s.logprob,
+            alternatives: s.alternatives,
         });
         finished
     }

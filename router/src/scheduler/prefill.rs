@@ -317,7 +317,7 @@ impl Scheduler {
             self.finish_admitted(a, FinishReason::Length { length }, true);
             return;
         }
-        if let Some(reason) = self.push_token(&mut a.req, sampled.token, sampled.logprob) {
+        if let Some(reason) = self.push_token(&mut a.req, sampled) {
             self.finish_admitted(a, reason, true);
             return;
         }

@@ -114,10 +114,10 @@ impl ModelRunner for FakeRunner {
                     .find(|&t| mask.is_allowed(t))
                     .ok_or_else(|| ModelError::runner("the constraint allows no token"))?;
             }
-            tokens.push(Some(SampledToken {
+            tokens.push(Some(SampledToken::new(
                 token,
-                logprob: s.sampling.return_logprob.then_some(-0.5),
-            }));
+                s.sampling.return_logprob.then_some(-0.5),
+            )));
         }
         Ok(StepOutput { tokens })
     }

@@ -1,0 +1,106 @@
+//! Log-probabilities in the three response shapes: OpenAI completions (`tokens`,
+//! `token_logprobs`, one `top_logprobs` map per position), OpenAI chat (`content` items with
+//! their `top_logprobs` lists), and SGLang's `(logprob, id, text)` triples.
+
+use super::openai_types::{ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob};
+use engine::{Engine, TokenAlternatives};
+use std::collections::BTreeMap;
+
+/// What OpenAI reports for a token the distribution rules out (JSON has no -inf).
+const IMPOSSIBLE: f32 = -9999.0;
+
+fn finite(lp: f32) -> f32 {
+    if lp.is_finite() {
+        lp
+    } else {
+        IMPOSSIBLE
+    }
+}
+
+/// The generated tokens of a response or chunk, with what was asked about them.
+pub struct Tokens<'a> {
+    /// The token ids.
+    pub ids: &'a [u32],
+    /// Their log-probabilities.
+    pub logprobs: &'a [f32],
+    /// Per token, the most likely and asked-about tokens (empty when not asked).
+    pub alternatives: &'a [TokenAlternatives],
+}
+
+fn text_of(engine: &Engine, id: u32) -> String {
+    engine.tokenizer().decode(&[id], false).unwrap_or_default()
+}
+
+/// OpenAI completions' `logprobs` object.
+pub fn completion(engine: &Engine, t: &Tokens) -> CompletionLogprobs {
+    let top = (!t.alternatives.is_empty()).then(|| {
+        t.alternatives
+            .iter()
+            .map(|a| {
+                a.top
+                    .iter()
+                    .map(|&(id, lp)| (text_of(engine, id), finite(lp)))
+                    .collect::<BTreeMap<String, f32>>()
+            })
+            .collect()
+    });
+    CompletionLogprobs {
+        tokens: t.ids.iter().map(|&id| text_of(engine, id)).collect(),
+        token_logprobs: t.logprobs.iter().copied().map(finite).collect(),
+        top_logprobs: top,
+    }
+}
+
+fn top_entry(engine: &Engine, id: u32, lp: f32) -> TopLogprob {
+    let token = text_of(engine, id);
+    TopLogprob {
+        bytes: token.as_bytes().to_vec(),
+        token,
+        logprob: finite(lp),
+    }
+}
+
+/// OpenAI chat's `logprobs` object.
+pub fn chat(engine: &Engine, t: &Tokens) -> ChatLogprobs {
+    let content = t
+        .ids
+        .iter()
+        .zip(t.logprobs)
+        .enumerate()
+        .map(|(i, (&id, &lp))| {
+            let top = t.alternatives.get(i).map_or_else(Vec::new, |a| {
+                a.top
+                    .iter()
+                    .map(|&(id, lp)| top_entry(engine, id, lp))
+                    .collect()
+            });
+            let TopLogprob {
+                token,
+                logprob,
+                bytes,
+            } = top_entry(engine, id, lp);
+            ChatTokenLogprob {
+                token,
+                logprob,
+                bytes,
+                top_logprobs: top,
+            }
+        })
+        .collect();
+    ChatLogprobs { content }
+}
+
+/// One SGLang `(logprob, token id, text)` triple; the text is not returned (SGLang's
+/// `return_text_in_logprobs` is not supported).
+pub type Triple = (f32, u32, Option<String>);
+
+/// SGLang's per-position lists: the `top_logprobs_num` most likely tokens, and the
+/// `token_ids_logprob` ones.
+pub fn native_alternatives(alts: &[TokenAlternatives]) -> (Vec<Vec<Triple>>, Vec<Vec<Triple>>) {
+    let triples = |v: &[(u32, f32)]| -> Vec<Triple> {
+        v.iter().map(|&(id, lp)| (finite(lp), id, None)).collect()
+    };
+    alts.iter()
+        .map(|a| (triples(&a.top), triples(&a.requested)))
+        .unzip()
+}
