@@ -550,7 +550,7 @@ fn fields_the_server_does_not_honour_are_refused_by_name() {
         (
             "/v1/chat/completions",
             json!({"messages": [{"role": "user", "content": "hi"}], "tools": [], "tool_choice": "required"}),
-            "tool_choice, tools",
+            "tool_choice needs tools",
         ),
         (
             "/v1/chat/completions",

@@ -24,6 +24,7 @@ mod shutdown;
 mod sse;
 mod structured;
 mod tokenize;
+mod tools;
 
 use anyhow::{Context, Result};
 use axum::middleware::from_fn_with_state;

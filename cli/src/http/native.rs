@@ -391,7 +391,10 @@ fn stream(
             }
             StreamEvent::Failed(e) => return sse::Item::Fail(ApiError::from(e.clone())),
         };
-        sse::Item::Data(serde_json::to_string(&out).ok(), (0, 0, 0))
+        sse::Item::Data(
+            serde_json::to_string(&out).ok().into_iter().collect(),
+            (0, 0, 0),
+        )
     });
     sse::response(Vec::new(), events, |_| None, keep_alive)
 }

@@ -8,12 +8,14 @@ use super::logprobs;
 use super::openai_types::*;
 use super::params::{self, DefaultMax, Params};
 use super::sse;
+use super::tools;
 use super::{now_secs, response_id, Shared};
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use engine::MAX_TOP_LOGPROBS;
 use engine::{ChatMessage, Completion, FinishReason, Input, StreamEvent};
 use futures_util::stream::StreamExt;
+use std::collections::HashMap;
 
 /// Largest default `max_tokens` of a chat request (the pool and context may leave less).
 const CHAT_DEFAULT_MAX_TOKENS: usize = 1024;
@@ -58,6 +60,8 @@ struct Header {
     created: u64,
     model: String,
     logprobs: bool,
+    /// Chat with tools: the text is parsed for tool calls.
+    tools: bool,
     /// Completions with `echo`: each prompt's text, put before its choices' text.
     echo: Vec<String>,
 }
@@ -70,6 +74,7 @@ impl Header {
             created: now_secs(),
             model: st.engine.info().model_name.clone(),
             logprobs,
+            tools: false,
             echo: Vec::new(),
         }
     }
@@ -164,13 +169,33 @@ pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, 
             params::reject_unknown(&m.unknown, "a message")?;
             let role =
                 params::chat_role(m.role, &["system", "user", "assistant", "tool"], "messages")?;
-            let content = match m.content {
+            let mut content = match m.content {
                 None => String::new(),
                 Some(MessageContent::Text(t)) => t,
                 Some(MessageContent::Parts(parts)) => {
                     params::join_text_parts(parts, &["text"], "messages")?
                 }
             };
+            if let Some(calls) = m.tool_calls.filter(|c| !c.is_empty()) {
+                if role != "assistant" {
+                    return Err(
+                        ApiError::bad("only assistant messages carry tool_calls").param("messages")
+                    );
+                }
+                if !content.is_empty() {
+                    content.push('\n');
+                }
+                content.push_str(&tools::render_calls(&calls));
+            }
+            if m.tool_call_id.is_some() && role != "tool" {
+                return Err(
+                    ApiError::bad("only tool messages carry tool_call_id").param("messages")
+                );
+            }
+            // Tool results are read as the user's turn, in the Hermes format.
+            if role == "tool" {
+                return Ok(ChatMessage::new("user", tools::render_result(&content)));
+            }
             Ok(ChatMessage::new(role, content))
         })
         .collect()
@@ -184,7 +209,22 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     params::reject_unknown(&b.unknown, "/v1/chat/completions")?;
     check_model(&st, b.model.as_deref())?;
-    let messages = chat_messages(b.messages)?;
+    let mut messages = chat_messages(b.messages)?;
+    let tools = b.tools.setup()?;
+    let mut grammar = b.structured.spec()?;
+    if let Some(t) = &tools {
+        show_tools(&mut messages, t);
+        if let Some(g) = t.grammar() {
+            if grammar.is_some() {
+                return Err(ApiError::bad(
+                    "tool_choice required or a named function constrains the output; \
+                     it cannot be combined with response_format or another constraint",
+                )
+                .param("tool_choice"));
+            }
+            grammar = Some(g);
+        }
+    }
     let want_lp = b.logprobs.unwrap_or(false);
     let top = b.top_logprobs.unwrap_or(0) as usize;
     if top > 0 && !want_lp {
@@ -202,8 +242,9 @@ pub async fn chat_completions(
         want_lp,
     )?
     .with_alternatives(top, Vec::new())
-    .with_grammar(b.structured.spec()?);
-    let header = Header::new(&st, Api::Chat, want_lp);
+    .with_grammar(grammar);
+    let mut header = Header::new(&st, Api::Chat, want_lp);
+    header.tools = tools.is_some();
     run(
         st,
         header,
@@ -213,6 +254,19 @@ pub async fn chat_completions(
         caller,
     )
     .await
+}
+
+/// Puts the tools' description at the end of the system message (one is added if there is
+/// none).
+fn show_tools(messages: &mut Vec<ChatMessage>, tools: &tools::ToolSetup) {
+    let text = tools.system_text();
+    match messages.first_mut() {
+        Some(m) if m.role == "system" => {
+            m.content.push_str("\n\n");
+            m.content.push_str(&text);
+        }
+        _ => messages.insert(0, ChatMessage::new("system", text)),
+    }
 }
 
 async fn run(
@@ -275,16 +329,28 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
         Api::Chat => {
             let choices = finished
                 .into_iter()
-                .map(|f| ChatChoice {
-                    index: f.index,
-                    logprobs: h
-                        .logprobs
-                        .then(|| logprobs::chat(&st.engine, &tokens_of(&f.completion))),
-                    finish_reason: Some(openai_finish(&f.completion.finish_reason)),
-                    message: AssistantMessage {
-                        role: "assistant",
-                        content: f.completion.text,
-                    },
+                .map(|f| {
+                    let mut finish = openai_finish(&f.completion.finish_reason);
+                    let (content, calls) = if h.tools {
+                        tools::parse_calls(&f.completion.text, &mut || response_id("call"))
+                    } else {
+                        (f.completion.text.clone(), Vec::new())
+                    };
+                    if !calls.is_empty() && finish == "stop" {
+                        finish = "tool_calls";
+                    }
+                    ChatChoice {
+                        index: f.index,
+                        logprobs: h
+                            .logprobs
+                            .then(|| logprobs::chat(&st.engine, &tokens_of(&f.completion))),
+                        finish_reason: Some(finish),
+                        message: AssistantMessage {
+                            role: "assistant",
+                            content: (calls.is_empty() || !content.is_empty()).then_some(content),
+                            tool_calls: (!calls.is_empty()).then_some(calls),
+                        },
+                    }
                 })
                 .collect();
             axum::Json(Envelope {
@@ -333,8 +399,8 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
             vec![ChatChunkChoice {
                 index,
                 delta: ChatDelta {
-                    role: None,
                     content: text,
+                    ..ChatDelta::default()
                 },
                 logprobs: with_lp.then(|| logprobs::chat(&st.engine, &toks)),
                 finish_reason: finish,
@@ -342,6 +408,74 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
         )),
     };
     json.ok()
+}
+
+/// A streamed chat choice's chunks when it may call tools: text before a call streams as
+/// usual; the calls go out parsed, as one delta, when the choice ends.
+fn tool_chunks(
+    st: &Shared,
+    h: &Header,
+    index: usize,
+    ev: &StreamEvent,
+    splitter: &mut tools::Splitter,
+) -> Vec<String> {
+    match ev {
+        StreamEvent::Delta(d) => {
+            let shown = engine::Delta {
+                text: splitter.push(&d.text),
+                ..d.clone()
+            };
+            chunk(st, h, index, &StreamEvent::Delta(shown))
+                .into_iter()
+                .collect()
+        }
+        StreamEvent::Done(c) => {
+            let (content, calls) = splitter.finish(&mut || response_id("call"));
+            let mut finish = openai_finish(&c.finish_reason);
+            if !calls.is_empty() && finish == "stop" {
+                finish = "tool_calls";
+            }
+            let delta = |delta: ChatDelta, finish: Option<&'static str>| {
+                serde_json::to_string(&h.envelope(
+                    "chat.completion.chunk",
+                    vec![ChatChunkChoice {
+                        index,
+                        delta,
+                        logprobs: None,
+                        finish_reason: finish,
+                    }],
+                ))
+                .ok()
+            };
+            let mut out = Vec::new();
+            if !content.is_empty() {
+                out.extend(delta(
+                    ChatDelta {
+                        content: Some(content),
+                        ..ChatDelta::default()
+                    },
+                    None,
+                ));
+            }
+            if !calls.is_empty() {
+                let calls = calls
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, call)| StreamToolCall { index, call })
+                    .collect();
+                out.extend(delta(
+                    ChatDelta {
+                        tool_calls: Some(calls),
+                        ..ChatDelta::default()
+                    },
+                    None,
+                ));
+            }
+            out.extend(delta(ChatDelta::default(), Some(finish)));
+            out
+        }
+        StreamEvent::Failed(_) => Vec::new(),
+    }
 }
 
 /// The role-only first chunk of each streamed chat choice (as OpenAI, vLLM and SGLang send).
@@ -358,6 +492,7 @@ fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
                     delta: ChatDelta {
                         role: Some("assistant"),
                         content: Some(String::new()),
+                        tool_calls: None,
                     },
                     logprobs: None,
                     finish_reason: None,
@@ -397,6 +532,7 @@ fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Respons
     let mut tally = UsageTally::default();
     let st2 = st.clone();
     let h2 = h.clone();
+    let mut splitters: HashMap<usize, tools::Splitter> = HashMap::new();
     let events = jobs::merged_events(jobs).map(move |(index, prompt, ev)| {
         if let StreamEvent::Done(c) = &ev {
             st2.metrics.observe(c);
@@ -405,7 +541,11 @@ fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Respons
         let totals = tally.totals();
         match ev {
             StreamEvent::Failed(e) => sse::Item::Fail(ApiError::from(e)),
-            ev => sse::Item::Data(chunk(&st2, &h2, index, &ev), totals),
+            ev if h2.tools => {
+                let splitter = splitters.entry(index).or_default();
+                sse::Item::Data(tool_chunks(&st2, &h2, index, &ev, splitter), totals)
+            }
+            ev => sse::Item::Data(chunk(&st2, &h2, index, &ev).into_iter().collect(), totals),
         }
     });
     let usage = move |(p, c, cached): (usize, usize, usize)| {

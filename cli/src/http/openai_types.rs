@@ -2,6 +2,7 @@
 
 use super::params::{OpenAiSampling, Unknown};
 use super::structured::StructuredFields;
+use super::tools::ToolFields;
 use serde::{Deserialize, Serialize};
 
 /// `prompt` of `/v1/completions`: text, texts, token ids or lists of token ids.
@@ -50,6 +51,10 @@ pub struct ContentPart {
 pub struct RequestMessage {
     pub role: String,
     pub content: Option<MessageContent>,
+    /// An assistant message's calls.
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A tool message's call (accepted; the result is rendered in the conversation's order).
+    pub tool_call_id: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -65,6 +70,8 @@ pub struct ChatRequest {
     pub sampling: OpenAiSampling,
     #[serde(flatten)]
     pub structured: StructuredFields,
+    #[serde(flatten)]
+    pub tools: ToolFields,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -138,11 +145,45 @@ pub struct CompletionChoice {
     pub finish_reason: Option<&'static str>,
 }
 
-/// An assistant message of a chat response.
+/// An assistant message of a chat response: its text (`null` when it only calls tools) and
+/// its tool calls.
 #[derive(Serialize, Debug)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+/// A call of a function, as the model made it (or a client sends back in the conversation).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+/// The function and its arguments (a string of JSON, as OpenAI sends it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A tool call in a streamed delta.
+#[derive(Serialize, Debug)]
+pub struct StreamToolCall {
+    pub index: usize,
+    #[serde(flatten)]
+    pub call: ToolCall,
 }
 
 /// A chat choice.
@@ -161,6 +202,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<StreamToolCall>>,
 }
 
 /// A streamed chat choice.

@@ -16,8 +16,8 @@ pub type Totals = (usize, usize, usize);
 
 /// What a route's event stream yields.
 pub enum Item {
-    /// A chunk to send (or nothing), and the totals after it.
-    Data(Option<String>, Totals),
+    /// Chunks to send (maybe none), and the totals after them.
+    Data(Vec<String>, Totals),
     /// The engine failed: end the stream with an error event.
     Fail(ApiError),
 }
@@ -44,8 +44,8 @@ impl<U: FnOnce(Totals) -> Option<String>> Body<U> {
             match self.events.next().await {
                 Some(Item::Data(data, totals)) => {
                     self.totals = totals;
-                    if let Some(d) = data {
-                        return Some(vec![Event::default().data(d)]);
+                    if !data.is_empty() {
+                        return Some(data.into_iter().map(|d| Event::default().data(d)).collect());
                     }
                 }
                 Some(Item::Fail(e)) => {
@@ -111,8 +111,8 @@ mod tests {
     #[tokio::test]
     async fn a_finished_stream_ends_with_usage_and_done() {
         let events = stream::iter(vec![
-            Item::Data(Some("one".into()), (3, 1, 0)),
-            Item::Data(None, (3, 2, 0)),
+            Item::Data(vec!["one".into()], (3, 1, 0)),
+            Item::Data(Vec::new(), (3, 2, 0)),
         ]);
         let r = response(
             vec!["first".into()],
@@ -129,9 +129,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_engine_ends_the_stream_with_an_error_event_and_no_done() {
         let events = stream::iter(vec![
-            Item::Data(Some("one".into()), (0, 0, 0)),
+            Item::Data(vec!["one".into()], (0, 0, 0)),
             Item::Fail(ApiError::from(engine::EngineError::Closed)),
-            Item::Data(Some("never".into()), (0, 0, 0)),
+            Item::Data(vec!["never".into()], (0, 0, 0)),
         ]);
         let r = response(Vec::new(), events, |_| None, Duration::from_secs(15));
         let body = body_of(r).await;
