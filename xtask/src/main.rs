@@ -86,6 +86,7 @@ fn test_all() -> Result<()> {
     // the model file); here the model is fetched and they run too.
     let model = fetch_model().context("fetching the default model for the real-model tests")?;
     std::env::set_var("RADIXSERVE_MODEL", &model);
+    python_test_clients()?;
 
     let mut test = cargo();
     test.args([
@@ -147,6 +148,35 @@ fn sha256_of(path: &Path) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+/// The Python packages the HTTP tests drive the server with: the official `openai` client, and
+/// SGLang's router for the scale-out test. Installed with pip where they are missing.
+const PYTHON_TEST_PACKAGES: [(&str, &str); 2] =
+    [("openai", "openai"), ("sglang_router", "sglang-router==0.3.2")];
+
+fn python_test_clients() -> Result<()> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    for (module, package) in PYTHON_TEST_PACKAGES {
+        let present = Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .status()
+            .is_ok_and(|s| s.success());
+        if present {
+            continue;
+        }
+        let mut pip = Command::new(&python);
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            package,
+        ]);
+        run(&format!("pip install {package}"), pip)?;
+    }
+    Ok(())
 }
 
 /// Returns the path of the default model, downloading it with pip on first use.

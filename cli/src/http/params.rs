@@ -269,13 +269,37 @@ pub fn token_ids(list: &[i64], vocab: usize) -> Result<Vec<u32>, ApiError> {
 /// Fields accepted and deliberately without effect (docs/operations.md lists them).
 const ACCEPTED_NO_OPS: &[&str] = &["user"];
 
+/// SGLang's extension fields, accepted with the values that ask for what radixserve does anyway
+/// (SGLang's router re-sends every request with them set to their defaults); any other value is
+/// refused like an unknown field. `separate_reasoning` and `stream_reasoning` act only with a
+/// reasoning parser, which radixserve (like SGLang without `--reasoning-parser`) does not run.
+fn is_default_extension(name: &str, value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match name {
+        "continue_final_message"
+        | "no_stop_trim"
+        | "return_hidden_states"
+        | "return_text_in_logprobs"
+        | "return_entropy"
+        | "return_bytes"
+        | "background"
+        | "no_logs" => matches!(value, Value::Bool(false) | Value::Null),
+        // Metrics are always recorded.
+        "log_metrics" => matches!(value, Value::Bool(true) | Value::Null),
+        "separate_reasoning" | "stream_reasoning" => matches!(value, Value::Bool(_) | Value::Null),
+        // `/generate`'s model name, which SGLang's router sends as null.
+        "model" => value.is_null(),
+        _ => false,
+    }
+}
+
 /// Refuses a request that carries fields the server does not honour, naming them: a field is
 /// either applied or a 400, never silently dropped.
 pub fn reject_unknown(unknown: &Unknown, place: &str) -> Result<(), ApiError> {
     let names: Vec<&str> = unknown
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !ACCEPTED_NO_OPS.contains(k))
+        .iter()
+        .filter(|(k, v)| !ACCEPTED_NO_OPS.contains(&k.as_str()) && !is_default_extension(k, v))
+        .map(|(k, _)| k.as_str())
         .collect();
     if names.is_empty() {
         return Ok(());
@@ -338,4 +362,37 @@ fn logit_bias(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn unknown(v: serde_json::Value) -> Unknown {
+        serde_json::from_value(v).expect("a map")
+    }
+
+    #[test]
+    fn sglang_extension_fields_pass_only_at_their_no_op_values() {
+        // What SGLang's router adds to every request it forwards.
+        let forwarded = json!({"no_stop_trim": false, "continue_final_message": false,
+            "separate_reasoning": true, "stream_reasoning": true, "return_hidden_states": false,
+            "model": null, "return_text_in_logprobs": false, "log_metrics": true,
+            "background": false, "no_logs": false, "return_bytes": false, "return_entropy": false,
+            "user": "u"});
+        assert!(reject_unknown(&unknown(forwarded), "x").is_ok());
+        for (k, v) in [
+            ("no_stop_trim", json!(true)),
+            ("continue_final_message", json!(true)),
+            ("return_hidden_states", json!(true)),
+            ("log_metrics", json!(false)),
+            ("model", json!("other")),
+            ("separate_reasoning", json!("yes")),
+            ("best_of", json!(2)),
+        ] {
+            let e = reject_unknown(&unknown(json!({ k: v })), "x").expect_err(k);
+            assert!(e.message().contains(k), "{}", e.message());
+        }
+    }
 }
