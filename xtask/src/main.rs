@@ -152,8 +152,10 @@ fn sha256_of(path: &Path) -> Result<String> {
 
 /// The Python packages the HTTP tests drive the server with: the official `openai` client, and
 /// SGLang's router for the scale-out test. Installed with pip where they are missing.
-const PYTHON_TEST_PACKAGES: [(&str, &str); 2] =
-    [("openai", "openai"), ("sglang_router", "sglang-router==0.3.2")];
+const PYTHON_TEST_PACKAGES: [(&str, &str); 2] = [
+    ("openai", "openai"),
+    ("sglang_router", "sglang-router==0.3.2"),
+];
 
 fn python_test_clients() -> Result<()> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
