@@ -550,17 +550,8 @@ fn top_logprobs_come_back_in_every_shape_and_agree_with_the_greedy_choice() {
     // Streamed, each chunk's tokens carry theirs.
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let resp = agent()
-        .post(&format!("{}/v1/chat/completions", s.base))
-        .set("Content-Type", "application/json")
-        .send_string(&streamed.to_string())
-        .unwrap();
-    let text = resp.into_string().unwrap();
-    let items: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+    let items: Vec<Value> = stream_chunks(&s.base, "/v1/chat/completions", &streamed)
+        .into_iter()
         .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
         .flatten()
         .collect();

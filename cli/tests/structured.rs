@@ -193,17 +193,8 @@ fn a_streamed_constrained_chat_concatenates_to_valid_json() {
         json!({"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": person_schema()}}}),
     );
     body["stream"] = json!(true);
-    let resp = agent()
-        .post(&format!("{}/v1/chat/completions", s.base))
-        .set("Content-Type", "application/json")
-        .send_string(&body.to_string())
-        .unwrap();
-    let text = resp.into_string().unwrap();
-    let content: String = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+    let content: String = stream_chunks(&s.base, "/v1/chat/completions", &body)
+        .into_iter()
         .filter_map(|c| {
             c["choices"][0]["delta"]["content"]
                 .as_str()

@@ -113,25 +113,13 @@ fn a_streamed_forced_call_arrives_as_a_tool_call_delta() {
     let mut body =
         ask(json!({"tool_choice": "required", "parallel_tool_calls": false, "temperature": 0}));
     body["stream"] = json!(true);
-    let resp = agent()
-        .post(&format!("{}/v1/chat/completions", s.base))
-        .set("Content-Type", "application/json")
-        .send_string(&body.to_string())
-        .unwrap();
-    let text = resp.into_string().unwrap();
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    let chunks: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = stream_chunks(&s.base, "/v1/chat/completions", &body);
     let calls: Vec<&Value> = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
         .flatten()
         .collect();
-    assert!(!calls.is_empty(), "{text}");
+    assert!(!calls.is_empty(), "{chunks:?}");
     for (i, call) in calls.iter().enumerate() {
         assert_eq!(call["index"], i);
         check_call(call);

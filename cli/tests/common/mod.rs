@@ -274,3 +274,20 @@ pub fn get_with_key(base: &str, path: &str, key: &str) -> (u16, Value) {
             .call(),
     )
 }
+
+/// POSTs a streaming request and returns its data chunks, parsed, checking that the stream ends
+/// with `[DONE]`.
+pub fn stream_chunks(base: &str, path: &str, body: &Value) -> Vec<Value> {
+    let resp = agent()
+        .post(&format!("{base}{path}"))
+        .set("Content-Type", "application/json")
+        .send_string(&body.to_string())
+        .unwrap();
+    let text = resp.into_string().unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
