@@ -494,7 +494,8 @@ fn echo_puts_the_prompt_before_the_completion() {
         .collect();
     assert_eq!(text, format!("The sky is{completion}"));
     let with_lp = json!({"prompt": "x", "echo": true, "logprobs": 0}).to_string();
-    assert_eq!(post(&s.base, "/v1/completions", &with_lp).0, 400);
+    // With logprobs the prompt is scored too (input_logprobs_score_the_prompt_... checks them).
+    assert_eq!(post(&s.base, "/v1/completions", &with_lp).0, 200);
 }
 
 #[test]
@@ -637,4 +638,122 @@ fn top_logprobs_come_back_in_every_shape_and_agree_with_the_greedy_choice() {
             "{v}"
         );
     }
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn input_logprobs_score_the_prompt_as_generation_scored_it() {
+    let s = server();
+    // Generate greedily with the chosen tokens' logprobs.
+    let prompt = "The capital of France is";
+    let (st, g) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": prompt, "sampling_params": {"max_new_tokens": 6, "temperature": 0},
+            "return_logprob": true})
+        .to_string(),
+    );
+    assert_eq!(st, 200, "{g}");
+    let out_ids: Vec<u64> = g["output_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let out_lps: Vec<f64> = g["meta_info"]["output_token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[0].as_f64().unwrap())
+        .collect();
+    // Score prompt + generation from the prompt's end: the same tokens, the same logprobs.
+    let (_, tok) = post(&s.base, "/tokenize", &json!({"prompt": prompt}).to_string());
+    let prompt_ids: Vec<u64> = tok["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let mut ids = prompt_ids.clone();
+    ids.extend(&out_ids);
+    let body = |start: usize| {
+        json!({"input_ids": ids, "sampling_params": {"max_new_tokens": 1, "temperature": 0},
+            "return_logprob": true, "logprob_start_len": start, "top_logprobs_num": 2})
+        .to_string()
+    };
+    let (st, v) = post(&s.base, "/generate", &body(prompt_ids.len()));
+    assert_eq!(st, 200, "{v}");
+    let m = &v["meta_info"];
+    let input = m["input_token_logprobs"].as_array().unwrap();
+    assert_eq!(input.len(), out_ids.len(), "{m}");
+    for (i, t) in input.iter().enumerate() {
+        assert_eq!(t[1].as_u64().unwrap(), out_ids[i]);
+        let lp = t[0].as_f64().unwrap();
+        assert!(
+            (lp - out_lps[i]).abs() < 2e-2,
+            "position {i}: {lp} vs {}",
+            out_lps[i]
+        );
+        // Greedy: the scored token is the most likely one.
+        let top = m["input_top_logprobs"][i].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0][1].as_u64().unwrap(), out_ids[i], "{top:?}");
+    }
+    // From position 0: the whole input, the first token without a logprob; the cache stops
+    // before the scored positions even on a repeat.
+    for _ in 0..2 {
+        let (st, v) = post(&s.base, "/generate", &body(0));
+        assert_eq!(st, 200, "{v}");
+        let m = &v["meta_info"];
+        let input = m["input_token_logprobs"].as_array().unwrap();
+        assert_eq!(input.len(), ids.len());
+        assert!(input[0][0].is_null());
+        assert!(m["input_top_logprobs"][0].is_null());
+        assert!(input[1..].iter().all(|t| t[0].as_f64().unwrap() <= 0.0));
+        assert_eq!(m["cached_tokens"], 0, "{m}");
+    }
+    // Completions `echo` with `logprobs`: the prompt's tokens lead, the first with null.
+    let (st, v) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "logprobs": 2, "max_tokens": 0}).to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(
+        lp["tokens"].as_array().unwrap().len(),
+        prompt_ids.len(),
+        "{v}"
+    );
+    assert!(lp["token_logprobs"][0].is_null() && lp["top_logprobs"][0].is_null());
+    assert!(lp["token_logprobs"][1].as_f64().unwrap() <= 0.0);
+    assert!(lp["top_logprobs"][1].as_object().unwrap().len() <= 2);
+    assert_eq!(v["choices"][0]["text"], prompt);
+    // Misuse is refused by name.
+    for (body, param) in [
+        (
+            json!({"text": "x", "logprob_start_len": 0}),
+            "logprob_start_len",
+        ),
+        (
+            json!({"text": "x", "return_logprob": true, "logprob_start_len": -3}),
+            "logprob_start_len",
+        ),
+    ] {
+        let (st, v) = post(&s.base, "/generate", &body.to_string());
+        assert_eq!((st, &v["error"]["param"]), (400, &json!(param)), "{v}");
+    }
+    let (st, v) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": "Hi", "return_logprob": true, "logprob_start_len": 99}).to_string(),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, _) = post(
+        &s.base,
+        "/v1/completions",
+        &json!({"prompt": "x", "echo": true, "logprobs": 0, "stream": true}).to_string(),
+    );
+    assert_eq!(st, 400);
+    wait_idle_and_check_accounting(&s.base);
 }

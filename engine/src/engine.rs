@@ -240,6 +240,7 @@ impl Engine {
         let prompt_tokens = prompt.len();
         let mut req =
             Req::new(id, prompt, request.sampling, request.stop).with_namespace(request.namespace);
+        req.logprob_start = request.logprob_start;
         req.validate(self.limit)?;
         if let Some(spec) = &request.grammar {
             req = req.with_constraint(self.compile(spec)?);

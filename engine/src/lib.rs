@@ -24,7 +24,7 @@
 //!         let tokens = batch.seqs.iter()
 //!             .map(|s| s.sample.then_some(SampledToken::new(2, None)))
 //!             .collect();
-//!         Ok(StepOutput { tokens })
+//!         Ok(StepOutput::new(tokens))
 //!     }
 //! }
 //!
@@ -86,6 +86,6 @@ pub use constrained::{GrammarError, GrammarSpec};
 pub use executor::{ChatMessage, ExecutorError, TextTokenizer};
 pub use radix_tree::{EvictionPolicy, Namespace};
 pub use router::{
-    FinishReason, Policy, SamplingParams, StopConditions, TokenAlternatives, TokenLimit,
-    MAX_LOGPROB_TOKEN_IDS, MAX_TOP_LOGPROBS,
+    FinishReason, Policy, SampledToken, SamplingParams, StopConditions, TokenAlternatives,
+    TokenLimit, MAX_LOGPROB_TOKEN_IDS, MAX_TOP_LOGPROBS,
 };

@@ -161,7 +161,11 @@ impl GenerationStream {
     fn on_update(&mut self, update: Option<Update>) -> Option<StreamEvent> {
         match update {
             Some(Update::Token(sampled)) => self.on_token(sampled).map(StreamEvent::Delta),
-            Some(Update::Finished { reason, usage }) => Some(self.on_finished(reason, usage)),
+            Some(Update::Finished {
+                reason,
+                usage,
+                input_logprobs,
+            }) => Some(self.on_finished(reason, usage, input_logprobs)),
             None => {
                 self.done = true;
                 self.in_flight = None;
@@ -215,7 +219,12 @@ impl GenerationStream {
         })
     }
 
-    fn on_finished(&mut self, reason: FinishReason, usage: Usage) -> StreamEvent {
+    fn on_finished(
+        &mut self,
+        reason: FinishReason,
+        usage: Usage,
+        input_logprobs: Vec<SampledToken>,
+    ) -> StreamEvent {
         self.done = true;
         self.in_flight = None;
         let mut tail = String::new();
@@ -255,6 +264,7 @@ impl GenerationStream {
             token_ids,
             logprobs: std::mem::take(&mut self.logprobs),
             alternatives: std::mem::take(&mut self.alternatives),
+            input_logprobs,
             e2e_latency: self.submitted.elapsed().as_secs_f64(),
             time_to_first_token: self.first_token,
         };

@@ -5,7 +5,9 @@ use constrained::GrammarSpec;
 use executor::ChatMessage;
 use page_manager::Accounting;
 use radix_tree::{CacheStats, Namespace};
-use router::{Counters, FinishReason, SamplingParams, StopConditions, TokenAlternatives};
+use router::{
+    Counters, FinishReason, SampledToken, SamplingParams, StopConditions, TokenAlternatives,
+};
 use std::path::PathBuf;
 
 /// What the engine serves.
@@ -60,6 +62,9 @@ pub struct GenerateRequest {
     pub skip_special_tokens: bool,
     /// Structured output: what the generated text must match.
     pub grammar: Option<GrammarSpec>,
+    /// Score the prompt from this position on (SGLang's `logprob_start_len`; needs
+    /// `sampling.return_logprob`): see [`Completion::input_logprobs`].
+    pub logprob_start: Option<usize>,
 }
 
 impl GenerateRequest {
@@ -73,6 +78,7 @@ impl GenerateRequest {
             namespace: Namespace::shared(),
             skip_special_tokens: true,
             grammar: None,
+            logprob_start: None,
         }
     }
 }
@@ -117,6 +123,10 @@ pub struct Completion {
     /// Per generated token, the most likely and asked-about tokens at its position (empty
     /// unless requested).
     pub alternatives: Vec<TokenAlternatives>,
+    /// The prompt tokens from `logprob_start` on, each with its log-probability under the
+    /// model given the tokens before it (none for the first prompt token) and alternatives when
+    /// asked; empty unless requested.
+    pub input_logprobs: Vec<SampledToken>,
     /// Seconds from submission to the end.
     pub e2e_latency: f64,
     /// Seconds from submission to the first token, if one was produced.

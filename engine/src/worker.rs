@@ -14,7 +14,11 @@ use tokio::sync::mpsc::UnboundedSender;
 #[derive(Debug)]
 pub(crate) enum Update {
     Token(SampledToken),
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+        input_logprobs: Vec<SampledToken>,
+    },
 }
 
 /// What the engine's handles ask of the scheduler thread.
@@ -134,6 +138,7 @@ impl<R: ModelRunner> Worker<R> {
                 prompt_tokens,
                 completion_tokens,
                 cached_tokens,
+                input_logprobs,
             } => {
                 if let Some(tx) = self.outputs.remove(&id) {
                     // A receiver gone by now has nothing left to free.
@@ -144,6 +149,7 @@ impl<R: ModelRunner> Worker<R> {
                             completion_tokens,
                             cached_tokens,
                         },
+                        input_logprobs,
                     });
                 }
                 false
@@ -213,6 +219,7 @@ impl<R: ModelRunner> Worker<R> {
                         prompt_tokens,
                         ..Usage::default()
                     },
+                    input_logprobs: Vec::new(),
                 });
             }
         }

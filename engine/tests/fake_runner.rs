@@ -71,7 +71,7 @@ impl ModelRunner for Fake {
                 })
             })
             .collect();
-        Ok(StepOutput { tokens })
+        Ok(StepOutput::new(tokens))
     }
 }
 

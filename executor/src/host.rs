@@ -9,6 +9,8 @@ use rayon::prelude::*;
 
 use crate::batch::ForwardBatch;
 use crate::kernels::{micro, HostLinear};
+use crate::model::Scored;
+use crate::scoring::score_targets;
 use crate::weights::{LlamaConfig, RopeStyle};
 
 /// Host weights of one decoder layer.
@@ -229,8 +231,8 @@ impl AttendRow<'_> {
 
 impl HostModel {
     /// Runs `batch` (already validated) over `kv`; returns the last-position logits of sampled
-    /// sequences.
-    pub fn forward(&self, batch: &ForwardBatch, kv: &mut HostKv) -> Vec<Option<Vec<f32>>> {
+    /// sequences and the sequences' scored input logprobs.
+    pub fn forward(&self, batch: &ForwardBatch, kv: &mut HostKv) -> Scored {
         let c = &self.config;
         let (d, h, kvh, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
         let half = hd / 2;
@@ -315,29 +317,44 @@ impl HostModel {
                 *xv += dv;
             }
         }
-        // LM head only at the last token of sampled sequences.
-        let mut last = Vec::new();
+        // LM head only at the last token of sampled sequences, and at scored rows.
+        let head = |rows: &[usize]| -> Vec<f32> {
+            let mut picked = Vec::with_capacity(rows.len() * d);
+            for &r in rows {
+                picked.extend_from_slice(&x[r * d..(r + 1) * d]);
+            }
+            self.lm_head.forward(
+                &rms_norm_rows(&picked, &self.final_norm, c.rms_eps),
+                rows.len(),
+            )
+        };
+        let mut starts = Vec::with_capacity(batch.seqs.len());
+        let mut rows = Vec::new();
         let mut start = 0;
         for s in &batch.seqs {
+            starts.push(start);
             start += s.token_ids.len();
             if s.sample {
-                last.extend_from_slice(&x[(start - 1) * d..start * d]);
+                rows.push(start - 1);
             }
         }
+        let scored = match score_targets(batch, &starts, c.vocab_size, |r| {
+            Ok::<_, std::convert::Infallible>(head(r))
+        }) {
+            Ok(s) => s,
+            Err(never) => match never {},
+        };
         let mut out = vec![None; batch.seqs.len()];
-        let m = last.len() / d.max(1);
-        if m == 0 {
-            return out;
+        if rows.is_empty() {
+            return (out, scored);
         }
-        let logits = self
-            .lm_head
-            .forward(&rms_norm_rows(&last, &self.final_norm, c.rms_eps), m);
+        let logits = head(&rows);
         let mut chunks = logits.chunks_exact(c.vocab_size);
         for (o, s) in out.iter_mut().zip(&batch.seqs) {
             if s.sample {
                 *o = chunks.next().map(<[f32]>::to_vec);
             }
         }
-        out
+        (out, scored)
     }
 }

@@ -43,6 +43,7 @@ mod kernels;
 mod model;
 mod runner;
 mod sampling;
+mod scoring;
 mod tokenizer;
 mod weights;
 

@@ -10,6 +10,12 @@ use crate::batch::{ForwardBatch, SequenceInput};
 use crate::error::{ExecutorError, Result};
 use crate::host::{HostKv, HostLayer, HostModel};
 use crate::kernels::HostLinear;
+use crate::scoring::score_targets;
+use router::SampledToken;
+
+/// Per sequence, the last position's logits when it samples; and per sequence, its scored
+/// input logprobs.
+pub type Scored = (Vec<Option<Vec<f32>>>, Vec<Vec<SampledToken>>);
 use crate::weights::{HostMatrix, LlamaConfig, LlamaWeights, RopeStyle};
 
 /// Per-layer K and V pools, `[num_slots, kv_heads * head_dim]` each; slot 0 is the padding target.
@@ -463,6 +469,12 @@ impl<B: Backend> LlamaModel<B> {
         batch: &ForwardBatch,
         kv: &mut KvCache<B>,
     ) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(self.forward_scored(batch, kv)?.0)
+    }
+
+    /// [`LlamaModel::forward`], also scoring each sequence's `logprob_targets` (input
+    /// logprobs).
+    pub fn forward_scored(&self, batch: &ForwardBatch, kv: &mut KvCache<B>) -> Result<Scored> {
         let c = &self.config;
         crate::batch::validate(batch, kv.num_slots, c.vocab_size, c.max_position)?;
         if let Some(hkv) = &mut kv.host {
@@ -478,7 +490,7 @@ impl<B: Backend> LlamaModel<B> {
             return Err(ExecutorError::KvMismatch("layer count"));
         }
         if batch.seqs.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let dev = &self.device;
         let mut ids = Vec::new();
@@ -573,7 +585,16 @@ impl<B: Backend> LlamaModel<B> {
             let up = gu.narrow(1, ff, ff);
             x = x.add(self.linear(silu(gate).mul(up), &layer.w_down, host.map(|h| &h.w_down))?);
         }
-        // LM head only at the last token of sampled sequences.
+        // LM head only at the last token of sampled sequences, and at scored rows.
+        let head = |rows: &[usize]| -> Result<Vec<f32>> {
+            let picked = x.clone().select(0, index::<B>(rows, dev));
+            to_vec(self.linear(
+                rms_norm(picked, &self.final_norm, c.rms_eps),
+                &self.lm_head,
+                self.host_lm_head.as_ref(),
+            )?)
+        };
+        let scored = score_targets(batch, &starts, c.vocab_size, head)?;
         let rows: Vec<usize> = batch
             .seqs
             .iter()
@@ -583,21 +604,15 @@ impl<B: Backend> LlamaModel<B> {
             .collect();
         let mut out = vec![None; batch.seqs.len()];
         if rows.is_empty() {
-            return Ok(out);
+            return Ok((out, scored));
         }
-        let last = x.select(0, index::<B>(&rows, dev));
-        let logits = self.linear(
-            rms_norm(last, &self.final_norm, c.rms_eps),
-            &self.lm_head,
-            self.host_lm_head.as_ref(),
-        )?;
-        let flat = to_vec(logits)?;
+        let flat = head(&rows)?;
         let mut chunks = flat.chunks_exact(c.vocab_size);
         for (o, s) in out.iter_mut().zip(&batch.seqs) {
             if s.sample {
                 *o = chunks.next().map(<[f32]>::to_vec);
             }
         }
-        Ok(out)
+        Ok((out, scored))
     }
 }

@@ -43,7 +43,7 @@ impl<B: Backend> Executor<B> {
 
     /// Runs the batch and samples one token for each sequence with `sample` set.
     pub fn step(&mut self, batch: &ForwardBatch) -> Result<StepOutput> {
-        let logits = self.model.forward(batch, &mut self.kv)?;
+        let (logits, input_logprobs) = self.model.forward_scored(batch, &mut self.kv)?;
         let mut tokens = Vec::with_capacity(logits.len());
         for (l, s) in logits.iter().zip(&batch.seqs) {
             tokens.push(match l {
@@ -51,7 +51,10 @@ impl<B: Backend> Executor<B> {
                 None => None,
             });
         }
-        Ok(StepOutput { tokens })
+        Ok(StepOutput {
+            tokens,
+            input_logprobs,
+        })
     }
 }
 

@@ -73,6 +73,23 @@ fn log_sum_exp(x: &[f32]) -> f32 {
     m + s.ln() as f32
 }
 
+/// A prompt token's log-probability under the raw logits of the row before it (no penalties,
+/// bias or masks: the model's own distribution), with alternatives when `p` asks for them.
+pub fn score(logits: &[f32], target: u32, p: &SamplingParams) -> SampledToken {
+    let norm = log_sum_exp(logits);
+    SampledToken {
+        token: target,
+        logprob: Some(
+            logits
+                .get(target as usize)
+                .map_or(f32::NEG_INFINITY, |&v| v - norm),
+        ),
+        alternatives: p
+            .wants_alternatives()
+            .then(|| Box::new(alternatives(logits, p))),
+    }
+}
+
 /// The most likely tokens (ties to the lower id) and the asked-about ones, with their
 /// log-probabilities under the same distribution as the chosen token's.
 fn alternatives(logits: &[f32], p: &SamplingParams) -> TokenAlternatives {

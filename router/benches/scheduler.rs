@@ -18,13 +18,13 @@ struct NullRunner;
 
 impl ModelRunner for NullRunner {
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError> {
-        Ok(StepOutput {
-            tokens: batch
+        Ok(StepOutput::new(
+            batch
                 .seqs
                 .iter()
                 .map(|s| s.sample.then_some(SampledToken::new(1, None)))
                 .collect(),
-        })
+        ))
     }
 }
 

@@ -161,6 +161,11 @@ pub struct SequenceInput {
     pub output_ids: Vec<Token>,
     /// Prompt tokens (the repetition penalty consults them).
     pub prompt_ids: Vec<Token>,
+    /// Input logprobs wanted in this step: (row among `token_ids`, the token whose
+    /// log-probability under that row's logits is asked for, i.e. the token that follows the
+    /// row). The runner answers in [`StepOutput::input_logprobs`], in this order; alternatives
+    /// come with each when `sampling` asks for them.
+    pub logprob_targets: Vec<(usize, Token)>,
 }
 
 impl SequenceInput {
@@ -184,6 +189,7 @@ impl SequenceInput {
             sampling: SamplingParams::greedy(),
             output_ids: Vec::new(),
             prompt_ids: Vec::new(),
+            logprob_targets: Vec::new(),
         }
     }
 
@@ -286,11 +292,20 @@ impl ForwardBatch {
                     return Err(BatchError::SlotWrittenTwice { slot });
                 }
             }
+            if let Some(&(row, _)) = s
+                .logprob_targets
+                .iter()
+                .find(|(r, _)| *r >= s.token_ids.len())
+            {
+                return Err(BatchError::LogprobRow { seq: i, row });
+            }
             let biased = s.sampling.logit_bias.iter().map(|(t, _)| t);
+            let targets = s.logprob_targets.iter().map(|(_, t)| t);
             if let Some(&t) = s
                 .token_ids
                 .iter()
                 .chain(biased)
+                .chain(targets)
                 .find(|&&t| t as usize >= vocab)
             {
                 return Err(BatchError::TokenOutsideVocab {
@@ -345,6 +360,20 @@ pub struct TokenAlternatives {
 pub struct StepOutput {
     /// One entry per sequence of the batch.
     pub tokens: Vec<Option<SampledToken>>,
+    /// Per sequence, one entry per `logprob_targets` item: the target token with its
+    /// log-probability (and alternatives when asked). May be empty when no sequence has
+    /// targets.
+    pub input_logprobs: Vec<Vec<SampledToken>>,
+}
+
+impl StepOutput {
+    /// An output with sampled tokens and no input logprobs.
+    pub fn new(tokens: Vec<Option<SampledToken>>) -> Self {
+        StepOutput {
+            tokens,
+            input_logprobs: Vec::new(),
+        }
+    }
 }
 
 /// How a forward batch breaks the contract between the scheduler and a runner.
@@ -424,6 +453,14 @@ pub enum BatchError {
         /// The slot.
         slot: Slot,
     },
+    /// An input-logprob target names a row the sequence does not compute.
+    #[error("sequence {seq}: input logprob row {row} is not among its new tokens")]
+    LogprobRow {
+        /// The sequence's place in the batch.
+        seq: usize,
+        /// The row.
+        row: usize,
+    },
     /// A token id outside the vocabulary.
     #[error("sequence {seq}: token id {token} outside the vocabulary of {vocab}")]
     TokenOutsideVocab {
@@ -461,6 +498,18 @@ pub enum ModelError {
     /// The runner returned no token for a sequence that samples.
     #[error("the runner returned no token for a sampled sequence")]
     MissingToken,
+    /// The runner did not return the input logprobs a sequence asked for.
+    #[error(
+        "the runner returned {got} input logprobs for sequence {seq}, which asked for {expected}"
+    )]
+    MissingInputLogprobs {
+        /// The sequence.
+        seq: usize,
+        /// Returned.
+        got: usize,
+        /// Asked for.
+        expected: usize,
+    },
     /// The runner itself failed; the source says why.
     #[error("model step failed: {0}")]
     Runner(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),

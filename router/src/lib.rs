@@ -28,7 +28,7 @@
 //!             .iter()
 //!             .map(|s| s.sample.then_some(SampledToken::new(7, None)))
 //!             .collect();
-//!         Ok(StepOutput { tokens })
+//!         Ok(StepOutput::new(tokens))
 //!     }
 //! }
 //!

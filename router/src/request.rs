@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::batch::SamplingParams;
+use crate::batch::{SampledToken, SamplingParams};
 use crate::constraint::{ConstraintState, TokenConstraint};
 use crate::error::RouterError;
 use crate::limits::TokenLimit;
@@ -96,10 +96,15 @@ pub struct Req {
     pub sampling: SamplingParams,
     /// When to stop.
     pub stop: StopConditions,
-    /// First prompt position whose logprob is wanted: caps the reusable prefix (SGLang rule).
+    /// First prompt position whose logprob is wanted (SGLang's `logprob_start_len`, with
+    /// `sampling.return_logprob`): the reusable prefix stops before it, so the logits that
+    /// score it are computed.
     pub logprob_start: Option<usize>,
     /// Log-probabilities of the generated tokens, when requested.
     pub output_logprobs: Vec<f32>,
+    /// Prompt tokens from `logprob_start` on with their log-probabilities (the first prompt
+    /// token has none), filled as the prompt is computed.
+    pub input_logprobs: Vec<SampledToken>,
     /// Constrained decoding (structured output): which tokens may come next.
     pub constraint: Option<Box<dyn TokenConstraint>>,
     /// Queued, mid-prefill or decoding.
@@ -135,6 +140,14 @@ impl Req {
                 "min_new_tokens exceeds max_new_tokens".into(),
             ));
         }
+        if let Some(s) = self.logprob_start {
+            if s >= self.prompt.len() {
+                return Err(RouterError::InvalidRequest(format!(
+                    "logprob_start_len {s} must be below the prompt's length {}",
+                    self.prompt.len()
+                )));
+            }
+        }
         self.sampling
             .validate()
             .map_err(RouterError::InvalidRequest)
@@ -156,6 +169,7 @@ impl Req {
             stop,
             logprob_start: None,
             output_logprobs: Vec::new(),
+            input_logprobs: Vec::new(),
             constraint: None,
             status: ReqStatus::Waiting,
             arrival: 0,
@@ -192,6 +206,41 @@ impl Req {
     /// How often the request was retracted under memory pressure.
     pub fn retractions(&self) -> u32 {
         self.retractions
+    }
+
+    /// The most of the prompt that may come from the cache: with input logprobs from position
+    /// `s`, positions before `s - 1` (the logits at `s - 1` score token `s`).
+    pub(crate) fn max_cached_prefix(&self) -> Option<usize> {
+        self.logprob_start
+            .filter(|_| self.sampling.return_logprob)
+            .map(|s| s.saturating_sub(1))
+    }
+
+    /// The input logprobs a computation of positions `kv_len .. kv_len + n` can supply, as
+    /// `(row, token)` targets: each row's logits score the prompt token after it. Positions
+    /// already scored (before a retraction) are not asked again.
+    pub(crate) fn logprob_targets(&self, kv_len: usize, n: usize) -> Vec<(usize, Token)> {
+        let Some(start) = self.logprob_start.filter(|_| self.sampling.return_logprob) else {
+            return Vec::new();
+        };
+        // Entries so far cover positions `start..`; the first prompt token is never scored.
+        let next = start + self.input_logprobs.len();
+        (0..n)
+            .filter_map(|r| {
+                let p = kv_len + r + 1;
+                (p >= next.max(1) && p < self.prompt.len()).then(|| (r, self.prompt[p]))
+            })
+            .collect()
+    }
+
+    /// Records the input logprobs a step computed; the first prompt token, when asked for,
+    /// comes first with no logprob.
+    pub(crate) fn add_input_logprobs(&mut self, scored: Vec<SampledToken>) {
+        if self.input_logprobs.is_empty() && self.logprob_start == Some(0) && !scored.is_empty() {
+            self.input_logprobs
+                .push(SampledToken::new(self.prompt[0], None));
+        }
+        self.input_logprobs.extend(scored);
     }
 
     /// Prompt followed by output.

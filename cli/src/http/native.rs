@@ -4,7 +4,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::jobs;
 use super::layers::JsonBody;
-use super::logprobs::{self, Triple};
+use super::logprobs::{self, InputTriple, Triple};
 use super::params::{self, DefaultMax, OpenAiSampling, Params, StringOrList, Unknown};
 use super::sse;
 use super::structured::StructuredFields;
@@ -103,6 +103,7 @@ pub struct GenerateBody {
     return_logprob: Option<bool>,
     top_logprobs_num: Option<usize>,
     token_ids_logprob: Option<Vec<i64>>,
+    logprob_start_len: Option<i64>,
     extra_key: Option<String>,
     cache_salt: Option<String>,
     #[serde(flatten)]
@@ -152,6 +153,16 @@ struct MetaInfo {
     /// Per position, the `token_ids_logprob` tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     output_token_ids_logprobs: Option<Vec<Vec<Triple>>>,
+    /// Prompt tokens from `logprob_start_len` on: (logprob, id, text) with a `null` logprob for
+    /// the first prompt token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_token_logprobs: Option<Vec<InputTriple>>,
+    /// Per prompt position, the most likely tokens (`null` for the first prompt token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_top_logprobs: Option<Vec<Option<Vec<Triple>>>>,
+    /// Per prompt position, the `token_ids_logprob` tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_token_ids_logprobs: Option<Vec<Option<Vec<Triple>>>>,
 }
 
 /// A `/generate` response or streamed chunk.
@@ -234,6 +245,9 @@ fn meta(
         output_token_logprobs: None,
         output_top_logprobs: None,
         output_token_ids_logprobs: None,
+        input_token_logprobs: None,
+        input_top_logprobs: None,
+        input_token_ids_logprobs: None,
     }
 }
 
@@ -255,13 +269,15 @@ pub async fn generate(
     let rids = rids_of(b.rid.take(), inputs.len(), n)?;
     let want_lp = b.return_logprob.unwrap_or(false);
     let (top, asked) = alternatives_of(&st, &b, want_lp)?;
+    let logprob_start = logprob_start_of(&b, want_lp)?;
     let params = Params::from_openai(
         &sampling,
         DefaultMax::Fixed(NATIVE_DEFAULT_MAX_TOKENS),
         want_lp,
     )?
     .with_alternatives(top, asked)
-    .with_grammar(grammar);
+    .with_grammar(grammar)
+    .with_logprob_start(logprob_start);
     let tenant = caller.tenant.clone();
     let ns = params::namespace(caller.tenant, b.cache_salt.take().or(b.extra_key.take()))?;
     let mut jobs = jobs::submit(&st.engine, &params, inputs, n, &ns).await?;
@@ -326,6 +342,23 @@ fn alternatives_of(
     Ok((top, ids))
 }
 
+/// SGLang's `logprob_start_len`: -1 (the default) scores no prompt token; from a position
+/// on, the prompt is scored, which needs `return_logprob`.
+fn logprob_start_of(b: &GenerateBody, want_lp: bool) -> Result<Option<usize>, ApiError> {
+    match b.logprob_start_len {
+        None | Some(-1) => Ok(None),
+        Some(n) if n >= 0 && want_lp => Ok(Some(n as usize)),
+        Some(n) if n >= 0 => Err(
+            ApiError::bad("logprob_start_len needs return_logprob: true")
+                .param("logprob_start_len"),
+        ),
+        Some(_) => Err(
+            ApiError::bad("logprob_start_len must be -1 or a prompt position")
+                .param("logprob_start_len"),
+        ),
+    }
+}
+
 /// A finished sequence's response.
 fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
     let mut m = meta(
@@ -346,6 +379,13 @@ fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
         let any = |v: &[Vec<Triple>]| v.iter().any(|p| !p.is_empty());
         m.output_top_logprobs = any(&top).then_some(top);
         m.output_token_ids_logprobs = any(&asked).then_some(asked);
+        if !c.input_logprobs.is_empty() {
+            let input = logprobs::native_input(&c.input_logprobs);
+            let any = |v: &[Option<Vec<Triple>>]| v.iter().flatten().any(|p| !p.is_empty());
+            m.input_top_logprobs = any(&input.top).then_some(input.top);
+            m.input_token_ids_logprobs = any(&input.asked).then_some(input.asked);
+            m.input_token_logprobs = Some(input.tokens);
+        }
     }
     GenerateOwned {
         text: c.text.clone(),

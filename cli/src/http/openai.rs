@@ -60,6 +60,8 @@ struct Header {
     created: u64,
     model: String,
     logprobs: bool,
+    /// Completions `logprobs` N > 0: alternatives per position.
+    top: bool,
     /// Chat with tools: the text is parsed for tool calls.
     tools: bool,
     /// Completions with `echo`: each prompt's text, put before its choices' text.
@@ -74,6 +76,7 @@ impl Header {
             created: now_secs(),
             model: st.engine.info().model_name.clone(),
             logprobs,
+            top: false,
             tools: false,
             echo: Vec::new(),
         }
@@ -105,9 +108,13 @@ pub async fn completions(
     params::reject_unknown(&b.unknown, "/v1/completions")?;
     check_model(&st, b.model.as_deref())?;
     let echo = b.echo.unwrap_or(false);
-    if echo && b.logprobs.is_some() {
+    // With `echo`, `logprobs` covers the prompt too: its tokens are scored (input logprobs),
+    // which arrive with the end of the request, so they are not streamed.
+    let score_prompt = echo && b.logprobs.is_some();
+    if score_prompt && b.sampling.stream.unwrap_or(false) {
         return Err(ApiError::bad(
-            "echo with logprobs needs prompt logprobs, which are not supported",
+            "echo with logprobs is not available when streaming (the prompt's logprobs come \
+             with the end of the request)",
         )
         .param("echo"));
     }
@@ -126,7 +133,8 @@ pub async fn completions(
         want_lp,
     )?
     .with_alternatives(top, Vec::new())
-    .with_grammar(b.structured.spec()?);
+    .with_grammar(b.structured.spec()?)
+    .with_logprob_start(score_prompt.then_some(0));
     let vocab = st.engine.info().vocab_size;
     let inputs: Vec<Input> = match b.prompt {
         PromptInput::Text(t) => vec![Input::Text(t)],
@@ -141,6 +149,7 @@ pub async fn completions(
         return Err(ApiError::bad("prompt must not be empty").param("prompt"));
     }
     let mut header = Header::new(&st, Api::Completions, want_lp);
+    header.top = top > 0;
     if echo {
         header.echo = inputs
             .iter()
@@ -313,9 +322,19 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                 .into_iter()
                 .map(|f| CompletionChoice {
                     index: f.index,
-                    logprobs: h
-                        .logprobs
-                        .then(|| logprobs::completion(&st.engine, &tokens_of(&f.completion))),
+                    logprobs: h.logprobs.then(|| {
+                        let t = tokens_of(&f.completion);
+                        if f.completion.input_logprobs.is_empty() {
+                            logprobs::completion(&st.engine, &t)
+                        } else {
+                            logprobs::completion_echoed(
+                                &st.engine,
+                                &f.completion.input_logprobs,
+                                &t,
+                                h.top,
+                            )
+                        }
+                    }),
                     finish_reason: Some(openai_finish(&f.completion.finish_reason)),
                     text: format!("{}{}", h.echoed(f.prompt), f.completion.text),
                 })

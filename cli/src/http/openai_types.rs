@@ -108,9 +108,11 @@ impl UsageBody {
 #[derive(Serialize, Debug, Clone)]
 pub struct CompletionLogprobs {
     pub tokens: Vec<String>,
-    pub token_logprobs: Vec<f32>,
-    /// Per position, the most likely tokens' texts and logprobs (when `logprobs` > 0).
-    pub top_logprobs: Option<Vec<std::collections::BTreeMap<String, f32>>>,
+    /// `null` for the first prompt token (with `echo`), which has no logprob.
+    pub token_logprobs: Vec<Option<f32>>,
+    /// Per position, the most likely tokens' texts and logprobs (when `logprobs` > 0); `null`
+    /// for the first prompt token.
+    pub top_logprobs: Option<Vec<Option<std::collections::BTreeMap<String, f32>>>>,
 }
 
 /// One of the most likely tokens at a chat position.

@@ -111,6 +111,8 @@ pub struct Params {
     pub max_from_room: Option<usize>,
     /// Structured output: what the text must match.
     pub grammar: Option<GrammarSpec>,
+    /// Input logprobs from this prompt position on.
+    pub logprob_start: Option<usize>,
 }
 
 impl Params {
@@ -175,6 +177,7 @@ impl Params {
             skip_special_tokens: s.skip_special_tokens.unwrap_or(true),
             max_from_room,
             grammar: None,
+            logprob_start: None,
         })
     }
 
@@ -183,6 +186,12 @@ impl Params {
     pub fn with_alternatives(mut self, top: usize, ids: Vec<u32>) -> Self {
         self.sampling.top_logprobs = top;
         self.sampling.logprob_token_ids = ids;
+        self
+    }
+
+    /// The same settings, scoring the prompt from `start` on (input logprobs).
+    pub fn with_logprob_start(mut self, start: Option<usize>) -> Self {
+        self.logprob_start = start;
         self
     }
 
@@ -201,6 +210,7 @@ impl Params {
         r.namespace = namespace.clone();
         r.skip_special_tokens = self.skip_special_tokens;
         r.grammar = self.grammar.clone();
+        r.logprob_start = self.logprob_start;
         r
     }
 }

@@ -82,6 +82,7 @@ impl Scheduler {
             sampling,
             output_ids: a.req.output.clone(),
             prompt_ids: a.req.prompt.clone(),
+            logprob_targets: Vec::new(),
         })
     }
 

@@ -32,6 +32,8 @@ pub enum Event {
         completion_tokens: usize,
         /// Prompt tokens served from the cache.
         cached_tokens: usize,
+        /// Prompt tokens from `logprob_start` on with their log-probabilities, when asked.
+        input_logprobs: Vec<SampledToken>,
     },
 }
 
@@ -69,7 +71,7 @@ impl Scheduler {
 
     /// The request leaves the scheduler: counted, forgotten, and reported finished. It must hold
     /// no KV any more (see `finish_admitted` for one that does).
-    pub(super) fn complete(&mut self, req: Req, reason: FinishReason) {
+    pub(super) fn complete(&mut self, mut req: Req, reason: FinishReason) {
         if matches!(reason, FinishReason::Abort { .. }) {
             self.counters.aborted += 1;
         }
@@ -82,6 +84,7 @@ impl Scheduler {
             prompt_tokens: req.prompt.len(),
             completion_tokens: req.output.len(),
             cached_tokens: req.cached_tokens,
+            input_logprobs: std::mem::take(&mut req.input_logprobs),
         });
     }
 }

@@ -25,6 +25,16 @@ pub(super) fn forward<R: ModelRunner + ?Sized>(
     {
         return Err(ModelError::MissingToken);
     }
+    for (seq, s) in fb.seqs.iter().enumerate() {
+        let got = out.input_logprobs.get(seq).map_or(0, Vec::len);
+        if got != s.logprob_targets.len() {
+            return Err(ModelError::MissingInputLogprobs {
+                seq,
+                got,
+                expected: s.logprob_targets.len(),
+            });
+        }
+    }
     Ok(out)
 }
 

@@ -135,7 +135,7 @@ impl Scheduler {
         let (id, max_new_left) = (req.id, req.max_new_left());
         let hit = self
             .kv
-            .match_request_prefix(&req.namespace, &tokens, req.logprob_start);
+            .match_request_prefix(&req.namespace, &tokens, req.max_cached_prefix());
         let extend = tokens.len() - hit.len;
         if adder
             .precheck(extend, max_new_left, self.kv.allocatable_size())
@@ -274,6 +274,7 @@ impl Scheduler {
             sampling: sampling.unwrap_or_else(|| req.sampling.clone()),
             output_ids: req.output.clone(),
             prompt_ids: req.prompt.clone(),
+            logprob_targets: req.logprob_targets(kv_len, end - kv_len),
         }
     }
 
@@ -292,7 +293,9 @@ impl Scheduler {
     /// After the forward: a non-final chunk is cached and the request stays mid-prefill; a
     /// completed prompt gets its first token and decodes, unless it is already finished.
     fn place_extended(&mut self, seqs: Vec<Admitted>, fb: &ForwardBatch, output: StepOutput) {
-        for ((a, seq), sampled) in seqs.into_iter().zip(&fb.seqs).zip(output.tokens) {
+        let mut scored = output.input_logprobs.into_iter();
+        for ((mut a, seq), sampled) in seqs.into_iter().zip(&fb.seqs).zip(output.tokens) {
+            a.req.add_input_logprobs(scored.next().unwrap_or_default());
             let kv_len = seq.seq_len();
             if seq.sample {
                 self.after_prompt(a, kv_len, sampled.expect(SAMPLED));

@@ -82,6 +82,18 @@ impl ModelRunner for FakeRunner {
             }
             self.tokens_computed += s.token_ids.len();
         }
+        // Input logprobs: the token at position p scores -p, so a test can tell which
+        // positions were scored.
+        let input_logprobs = batch
+            .seqs
+            .iter()
+            .map(|s| {
+                s.logprob_targets
+                    .iter()
+                    .map(|&(r, t)| SampledToken::new(t, Some(-((s.positions[r] + 1) as f32))))
+                    .collect()
+            })
+            .collect();
         let mut tokens = Vec::with_capacity(batch.seqs.len());
         for s in &batch.seqs {
             if !s.sample {
@@ -119,7 +131,10 @@ impl ModelRunner for FakeRunner {
                 s.sampling.return_logprob.then_some(-0.5),
             )));
         }
-        Ok(StepOutput { tokens })
+        Ok(StepOutput {
+            tokens,
+            input_logprobs,
+        })
     }
 }
 
