@@ -590,3 +590,57 @@ fn gguf_with_unsupported_architecture_is_rejected() {
         "{err}"
     );
 }
+
+/// log softmax(x)[i], in f64.
+fn log_softmax_at(x: &[f32], i: usize) -> f32 {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let s: f64 = x.iter().map(|&v| ((v - m) as f64).exp()).sum();
+    (x[i] - m) - s.ln() as f32
+}
+
+#[test]
+fn scored_rows_give_the_reference_logprobs_on_every_path() {
+    let w = random_weights(21, true, false);
+    let toks = tokens(9, 40);
+    let reference = reference_forward(&w, &toks);
+    for path in 0..3 {
+        let m = model(w.clone())
+            .with_host_kernels(if path == 0 { 0 } else { 64 })
+            .expect("host kernels");
+        let mut kv = if path == 2 {
+            KvCache::new(m.config(), 48, m.device())
+        } else {
+            m.new_kv_cache(48)
+        };
+        let slots: Vec<u32> = (1..=40).collect();
+        let mut seq = SequenceInput::new(toks.clone(), &[], &slots, true);
+        // Every row scores the token after it (more targets than one block of the head).
+        seq.logprob_targets = (0..39).map(|r| (r, toks[r + 1])).collect();
+        seq.sampling.top_logprobs = 3;
+        let (last, scored) = m
+            .forward_scored(&batch(ForwardMode::Extend, vec![seq]), &mut kv)
+            .expect("forward");
+        assert!(last[0].is_some(), "the last row still samples");
+        assert_eq!(scored[0].len(), 39);
+        for (r, s) in scored[0].iter().enumerate() {
+            assert_eq!(s.token, toks[r + 1]);
+            let want = log_softmax_at(&reference[r], toks[r + 1] as usize);
+            let got = s.logprob.expect("scored");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "path {path} row {r}: {got} vs {want}"
+            );
+            let top = &s.alternatives.as_ref().expect("asked").top;
+            assert_eq!(top.len(), 3);
+            let best =
+                reference[r]
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                    );
+            assert_eq!(top[0].0 as usize, best.0, "path {path} row {r}");
+        }
+    }
+}
