@@ -757,3 +757,80 @@ fn input_logprobs_score_the_prompt_as_generation_scored_it() {
     assert_eq!(st, 400);
     wait_idle_and_check_accounting(&s.base);
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn no_stop_trim_keeps_the_stop_string_and_a_final_message_can_be_continued() {
+    let s = server();
+    let body = |keep: bool| {
+        json!({"prompt": "Paris is in France. Berlin is in Germany. Rome is in", "max_tokens": 24,
+            "temperature": 0, "stop": ["."], "no_stop_trim": keep})
+        .to_string()
+    };
+    let (_, trimmed) = post(&s.base, "/v1/completions", &body(false));
+    let (_, kept) = post(&s.base, "/v1/completions", &body(true));
+    assert_eq!(trimmed["choices"][0]["finish_reason"], "stop", "{trimmed}");
+    let t = trimmed["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        kept["choices"][0]["text"].as_str().unwrap(),
+        format!("{t}.")
+    );
+    // Native too.
+    let (_, v) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": "Paris is in France. Berlin is in Germany. Rome is in",
+            "sampling_params": {"max_new_tokens": 24, "temperature": 0, "stop": ["."], "no_stop_trim": true}})
+        .to_string(),
+    );
+    assert_eq!(v["text"].as_str().unwrap(), format!("{t}."));
+    // continue_final_message: the prompt ends with the assistant's words, and the model goes on
+    // from them exactly as from that prompt given as token ids.
+    let messages = json!([{"role": "user", "content": "Introduce yourself."},
+        {"role": "assistant", "content": "Hello, my name"}]);
+    let (st, tok) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"messages": messages, "continue_final_message": true, "add_generation_prompt": false})
+            .to_string(),
+    );
+    assert_eq!(st, 200, "{tok}");
+    let (_, text) = post(
+        &s.base,
+        "/detokenize",
+        &json!({"tokens": tok["tokens"]}).to_string(),
+    );
+    assert!(
+        text["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("assistant\nHello, my name"),
+        "{text}"
+    );
+    let (st, chat) = post(
+        &s.base,
+        "/v1/chat/completions",
+        &json!({"messages": messages, "continue_final_message": true, "max_tokens": 8, "temperature": 0})
+            .to_string(),
+    );
+    assert_eq!(st, 200, "{chat}");
+    let (_, raw) = post(
+        &s.base,
+        "/generate",
+        &json!({"input_ids": tok["tokens"], "sampling_params": {"max_new_tokens": 8, "temperature": 0}})
+            .to_string(),
+    );
+    assert_eq!(chat["choices"][0]["message"]["content"], raw["text"]);
+    // It needs a final assistant message.
+    let (st, v) = post(
+        &s.base,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "x"}], "continue_final_message": true})
+            .to_string(),
+    );
+    assert_eq!(
+        (st, &v["error"]["param"]),
+        (400, &json!("continue_final_message")),
+        "{v}"
+    );
+}

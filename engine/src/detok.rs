@@ -66,12 +66,14 @@ impl IncrementalDecoder {
 
 /// Finds stop strings in streamed text, across token boundaries. Text that might be the start
 /// of a stop string is held back until it is known not to be; a matched stop string and
-/// everything after it are cut from the output.
+/// everything after it are cut from the output (the stop string itself is kept when asked, as
+/// SGLang's `no_stop_trim`).
 #[derive(Debug, Clone, Default)]
 pub struct StopMatcher {
     stops: Vec<String>,
     pending: String,
     matched: Option<String>,
+    keep_stop: bool,
 }
 
 impl StopMatcher {
@@ -81,7 +83,14 @@ impl StopMatcher {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             pending: String::new(),
             matched: None,
+            keep_stop: false,
         }
+    }
+
+    /// The same matcher, keeping a matched stop string at the end of the text.
+    pub fn keeping_stop(mut self, keep: bool) -> Self {
+        self.keep_stop = keep;
+        self
     }
 
     /// The stop string that matched, if any.
@@ -103,7 +112,8 @@ impl StopMatcher {
             .min_by_key(|&(pos, s)| (pos, std::cmp::Reverse(s.len())));
         if let Some((pos, s)) = first {
             self.matched = Some(s.clone());
-            let out = self.pending[..pos].to_string();
+            let end = if self.keep_stop { pos + s.len() } else { pos };
+            let out = self.pending[..end].to_string();
             self.pending.clear();
             return out;
         }
@@ -175,6 +185,16 @@ mod tests {
         assert_eq!(m.push("x S"), "x ");
         assert_eq!(m.finish(), "S");
         assert_eq!(m.matched(), None);
+    }
+
+    #[test]
+    fn a_kept_stop_string_ends_the_text() {
+        let mut m = StopMatcher::new(["END".to_string()]).keeping_stop(true);
+        let mut out = m.push("abc E");
+        out.push_str(&m.push("ND and more"));
+        assert_eq!(out, "abc END");
+        assert_eq!(m.matched(), Some("END"));
+        assert_eq!(m.push("later"), "");
     }
 
     #[test]

@@ -195,16 +195,17 @@ impl Engine {
         match input {
             Input::Text(t) => self.tokenizer.encode(t, true).map_err(bad),
             Input::Tokens(ids) => Ok(ids.clone()),
-            Input::Chat(messages) => {
-                if messages.is_empty() {
-                    return Err(EngineError::InvalidRequest(
-                        "messages must not be empty".into(),
-                    ));
-                }
-                self.tokenizer
-                    .encode_chat(messages, true, self.trust_message_content)
-                    .map_err(bad)
-            }
+            Input::Chat(messages) | Input::ChatContinued(messages) if messages.is_empty() => Err(
+                EngineError::InvalidRequest("messages must not be empty".into()),
+            ),
+            Input::Chat(messages) => self
+                .tokenizer
+                .encode_chat(messages, true, self.trust_message_content)
+                .map_err(bad),
+            Input::ChatContinued(messages) => self
+                .tokenizer
+                .encode_chat_continuing(messages, self.trust_message_content)
+                .map_err(bad),
         }
     }
 
@@ -260,6 +261,7 @@ impl Engine {
             tokenizer: Arc::clone(&self.tokenizer),
             skip_special: request.skip_special_tokens,
             stop_strings: request.stop_strings,
+            no_stop_trim: request.no_stop_trim,
             prompt_tokens,
             in_flight,
         }))

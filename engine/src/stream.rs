@@ -75,6 +75,7 @@ pub(crate) struct StreamParts {
     pub tokenizer: Arc<dyn Tokenizer>,
     pub skip_special: bool,
     pub stop_strings: Vec<String>,
+    pub no_stop_trim: bool,
     pub prompt_tokens: usize,
     pub in_flight: InFlight,
 }
@@ -88,7 +89,7 @@ impl GenerationStream {
             tokenizer: p.tokenizer,
             skip_special: p.skip_special,
             decoder: IncrementalDecoder::new(),
-            stops: StopMatcher::new(p.stop_strings),
+            stops: StopMatcher::new(p.stop_strings).keeping_stop(p.no_stop_trim),
             text: String::new(),
             logprobs: Vec::new(),
             alternatives: Vec::new(),

@@ -19,6 +19,19 @@ pub trait Tokenizer: Send + Sync {
         trust_content: bool,
     ) -> Result<Vec<u32>, ExecutorError>;
 
+    /// Like `encode_chat`, but the final (assistant) message is left open for the model to
+    /// continue: no end of turn after it, no generation prompt. The default refuses.
+    fn encode_chat_continuing(
+        &self,
+        messages: &[ChatMessage],
+        trust_content: bool,
+    ) -> Result<Vec<u32>, ExecutorError> {
+        let _ = (messages, trust_content);
+        Err(ExecutorError::Template(
+            "this tokenizer cannot continue a final message".into(),
+        ))
+    }
+
     /// Decodes ids to text, leaving special tokens out when `skip_special_tokens`.
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError>;
 
@@ -42,6 +55,14 @@ impl Tokenizer for TextTokenizer {
         trust_content: bool,
     ) -> Result<Vec<u32>, ExecutorError> {
         TextTokenizer::encode_chat(self, messages, add_generation_prompt, trust_content)
+    }
+
+    fn encode_chat_continuing(
+        &self,
+        messages: &[ChatMessage],
+        trust_content: bool,
+    ) -> Result<Vec<u32>, ExecutorError> {
+        TextTokenizer::encode_chat_continuing(self, messages, trust_content)
     }
 
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError> {

@@ -43,6 +43,9 @@ pub enum Input {
     /// Special-token spellings inside message content stay plain text unless the engine was
     /// configured to trust message content.
     Chat(Vec<ChatMessage>),
+    /// Chat messages whose final (assistant) message the model continues: no end of turn
+    /// after it and no generation prompt (`continue_final_message`).
+    ChatContinued(Vec<ChatMessage>),
 }
 
 /// One generation request.
@@ -56,6 +59,8 @@ pub struct GenerateRequest {
     pub stop: StopConditions,
     /// Stop strings, matched on the decoded text and cut from it.
     pub stop_strings: Vec<String>,
+    /// Keep a matched stop string at the end of the text (SGLang's `no_stop_trim`).
+    pub no_stop_trim: bool,
     /// Cache namespace (a salt, a tenant): prefixes are shared only within one namespace.
     pub namespace: Namespace,
     /// Leave special tokens out of the text.
@@ -75,6 +80,7 @@ impl GenerateRequest {
             sampling: SamplingParams::greedy(),
             stop: StopConditions::default(),
             stop_strings: Vec::new(),
+            no_stop_trim: false,
             namespace: Namespace::shared(),
             skip_special_tokens: true,
             grammar: None,

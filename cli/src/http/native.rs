@@ -38,6 +38,7 @@ pub struct NativeSampling {
     sampling_seed: Option<u64>,
     n: Option<i64>,
     logit_bias: Option<std::collections::BTreeMap<String, f32>>,
+    no_stop_trim: Option<bool>,
     #[serde(flatten)]
     structured: StructuredFields,
     #[serde(flatten)]
@@ -63,6 +64,7 @@ impl NativeSampling {
             min_tokens: self.min_new_tokens,
             ignore_eos: self.ignore_eos,
             skip_special_tokens: self.skip_special_tokens,
+            no_stop_trim: self.no_stop_trim,
             ..OpenAiSampling::default()
         }
     }

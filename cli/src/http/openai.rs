@@ -160,7 +160,7 @@ pub async fn completions(
                     .tokenizer()
                     .decode(ids, false)
                     .map_err(|e| ApiError::bad(e.to_string())),
-                Input::Chat(_) => Ok(String::new()),
+                Input::Chat(_) | Input::ChatContinued(_) => Ok(String::new()),
             })
             .collect::<Result<_, _>>()?;
     }
@@ -254,15 +254,18 @@ pub async fn chat_completions(
     .with_grammar(grammar);
     let mut header = Header::new(&st, Api::Chat, want_lp);
     header.tools = tools.is_some();
-    run(
-        st,
-        header,
-        &b.sampling,
-        &params,
-        vec![Input::Chat(messages)],
-        caller,
-    )
-    .await
+    let input = if b.continue_final_message.unwrap_or(false) {
+        if messages.last().is_none_or(|m| m.role != "assistant") {
+            return Err(ApiError::bad(
+                "continue_final_message needs the last message to be the assistant's",
+            )
+            .param("continue_final_message"));
+        }
+        Input::ChatContinued(messages)
+    } else {
+        Input::Chat(messages)
+    };
+    run(st, header, &b.sampling, &params, vec![input], caller).await
 }
 
 /// Puts the tools' description at the end of the system message (one is added if there is

@@ -66,6 +66,8 @@ pub struct ChatRequest {
     pub messages: Vec<RequestMessage>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<u32>,
+    /// Continue the final (assistant) message instead of starting a new turn.
+    pub continue_final_message: Option<bool>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
     #[serde(flatten)]

@@ -61,6 +61,8 @@ pub struct OpenAiSampling {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub cache_salt: Option<String>,
+    /// SGLang: keep a matched stop string at the end of the text.
+    pub no_stop_trim: Option<bool>,
     /// Token id (as a string key, OpenAI's shape) to a bias added to its logit.
     pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
 }
@@ -106,6 +108,7 @@ pub struct Params {
     pub sampling: SamplingParams,
     pub stop: StopConditions,
     pub stop_strings: Vec<String>,
+    pub no_stop_trim: bool,
     pub skip_special_tokens: bool,
     /// `max_tokens` was not given and is sized per prompt ([`DefaultMax::Room`]).
     pub max_from_room: Option<usize>,
@@ -174,6 +177,7 @@ impl Params {
             sampling,
             stop,
             stop_strings,
+            no_stop_trim: s.no_stop_trim.unwrap_or(false),
             skip_special_tokens: s.skip_special_tokens.unwrap_or(true),
             max_from_room,
             grammar: None,
@@ -207,6 +211,7 @@ impl Params {
         r.sampling = self.sampling.clone();
         r.stop = self.stop.clone();
         r.stop_strings = self.stop_strings.clone();
+        r.no_stop_trim = self.no_stop_trim;
         r.namespace = namespace.clone();
         r.skip_special_tokens = self.skip_special_tokens;
         r.grammar = self.grammar.clone();

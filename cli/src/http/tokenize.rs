@@ -27,6 +27,7 @@ pub struct TokenizeRequest {
     messages: Option<Vec<RequestMessage>>,
     add_special_tokens: Option<bool>,
     add_generation_prompt: Option<bool>,
+    continue_final_message: Option<bool>,
     return_token_strs: Option<bool>,
     #[serde(flatten)]
     unknown: Unknown,
@@ -59,50 +60,62 @@ pub async fn tokenize(
     let special = b.add_special_tokens.unwrap_or(true);
     let tokenizer = st.engine.tokenizer();
     let bad = |e: engine::ExecutorError| ApiError::bad(e.to_string());
-    let (tokens, count, first) = match (b.prompt, b.messages) {
-        (Some(TokenizePrompt::One(text)), None) => {
-            let ids = tokenizer.encode(&text, special).map_err(bad)?;
-            let n = ids.len();
-            (OneOrMany::One(ids.clone()), OneOrMany::One(n), ids)
-        }
-        (Some(TokenizePrompt::Many(_)), None) if b.return_token_strs == Some(true) => {
-            return Err(
-                ApiError::bad("return_token_strs takes a single prompt").param("return_token_strs")
-            )
-        }
-        (Some(TokenizePrompt::Many(texts)), None) => {
-            let lists = texts
-                .iter()
-                .map(|t| tokenizer.encode(t, special))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(bad)?;
-            let counts = lists.iter().map(Vec::len).collect();
-            (OneOrMany::Many(lists), OneOrMany::Many(counts), Vec::new())
-        }
-        (None, Some(messages)) => {
-            if b.add_special_tokens.is_some() {
-                return Err(ApiError::bad(
+    let (tokens, count, first) =
+        match (b.prompt, b.messages) {
+            (Some(TokenizePrompt::One(text)), None) => {
+                let ids = tokenizer.encode(&text, special).map_err(bad)?;
+                let n = ids.len();
+                (OneOrMany::One(ids.clone()), OneOrMany::One(n), ids)
+            }
+            (Some(TokenizePrompt::Many(_)), None) if b.return_token_strs == Some(true) => {
+                return Err(ApiError::bad("return_token_strs takes a single prompt")
+                    .param("return_token_strs"))
+            }
+            (Some(TokenizePrompt::Many(texts)), None) => {
+                let lists = texts
+                    .iter()
+                    .map(|t| tokenizer.encode(t, special))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                let counts = lists.iter().map(Vec::len).collect();
+                (OneOrMany::Many(lists), OneOrMany::Many(counts), Vec::new())
+            }
+            (None, Some(messages)) => {
+                if b.add_special_tokens.is_some() {
+                    return Err(ApiError::bad(
                     "add_special_tokens applies to prompt; a chat is tokenized as its template \
                      writes it",
                 )
                 .param("add_special_tokens"));
+                }
+                let messages = chat_messages(messages)?;
+                // vLLM: continuing the final message leaves out the generation prompt.
+                let input =
+                    match (b.continue_final_message, b.add_generation_prompt) {
+                        (Some(true), Some(true)) => return Err(ApiError::bad(
+                            "continue_final_message and add_generation_prompt exclude each other",
+                        )
+                        .param("continue_final_message")),
+                        (Some(true), _) => Input::ChatContinued(messages),
+                        (_, Some(false)) => {
+                            return Err(ApiError::bad(
+                                "add_generation_prompt: false is only supported with \
+                         continue_final_message: true",
+                            )
+                            .param("add_generation_prompt"))
+                        }
+                        _ => Input::Chat(messages),
+                    };
+                let ids = st.engine.tokenize(&input)?;
+                let n = ids.len();
+                (OneOrMany::One(ids.clone()), OneOrMany::One(n), ids)
             }
-            if b.add_generation_prompt == Some(false) {
-                return Err(
-                    ApiError::bad("add_generation_prompt: false is not supported")
-                        .param("add_generation_prompt"),
-                );
+            _ => {
+                return Err(ApiError::bad(
+                    "exactly one of prompt and messages is required",
+                ))
             }
-            let ids = st.engine.tokenize(&Input::Chat(chat_messages(messages)?))?;
-            let n = ids.len();
-            (OneOrMany::One(ids.clone()), OneOrMany::One(n), ids)
-        }
-        _ => {
-            return Err(ApiError::bad(
-                "exactly one of prompt and messages is required",
-            ))
-        }
-    };
+        };
     let token_strs = b.return_token_strs.unwrap_or(false).then(|| {
         first
             .iter()

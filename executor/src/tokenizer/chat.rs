@@ -16,7 +16,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use tokenizers::Tokenizer;
 
 use super::{tk_err, ChatMessage, TextTokenizer};
-use crate::error::Result;
+use crate::error::{ExecutorError, Result};
 
 /// What the safe encoder needs from the vocabulary: the special tokens' spellings and ids, and a
 /// copy of the tokenizer that reads those spellings as plain text.
@@ -74,11 +74,56 @@ impl TextTokenizer {
         add_generation_prompt: bool,
         trust_content: bool,
     ) -> Result<Vec<u32>> {
+        self.encode_rendered(messages, trust_content, |m| {
+            self.apply_chat_template(m, add_generation_prompt)
+        })
+    }
+
+    /// Like [`TextTokenizer::encode_chat`], but the final message (an assistant's) is left open
+    /// for the model to continue: the prompt ends with its content, without the template's
+    /// end of turn (`continue_final_message` in Hugging Face's `apply_chat_template`).
+    pub fn encode_chat_continuing(
+        &self,
+        messages: &[ChatMessage],
+        trust_content: bool,
+    ) -> Result<Vec<u32>> {
+        self.encode_rendered(messages, trust_content, |m| self.render_continuing(m))
+    }
+
+    /// Renders with the final message's content followed by a unique sentinel, and cuts the
+    /// text at the sentinel: whatever the template writes after the content is dropped.
+    fn render_continuing(&self, messages: &[ChatMessage]) -> Result<String> {
+        let bad = |m: &str| ExecutorError::Template(m.to_string());
+        let nonce = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let sentinel = format!("\u{E004}{nonce:016x}\u{E005}");
+        let mut msgs = messages.to_vec();
+        let last = msgs
+            .last_mut()
+            .filter(|m| m.role == "assistant")
+            .ok_or_else(|| bad("continuing a final message needs one from the assistant"))?;
+        last.content.push_str(&sentinel);
+        let text = self.apply_chat_template(&msgs, false)?;
+        let cut = text
+            .rfind(&sentinel)
+            .ok_or_else(|| bad("the chat template does not render the final message"))?;
+        Ok(text[..cut].to_string())
+    }
+
+    /// Renders `messages` with `render` and encodes the text, keeping special-token spellings in
+    /// content as text unless `trust_content`.
+    fn encode_rendered(
+        &self,
+        messages: &[ChatMessage],
+        trust_content: bool,
+        render: impl Fn(&[ChatMessage]) -> Result<String>,
+    ) -> Result<Vec<u32>> {
         let special = self.special_text()?;
         let matcher = match &special.matcher {
             Some(m) if !trust_content && messages.iter().any(|msg| m.is_match(&msg.content)) => m,
             _ => {
-                let text = self.apply_chat_template(messages, add_generation_prompt)?;
+                let text = render(messages)?;
                 return self.encode(&text);
             }
         };
@@ -103,7 +148,7 @@ impl TextTokenizer {
                 }
             })
             .collect();
-        let rendered = self.apply_chat_template(&wrapped, add_generation_prompt)?;
+        let rendered = render(&wrapped)?;
         let defused = unwrap_markers(&rendered, &open, &close);
         let mut ids = Vec::new();
         if self.add_bos {
