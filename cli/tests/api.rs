@@ -749,12 +749,34 @@ fn input_logprobs_score_the_prompt_as_generation_scored_it() {
         &json!({"text": "Hi", "return_logprob": true, "logprob_start_len": 99}).to_string(),
     );
     assert_eq!(st, 400, "{v}");
-    let (st, _) = post(
-        &s.base,
-        "/v1/completions",
-        &json!({"prompt": "x", "echo": true, "logprobs": 0, "stream": true}).to_string(),
-    );
-    assert_eq!(st, 400);
+    // Streamed, each choice's first chunk is the prompt with its logprobs, then its first
+    // token's; later chunks carry their own tokens'.
+    for max_tokens in [0, 4] {
+        let chunks = stream_chunks(
+            &s.base,
+            "/v1/completions",
+            &json!({"prompt": prompt, "echo": true, "logprobs": 2, "max_tokens": max_tokens,
+                "n": 2, "stream": true, "temperature": 0}),
+        );
+        for index in 0..2 {
+            let mine: Vec<&Value> = chunks
+                .iter()
+                .filter(|c| c["choices"][0]["index"] == index)
+                .collect();
+            let first = &mine[0]["choices"][0];
+            assert!(
+                first["text"].as_str().unwrap().starts_with(prompt),
+                "{first}"
+            );
+            let lp = &first["logprobs"];
+            let n = lp["tokens"].as_array().unwrap().len();
+            assert_eq!(n, prompt_ids.len() + usize::from(max_tokens > 0), "{first}");
+            assert!(lp["token_logprobs"][0].is_null(), "{first}");
+            assert!(lp["top_logprobs"][1].is_object(), "{first}");
+            let last = &mine.last().unwrap()["choices"][0];
+            assert_eq!(last["finish_reason"], "length", "{last}");
+        }
+    }
     wait_idle_and_check_accounting(&s.base);
 }
 

@@ -50,6 +50,9 @@ pub struct GenerationStream {
     text: String,
     logprobs: Vec<f32>,
     alternatives: Vec<TokenAlternatives>,
+    /// The scored prompt, once reported; it also goes out with the first delta after it.
+    input_logprobs: Vec<SampledToken>,
+    prompt_delta_due: bool,
     done: bool,
     stop_sent: bool,
     prompt_tokens: usize,
@@ -93,6 +96,8 @@ impl GenerationStream {
             text: String::new(),
             logprobs: Vec::new(),
             alternatives: Vec::new(),
+            input_logprobs: Vec::new(),
+            prompt_delta_due: false,
             done: false,
             stop_sent: false,
             prompt_tokens: p.prompt_tokens,
@@ -162,11 +167,12 @@ impl GenerationStream {
     fn on_update(&mut self, update: Option<Update>) -> Option<StreamEvent> {
         match update {
             Some(Update::Token(sampled)) => self.on_token(sampled).map(StreamEvent::Delta),
-            Some(Update::Finished {
-                reason,
-                usage,
-                input_logprobs,
-            }) => Some(self.on_finished(reason, usage, input_logprobs)),
+            Some(Update::Prompt(scored)) => {
+                self.input_logprobs = scored;
+                self.prompt_delta_due = true;
+                None
+            }
+            Some(Update::Finished { reason, usage }) => Some(self.on_finished(reason, usage)),
             None => {
                 self.done = true;
                 self.in_flight = None;
@@ -217,15 +223,20 @@ impl GenerationStream {
             token_ids: vec![token],
             logprobs: logprob.into_iter().collect(),
             alternatives,
+            input_logprobs: self.take_prompt_for_delta(),
         })
     }
 
-    fn on_finished(
-        &mut self,
-        reason: FinishReason,
-        usage: Usage,
-        input_logprobs: Vec<SampledToken>,
-    ) -> StreamEvent {
+    /// The scored prompt for the first delta after it arrived (empty afterwards).
+    fn take_prompt_for_delta(&mut self) -> Vec<SampledToken> {
+        if std::mem::take(&mut self.prompt_delta_due) {
+            self.input_logprobs.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_finished(&mut self, reason: FinishReason, usage: Usage) -> StreamEvent {
         self.done = true;
         self.in_flight = None;
         let mut tail = String::new();
@@ -265,7 +276,7 @@ impl GenerationStream {
             token_ids,
             logprobs: std::mem::take(&mut self.logprobs),
             alternatives: std::mem::take(&mut self.alternatives),
-            input_logprobs,
+            input_logprobs: std::mem::take(&mut self.input_logprobs),
             e2e_latency: self.submitted.elapsed().as_secs_f64(),
             time_to_first_token: self.first_token,
         };
@@ -279,6 +290,7 @@ impl GenerationStream {
             token_ids: Vec::new(),
             logprobs: Vec::new(),
             alternatives: Vec::new(),
+            input_logprobs: Vec::new(),
         })
     }
 }

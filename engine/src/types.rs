@@ -111,6 +111,9 @@ pub struct Delta {
     pub logprobs: Vec<f32>,
     /// Their positions' most likely and asked-about tokens, when requested.
     pub alternatives: Vec<TokenAlternatives>,
+    /// The scored prompt (as [`Completion::input_logprobs`]), in the first delta that follows
+    /// its scoring; empty in every other delta.
+    pub input_logprobs: Vec<SampledToken>,
 }
 
 /// The end of a request.

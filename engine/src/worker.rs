@@ -14,10 +14,11 @@ use tokio::sync::mpsc::UnboundedSender;
 #[derive(Debug)]
 pub(crate) enum Update {
     Token(SampledToken),
+    /// The scored prompt, before the first token.
+    Prompt(Vec<SampledToken>),
     Finished {
         reason: FinishReason,
         usage: Usage,
-        input_logprobs: Vec<SampledToken>,
     },
 }
 
@@ -132,13 +133,19 @@ impl<R: ModelRunner> Worker<R> {
                 }
                 !delivered
             }
+            Event::Prompt { id, input_logprobs } => {
+                // A client gone by now is noticed at its next token.
+                if let Some(tx) = self.outputs.get(&id) {
+                    let _ = tx.send(Update::Prompt(input_logprobs));
+                }
+                false
+            }
             Event::Finished {
                 id,
                 reason,
                 prompt_tokens,
                 completion_tokens,
                 cached_tokens,
-                input_logprobs,
             } => {
                 if let Some(tx) = self.outputs.remove(&id) {
                     // A receiver gone by now has nothing left to free.
@@ -149,7 +156,6 @@ impl<R: ModelRunner> Worker<R> {
                             completion_tokens,
                             cached_tokens,
                         },
-                        input_logprobs,
                     });
                 }
                 false
@@ -219,7 +225,6 @@ impl<R: ModelRunner> Worker<R> {
                         prompt_tokens,
                         ..Usage::default()
                     },
-                    input_logprobs: Vec::new(),
                 });
             }
         }

@@ -105,6 +105,8 @@ pub struct Req {
     /// Prompt tokens from `logprob_start` on with their log-probabilities (the first prompt
     /// token has none), filled as the prompt is computed.
     pub input_logprobs: Vec<SampledToken>,
+    /// Whether `input_logprobs` were reported (they are, once, after the whole prompt).
+    pub(crate) input_logprobs_sent: bool,
     /// Constrained decoding (structured output): which tokens may come next.
     pub constraint: Option<Box<dyn TokenConstraint>>,
     /// Queued, mid-prefill or decoding.
@@ -170,6 +172,7 @@ impl Req {
             logprob_start: None,
             output_logprobs: Vec::new(),
             input_logprobs: Vec::new(),
+            input_logprobs_sent: false,
             constraint: None,
             status: ReqStatus::Waiting,
             arrival: 0,

@@ -7,35 +7,18 @@
 mod common;
 
 use common::*;
-use router::{Event, Req, Scheduler, Token};
+use router::{Req, Scheduler, Token};
 
 /// A finished request: id, its scored prompt tokens, its cached tokens.
 type Scored = (u64, Vec<(Token, Option<f32>)>, usize);
 
 fn scored(s: &mut Scheduler, runner: &mut FakeRunner) -> Vec<Scored> {
-    let mut out = Vec::new();
-    for _ in 0..500 {
-        s.step(runner).unwrap();
-        for e in s.take_events() {
-            if let Event::Finished {
-                id,
-                input_logprobs,
-                cached_tokens,
-                ..
-            } = e
-            {
-                let v = input_logprobs
-                    .iter()
-                    .map(|t| (t.token, t.logprob))
-                    .collect();
-                out.push((id, v, cached_tokens));
-            }
-        }
-        if s.is_idle() {
-            return out;
-        }
-    }
-    panic!("not idle");
+    let mut out: Vec<Scored> = run_to_idle(s, runner, 500)
+        .into_iter()
+        .map(|(id, o)| (id, o.prompt.unwrap_or_default(), o.cached))
+        .collect();
+    out.sort_by_key(|x| x.0);
+    out
 }
 
 fn with_logprobs(id: u64, prompt: Vec<Token>, start: usize) -> Req {

@@ -438,6 +438,7 @@ fn run_scripted(
             match e {
                 router::Event::Token { token, .. } => tokens.push(token),
                 router::Event::Finished { reason, .. } => finish = Some(reason),
+                router::Event::Prompt { .. } => {}
             }
         }
         if s.is_idle() {

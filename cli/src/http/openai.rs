@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use engine::MAX_TOP_LOGPROBS;
 use engine::{ChatMessage, Completion, FinishReason, Input, StreamEvent};
 use futures_util::stream::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Largest default `max_tokens` of a chat request (the pool and context may leave less).
 const CHAT_DEFAULT_MAX_TOKENS: usize = 1024;
@@ -62,6 +62,8 @@ struct Header {
     logprobs: bool,
     /// Completions `logprobs` N > 0: alternatives per position.
     top: bool,
+    /// Completions `echo` with `logprobs`: the prompt's logprobs lead each choice's.
+    score_prompt: bool,
     /// Chat with tools: the text is parsed for tool calls.
     tools: bool,
     /// Completions with `echo`: each prompt's text, put before its choices' text.
@@ -77,6 +79,7 @@ impl Header {
             model: st.engine.info().model_name.clone(),
             logprobs,
             top: false,
+            score_prompt: false,
             tools: false,
             echo: Vec::new(),
         }
@@ -108,16 +111,8 @@ pub async fn completions(
     params::reject_unknown(&b.unknown, "/v1/completions")?;
     check_model(&st, b.model.as_deref())?;
     let echo = b.echo.unwrap_or(false);
-    // With `echo`, `logprobs` covers the prompt too: its tokens are scored (input logprobs),
-    // which arrive with the end of the request, so they are not streamed.
+    // With `echo`, `logprobs` covers the prompt too: its tokens are scored (input logprobs).
     let score_prompt = echo && b.logprobs.is_some();
-    if score_prompt && b.sampling.stream.unwrap_or(false) {
-        return Err(ApiError::bad(
-            "echo with logprobs is not available when streaming (the prompt's logprobs come \
-             with the end of the request)",
-        )
-        .param("echo"));
-    }
     // `logprobs: N` returns the chosen tokens' logprobs and, for N > 0, the N most likely
     // tokens at each position.
     let top = b.logprobs.unwrap_or(0) as usize;
@@ -150,6 +145,7 @@ pub async fn completions(
     }
     let mut header = Header::new(&st, Api::Completions, want_lp);
     header.top = top > 0;
+    header.score_prompt = score_prompt;
     if echo {
         header.echo = inputs
             .iter()
@@ -525,8 +521,60 @@ fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
         .collect()
 }
 
-/// With `echo`, the first chunk of each streamed completion choice is its prompt.
+/// A streamed completion choice's first chunk with `echo` and `logprobs`: the prompt's text
+/// with its logprobs (which come with the choice's first event), then what the event adds.
+fn echo_with_logprobs(
+    st: &Shared,
+    h: &Header,
+    index: usize,
+    prompt: usize,
+    ev: &StreamEvent,
+) -> Vec<String> {
+    let (text, scored, toks) = match ev {
+        StreamEvent::Delta(d) => (
+            d.text.as_str(),
+            &d.input_logprobs,
+            logprobs::Tokens {
+                ids: &d.token_ids,
+                logprobs: &d.logprobs,
+                alternatives: &d.alternatives,
+            },
+        ),
+        StreamEvent::Done(c) => (
+            "",
+            &c.input_logprobs,
+            logprobs::Tokens {
+                ids: &[],
+                logprobs: &[],
+                alternatives: &[],
+            },
+        ),
+        StreamEvent::Failed(_) => return Vec::new(),
+    };
+    let first = serde_json::to_string(&h.envelope(
+        "text_completion",
+        vec![CompletionChoice {
+            index,
+            text: format!("{}{text}", h.echoed(prompt)),
+            logprobs: Some(logprobs::completion_echoed(
+                &st.engine, scored, &toks, h.top,
+            )),
+            finish_reason: None,
+        }],
+    ));
+    let mut out: Vec<String> = first.ok().into_iter().collect();
+    if let StreamEvent::Done(_) = ev {
+        out.extend(chunk(st, h, index, ev));
+    }
+    out
+}
+
+/// With `echo`, the first chunk of each streamed completion choice is its prompt (with
+/// `logprobs`, it comes with the choice's first event instead, carrying the prompt's).
 fn echo_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
+    if h.score_prompt {
+        return Vec::new();
+    }
     jobs.iter()
         .filter(|j| !h.echoed(j.prompt).is_empty())
         .filter_map(|j| {
@@ -555,6 +603,7 @@ fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Respons
     let st2 = st.clone();
     let h2 = h.clone();
     let mut splitters: HashMap<usize, tools::Splitter> = HashMap::new();
+    let mut echoed: HashSet<usize> = HashSet::new();
     let events = jobs::merged_events(jobs).map(move |(index, prompt, ev)| {
         if let StreamEvent::Done(c) = &ev {
             st2.metrics.observe(c);
@@ -563,6 +612,9 @@ fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Respons
         let totals = tally.totals();
         match ev {
             StreamEvent::Failed(e) => sse::Item::Fail(ApiError::from(e)),
+            ev if h2.score_prompt && echoed.insert(index) => {
+                sse::Item::Data(echo_with_logprobs(&st2, &h2, index, prompt, &ev), totals)
+            }
             ev if h2.tools => {
                 let splitter = splitters.entry(index).or_default();
                 sse::Item::Data(tool_chunks(&st2, &h2, index, &ev, splitter), totals)

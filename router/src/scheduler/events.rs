@@ -9,6 +9,14 @@ use radix_tree::Token;
 /// What a request saw in one step, in the order it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The request's prompt was scored (input logprobs, when asked for): sent once, when the
+    /// whole prompt has been computed, before its first token.
+    Prompt {
+        /// The request.
+        id: ReqId,
+        /// Prompt tokens from `logprob_start` on with their log-probabilities.
+        input_logprobs: Vec<SampledToken>,
+    },
     /// A token was generated.
     Token {
         /// The request.
@@ -32,8 +40,6 @@ pub enum Event {
         completion_tokens: usize,
         /// Prompt tokens served from the cache.
         cached_tokens: usize,
-        /// Prompt tokens from `logprob_start` on with their log-probabilities, when asked.
-        input_logprobs: Vec<SampledToken>,
     },
 }
 
@@ -71,7 +77,19 @@ impl Scheduler {
 
     /// The request leaves the scheduler: counted, forgotten, and reported finished. It must hold
     /// no KV any more (see `finish_admitted` for one that does).
-    pub(super) fn complete(&mut self, mut req: Req, reason: FinishReason) {
+    /// Reports the request's scored prompt, once, when its whole prompt has been computed.
+    pub(super) fn report_prompt(&mut self, req: &mut Req) {
+        if req.input_logprobs.is_empty() || req.input_logprobs_sent {
+            return;
+        }
+        req.input_logprobs_sent = true;
+        self.events.push(Event::Prompt {
+            id: req.id,
+            input_logprobs: req.input_logprobs.clone(),
+        });
+    }
+
+    pub(super) fn complete(&mut self, req: Req, reason: FinishReason) {
         if matches!(reason, FinishReason::Abort { .. }) {
             self.counters.aborted += 1;
         }
@@ -84,7 +102,6 @@ impl Scheduler {
             prompt_tokens: req.prompt.len(),
             completion_tokens: req.output.len(),
             cached_tokens: req.cached_tokens,
-            input_logprobs: std::mem::take(&mut req.input_logprobs),
         });
     }
 }

@@ -314,6 +314,7 @@ impl Scheduler {
     /// The request's prompt (and any output, after a retraction) is computed: it takes the
     /// sampled token and finishes or decodes.
     fn after_prompt(&mut self, mut a: Admitted, kv_len: usize, sampled: SampledToken) {
+        self.report_prompt(&mut a.req);
         let stop = &a.req.stop;
         if stop.max_new_tokens == 0 || a.req.output.len() >= stop.max_new_tokens {
             let length = stop.max_new_tokens;

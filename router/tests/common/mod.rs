@@ -176,6 +176,8 @@ pub struct Outcome {
     pub tokens: Vec<Token>,
     pub finish: Option<String>,
     pub cached: usize,
+    /// The scored prompt (input logprobs), when reported.
+    pub prompt: Option<Vec<(Token, Option<f32>)>>,
 }
 
 /// Steps until idle (or `max_steps`), collecting every request's outcome.
@@ -209,6 +211,23 @@ pub fn collect(s: &mut Scheduler, out: &mut HashMap<u64, Outcome>) {
                 let o = out.entry(id).or_default();
                 o.finish = Some(reason.kind().to_string());
                 o.cached = cached_tokens;
+            }
+            router::Event::Prompt { id, input_logprobs } => {
+                let o = out.entry(id).or_default();
+                assert!(
+                    o.prompt.is_none(),
+                    "request {id}: its prompt was reported twice"
+                );
+                assert!(
+                    o.tokens.is_empty(),
+                    "request {id}: its prompt came after a token"
+                );
+                o.prompt = Some(
+                    input_logprobs
+                        .iter()
+                        .map(|t| (t.token, t.logprob))
+                        .collect(),
+                );
             }
         }
     }
