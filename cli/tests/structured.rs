@@ -302,3 +302,17 @@ fn invalid_specs_are_400s_that_name_the_problem() {
     }
     wait_idle_and_check_accounting(&s.base);
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn the_responses_api_takes_a_text_format() {
+    let s = server();
+    let body = json!({"input": "Invent a person.", "max_output_tokens": 96,
+        "text": {"format": {"type": "json_schema", "name": "person", "schema": person_schema(), "strict": true}}});
+    let (st, v) = post(&s.base, "/v1/responses", &body.to_string());
+    assert_eq!(st, 200, "{v}");
+    check_person(v["output"][0]["content"][0]["text"].as_str().unwrap());
+    let bad = json!({"input": "x", "text": {"format": {"type": "json_schema", "name": "p"}}});
+    let (st, v) = post(&s.base, "/v1/responses", &bad.to_string());
+    assert_eq!((st, &v["error"]["param"]), (400, &json!("text")), "{v}");
+}

@@ -10,6 +10,7 @@ use super::layers::JsonBody;
 use super::openai::{check_model, openai_finish};
 use super::openai_types::ContentPart;
 use super::params::{self, DefaultMax, OpenAiSampling, Params, Unknown};
+use super::structured;
 use super::{now_secs, response_id, Shared};
 use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -67,6 +68,8 @@ pub struct ResponsesRequest {
     top_p: Option<f32>,
     stream: Option<bool>,
     store: Option<bool>,
+    /// `{"format": ...}`: structured output.
+    text: Option<serde_json::Value>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -275,11 +278,18 @@ pub async fn create(
         top_p: b.top_p,
         ..OpenAiSampling::default()
     };
+    let grammar = b
+        .text
+        .as_ref()
+        .map(structured::responses_text_format)
+        .transpose()?
+        .flatten();
     let params = Params::from_openai(
         &sampling,
         DefaultMax::Room(DEFAULT_MAX_OUTPUT_TOKENS),
         false,
-    )?;
+    )?
+    .with_grammar(grammar);
     let ns = params::namespace(caller.tenant.clone(), None)?;
     let mut jobs = jobs::submit(&st.engine, &params, vec![Input::Chat(prompt)], 1, &ns).await?;
     let job = jobs

@@ -72,6 +72,45 @@ impl StructuredFields {
     }
 }
 
+/// The Responses API's `text` (`{"format": {"type": "text" | "json_object" | "json_schema",
+/// ...}}`, the schema's fields beside the type).
+pub fn responses_text_format(text: &Value) -> Result<Option<GrammarSpec>, ApiError> {
+    let bad = |m: String| ApiError::bad(m).param("text");
+    let obj = text
+        .as_object()
+        .ok_or_else(|| bad("text must be an object".into()))?;
+    if let Some(extra) = obj.keys().find(|k| k.as_str() != "format") {
+        return Err(bad(format!("text.{extra} is not supported")));
+    }
+    let Some(format) = obj.get("format") else {
+        return Ok(None);
+    };
+    let f = format
+        .as_object()
+        .ok_or_else(|| bad("text.format must be an object".into()))?;
+    let kind = f.get("type").and_then(Value::as_str).unwrap_or_default();
+    let known: &[&str] = match kind {
+        "text" | "json_object" => &["type"],
+        "json_schema" => &["type", "name", "schema", "strict", "description"],
+        other => {
+            return Err(bad(format!(
+                "text.format type {other:?} is not supported (text, json_object, json_schema)"
+            )))
+        }
+    };
+    if let Some(extra) = f.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(format!("text.format.{extra} is not supported")));
+    }
+    match (kind, f.get("schema")) {
+        ("text", _) => Ok(None),
+        ("json_object", _) => Ok(Some(GrammarSpec::JsonObject)),
+        (_, Some(s @ (Value::Object(_) | Value::Bool(_)))) => {
+            Ok(Some(GrammarSpec::JsonSchema(s.clone())))
+        }
+        _ => Err(bad("text.format.schema must be a JSON schema object".into())),
+    }
+}
+
 /// A schema given as an object, or as a string of JSON (SGLang's native `json_schema`).
 fn schema_value(v: &Value, param: &'static str) -> Result<GrammarSpec, ApiError> {
     match v {
@@ -202,6 +241,36 @@ mod tests {
                 want,
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn the_responses_text_format_reads_and_refuses_like_response_format() {
+        let schema = json!({"type": "object"});
+        assert_eq!(responses_text_format(&json!({})).expect("ok"), None);
+        assert_eq!(
+            responses_text_format(&json!({"format": {"type": "text"}})).expect("ok"),
+            None
+        );
+        assert_eq!(
+            responses_text_format(&json!({"format": {"type": "json_object"}})).expect("ok"),
+            Some(GrammarSpec::JsonObject)
+        );
+        assert_eq!(
+            responses_text_format(
+                &json!({"format": {"type": "json_schema", "name": "x", "schema": schema, "strict": true}})
+            )
+            .expect("ok"),
+            Some(GrammarSpec::JsonSchema(schema.clone()))
+        );
+        for bad in [
+            json!("json"),
+            json!({"verbosity": "low"}),
+            json!({"format": {"type": "json_schema", "name": "x"}}),
+            json!({"format": {"type": "json_schema", "schema": schema, "extra": 1}}),
+            json!({"format": {"type": "grammar"}}),
+        ] {
+            assert!(responses_text_format(&bad).is_err(), "{bad}");
         }
     }
 
