@@ -119,12 +119,24 @@ pub enum GgmlType {
     Q4_0,
     /// 32 values: f16 scale, f16 min + 32 x 4-bit.
     Q4_1,
+    /// 32 values: f16 scale + 32 x 5-bit (offset 16; the fifth bits packed in a u32).
+    Q5_0,
+    /// 32 values: f16 scale, f16 min + 32 x 5-bit.
+    Q5_1,
     /// 32 values: f16 scale + 32 x i8.
     Q8_0,
+    /// 256-value super-block of 2-bit values with 4-bit sub-block scales and mins.
+    Q2K,
+    /// 256-value super-block of 3-bit values (high bits in a mask) with 6-bit scales.
+    Q3K,
     /// 256-value super-block with 6-bit sub-block scales and mins.
     Q4K,
+    /// 256-value super-block of 5-bit values with 6-bit sub-block scales and mins.
+    Q5K,
     /// 256-value super-block of 6-bit values with i8 sub-block scales.
     Q6K,
+    /// 32 values: f16 scale + 32 x 4-bit indices into a fixed non-linear table.
+    IQ4NL,
     /// Any other ggml type id (not dequantisable here).
     Other(u32),
 }
@@ -137,9 +149,15 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            10 => GgmlType::Q2K,
+            11 => GgmlType::Q3K,
             12 => GgmlType::Q4K,
+            13 => GgmlType::Q5K,
             14 => GgmlType::Q6K,
+            20 => GgmlType::IQ4NL,
             30 => GgmlType::BF16,
             other => GgmlType::Other(other),
         }
@@ -152,9 +170,15 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => Some((1, 2)),
             GgmlType::Q4_0 => Some((32, 18)),
             GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Q5_0 => Some((32, 22)),
+            GgmlType::Q5_1 => Some((32, 24)),
             GgmlType::Q8_0 => Some((32, 34)),
+            GgmlType::Q2K => Some((256, 84)),
+            GgmlType::Q3K => Some((256, 110)),
             GgmlType::Q4K => Some((256, 144)),
+            GgmlType::Q5K => Some((256, 176)),
             GgmlType::Q6K => Some((256, 210)),
+            GgmlType::IQ4NL => Some((32, 18)),
             GgmlType::Other(_) => None,
         }
     }
@@ -167,9 +191,15 @@ impl GgmlType {
             GgmlType::BF16 => "BF16".into(),
             GgmlType::Q4_0 => "Q4_0".into(),
             GgmlType::Q4_1 => "Q4_1".into(),
+            GgmlType::Q5_0 => "Q5_0".into(),
+            GgmlType::Q5_1 => "Q5_1".into(),
             GgmlType::Q8_0 => "Q8_0".into(),
+            GgmlType::Q2K => "Q2_K".into(),
+            GgmlType::Q3K => "Q3_K".into(),
             GgmlType::Q4K => "Q4_K".into(),
+            GgmlType::Q5K => "Q5_K".into(),
             GgmlType::Q6K => "Q6_K".into(),
+            GgmlType::IQ4NL => "IQ4_NL".into(),
             GgmlType::Other(id) => format!("ggml type id {id}"),
         }
     }

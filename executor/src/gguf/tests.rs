@@ -257,3 +257,48 @@ fn missing_file_is_not_found() {
     let err = GgufFile::open(Path::new("/definitely/not/here.gguf")).expect_err("missing");
     assert!(matches!(err, ExecutorError::NotFound(_)), "{err}");
 }
+
+/// Every block type against the `gguf` package's numpy dequantisers (which follow ggml), on
+/// random blocks and, where the package quantises, on quantised random floats
+/// (`tests/fixtures/make_quant_fixtures.py` writes the fixture).
+#[test]
+fn every_block_type_dequantises_as_the_reference_does() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/quant_blocks.json"))
+            .expect("fixture parses");
+    let by_name = |n: &str| {
+        (0..40)
+            .map(GgmlType::from_id)
+            .find(|t| t.name() == n)
+            .unwrap_or_else(|| panic!("no type named {n}"))
+    };
+    let mut seen = Vec::new();
+    for entry in fixture.as_array().expect("a list") {
+        let name = entry["type"].as_str().expect("type");
+        let ty = by_name(name);
+        let hex = entry["bytes"].as_str().expect("bytes");
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let want: Vec<f32> = entry["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| v.as_f64().expect("a number") as f32)
+            .collect();
+        let got = deq(ty, &bytes, want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-6 + 1e-5 * w.abs(),
+                "{name} value {i}: {g} vs {w}"
+            );
+        }
+        seen.push(name.to_string());
+    }
+    for name in [
+        "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
+    ] {
+        assert!(seen.iter().any(|s| s == name), "the fixture lacks {name}");
+    }
+}
