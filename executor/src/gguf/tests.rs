@@ -237,19 +237,20 @@ fn truncation_anywhere_is_a_typed_error_not_a_panic() {
 
 #[test]
 fn unsupported_tensor_type_is_reported_on_dequantize() {
+    // IQ2_XXS (ggml type 16) is not read.
     let t = RawTensor {
-        name: "q5".into(),
-        dims: vec![32],
-        type_id: 6,
-        bytes: vec![0; 22],
+        name: "iq2".into(),
+        dims: vec![256],
+        type_id: 16,
+        bytes: vec![0; 66],
     };
     let f = GgufFile::parse(build(&[], &[t])).expect("parses");
-    let err = f.dequantize("q5").expect_err("unsupported");
+    let err = f.dequantize("iq2").expect_err("unsupported");
     assert!(
         matches!(err, ExecutorError::UnsupportedTensorType { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("q5"));
+    assert!(err.to_string().contains("iq2"));
 }
 
 #[test]
