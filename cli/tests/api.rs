@@ -856,3 +856,42 @@ fn no_stop_trim_keeps_the_stop_string_and_a_final_message_can_be_continued() {
         "{v}"
     );
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn streamed_logprobs_cover_every_token_even_when_its_text_is_held_back() {
+    let s = server();
+    // A stop string makes the stream hold back text that could start it: " Italy" is held
+    // (it may begin " Italy, the"), so its delta carries no text, only its token.
+    let chunks = stream_chunks(
+        &s.base,
+        "/v1/completions",
+        &json!({"prompt": "Paris is in France. Berlin is in Germany. Rome is", "max_tokens": 24,
+            "temperature": 0, "stop": [" Italy, the"], "logprobs": 1, "stream": true,
+            "stream_options": {"include_usage": true}}),
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert!(
+        text.contains(" Italy"),
+        "the model's answer changed: {text:?}"
+    );
+    assert!(
+        chunks.iter().any(|c| c["choices"][0]["text"] == ""
+            && c["choices"][0]["logprobs"]["tokens"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty())),
+        "a chunk with held-back text still reports its token: {chunks:?}"
+    );
+    let scored: usize = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["logprobs"]["tokens"].as_array())
+        .map(Vec::len)
+        .sum();
+    let usage = chunks.last().unwrap()["usage"]["completion_tokens"]
+        .as_u64()
+        .unwrap() as usize;
+    assert_eq!(scored, usage, "{chunks:?}");
+}

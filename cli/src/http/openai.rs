@@ -388,7 +388,11 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
         alternatives: &[],
     };
     let (text, toks, finish) = match ev {
-        StreamEvent::Delta(d) if d.text.is_empty() => return None,
+        // Text held back (a possible stop string, half a character) still reports its
+        // tokens' logprobs when asked; otherwise there is nothing to send yet.
+        StreamEvent::Delta(d) if d.text.is_empty() && !(h.logprobs && !d.token_ids.is_empty()) => {
+            return None
+        }
         StreamEvent::Delta(d) => (
             Some(d.text.clone()),
             logprobs::Tokens {
