@@ -390,7 +390,7 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
     let (text, toks, finish) = match ev {
         // Text held back (a possible stop string, half a character) still reports its
         // tokens' logprobs when asked; otherwise there is nothing to send yet.
-        StreamEvent::Delta(d) if d.text.is_empty() && !(h.logprobs && !d.token_ids.is_empty()) => {
+        StreamEvent::Delta(d) if d.text.is_empty() && (!h.logprobs || d.token_ids.is_empty()) => {
             return None
         }
         StreamEvent::Delta(d) => (
