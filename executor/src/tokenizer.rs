@@ -14,7 +14,9 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{ExecutorError, Result};
@@ -111,17 +113,7 @@ impl TextTokenizer {
             .build()
             .map_err(tk_err)?;
         let mut tk = Tokenizer::new(bpe);
-        let byte_level: PreTokenizerWrapper = ByteLevel::new(false, true, true).into();
-        let pre_tok: PreTokenizerWrapper = match pre {
-            // llama.cpp's "smollm" pre-tokenizer: split each digit, then the GPT-2 regex.
-            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level]).into(),
-            "default" | "gpt2" | "gpt-2" => byte_level,
-            other => {
-                return Err(ExecutorError::Tokenizer(format!(
-                "GGUF pre-tokenizer {other:?} is not supported (supported: smollm, gpt2, default)"
-            )))
-            }
-        };
+        let pre_tok = gguf_pre_tokenizer(pre)?;
         tk.with_pre_tokenizer(Some(pre_tok));
         tk.with_decoder(Some(ByteLevelDecoder::default()));
         // token_type 3 = control, 4 = user-defined: both are matched verbatim in text.
@@ -284,6 +276,38 @@ impl TextTokenizer {
             &tok_str(self.bos_token_id),
             &tok_str(self.eos_token_id),
         )
+    }
+}
+
+/// Llama 3's split (also DBRX's and Smaug's), as its tokenizer.json writes it.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split (also StableLM 2's): single digits.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pre-tokenizer of a GGUF byte-level BPE vocabulary, from `tokenizer.ggml.pre` (the names
+/// llama.cpp's converter writes), as the model's tokenizer.json declares it.
+fn gguf_pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
+    let byte_level =
+        |use_regex: bool| -> PreTokenizerWrapper { ByteLevel::new(false, true, use_regex).into() };
+    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(
+            SplitPattern::Regex(pattern.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(tk_err)?;
+        Ok(Sequence::new(vec![split.into(), byte_level(false)]).into())
+    };
+    match pre {
+        // llama.cpp's "smollm": split each digit, then the GPT-2 regex.
+        "smollm" => Ok(Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into()),
+        "default" | "gpt2" | "gpt-2" => Ok(byte_level(true)),
+        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => split(LLAMA3_SPLIT),
+        "qwen2" | "stablelm2" => split(QWEN2_SPLIT),
+        other => Err(ExecutorError::Tokenizer(format!(
+            "GGUF pre-tokenizer {other:?} is not supported (supported: smollm, gpt2, default, \
+             llama-bpe, llama3, dbrx, smaug-bpe, qwen2, stablelm2)"
+        ))),
     }
 }
 
