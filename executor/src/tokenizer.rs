@@ -2,6 +2,7 @@
 
 mod bytes;
 mod chat;
+mod spm;
 
 pub use bytes::SPECIAL_TOKEN_MARKER;
 
@@ -75,47 +76,29 @@ fn tk_err(e: impl std::fmt::Display) -> ExecutorError {
 }
 
 impl TextTokenizer {
-    /// Builds a byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (model "gpt2").
+    /// Builds the tokenizer of a GGUF file from its `tokenizer.ggml.*` metadata: byte-level BPE
+    /// (model `gpt2`, with the pre-tokenizer `tokenizer.ggml.pre` names) or SentencePiece BPE
+    /// with byte fallback (model `llama`: Llama 2, TinyLlama, Mistral).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(ExecutorError::Tokenizer(format!(
-                "GGUF tokenizer model {model:?} is not supported (only byte-level BPE \"gpt2\"); \
-                 use a Hugging Face directory with tokenizer.json instead"
-            )));
-        }
-        let pre = gguf
-            .get("tokenizer.ggml.pre")
-            .and_then(GgufValue::as_str)
-            .unwrap_or("default");
         let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
-        let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
         let types: Vec<u64> = gguf
             .get("tokenizer.ggml.token_type")
             .and_then(GgufValue::as_array)
             .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
             .unwrap_or_default();
-        let vocab: Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
-            .collect();
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| tk_err(format!("malformed merge {m:?}")))
-            })
-            .collect::<Result<_>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(tk_err)?;
-        let mut tk = Tokenizer::new(bpe);
-        let pre_tok = gguf_pre_tokenizer(pre)?;
-        tk.with_pre_tokenizer(Some(pre_tok));
-        tk.with_decoder(Some(ByteLevelDecoder::default()));
+        // llama.cpp's defaults: SentencePiece vocabularies start with BOS, BPE ones do not.
+        let (mut tk, default_bos) = match model {
+            "gpt2" => (byte_level_bpe(gguf, &tokens)?, false),
+            "llama" => (spm::sentencepiece_bpe(gguf, &tokens, &types)?, true),
+            other => {
+                return Err(ExecutorError::Tokenizer(format!(
+                    "GGUF tokenizer model {other:?} is not supported (byte-level BPE \"gpt2\" and \
+                     SentencePiece \"llama\" are); use a Hugging Face directory with \
+                     tokenizer.json instead"
+                )))
+            }
+        };
         // token_type 3 = control, 4 = user-defined: both are matched verbatim in text.
         let specials: Vec<AddedToken> = types
             .iter()
@@ -137,7 +120,7 @@ impl TextTokenizer {
             add_bos: gguf
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(GgufValue::as_bool)
-                .unwrap_or(false),
+                .unwrap_or(default_bos),
             chat_template: gguf
                 .get("tokenizer.chat_template")
                 .and_then(GgufValue::as_str)
@@ -277,6 +260,36 @@ impl TextTokenizer {
             &tok_str(self.eos_token_id),
         )
     }
+}
+
+/// A byte-level BPE tokenizer from `tokenizer.ggml.merges` and `tokenizer.ggml.pre`.
+fn byte_level_bpe(gguf: &GgufFile, tokens: &[&str]) -> Result<Tokenizer> {
+    let pre = gguf
+        .get("tokenizer.ggml.pre")
+        .and_then(GgufValue::as_str)
+        .unwrap_or("default");
+    let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| tk_err(format!("malformed merge {m:?}")))
+        })
+        .collect::<Result<_>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(tk_err)?;
+    let mut tk = Tokenizer::new(bpe);
+    tk.with_pre_tokenizer(Some(gguf_pre_tokenizer(pre)?));
+    tk.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(tk)
 }
 
 /// Llama 3's split (also DBRX's and Smaug's), as its tokenizer.json writes it.

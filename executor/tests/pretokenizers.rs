@@ -40,3 +40,38 @@ fn llama3_pre_tokenizer_matches_the_reference() {
 fn qwen2_pre_tokenizer_matches_the_reference() {
     check("qwen2");
 }
+
+/// A SentencePiece BPE vocabulary with byte fallback (Llama 2's kind), trained with
+/// `sentencepiece` and written to GGUF by `fixtures/spm/make_spm_fixture.py`, encodes as
+/// `sentencepiece` does, and decodes back to the text.
+#[test]
+fn sentencepiece_vocabulary_matches_sentencepiece() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spm");
+    let gguf = GgufFile::open(&dir.join("spm.gguf")).expect("fixture opens");
+    let tk = TextTokenizer::from_gguf(&gguf).expect("a SentencePiece vocabulary");
+    assert!(tk.add_bos, "SentencePiece vocabularies start with BOS");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("spm.json")).expect("fixture reads"),
+    )
+    .expect("fixture parses");
+    for case in expected.as_array().expect("a list") {
+        let text = case["text"].as_str().expect("text");
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("an id") as u32)
+            .collect();
+        let got = tk.encode_with(text, false).expect("encodes");
+        assert_eq!(got, want, "{text:?}");
+        assert_eq!(tk.decode(&got, true).expect("decodes"), text, "round trip");
+        let with_bos = tk.encode(text).expect("encodes");
+        assert_eq!(with_bos.first(), Some(&1));
+    }
+    // Byte fallback pieces spell their byte for structured output.
+    let bytes = tk.token_bytes();
+    assert_eq!(
+        bytes[tk.token_to_id("<0x41>").expect("a byte piece") as usize],
+        b"A"
+    );
+}
