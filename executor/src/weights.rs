@@ -6,7 +6,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ExecutorError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, GgufValue};
 
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,18 @@ impl LlamaConfig {
         };
         let k = |s: &str| format!("{arch}.{s}");
         let us = |s: &str| g.get_u64(&k(s)).map(|v| v as usize);
+        // Plain RoPE only: a scaled one would be silently wrong past the original context.
+        let scaling = k("rope.scaling.type");
+        if let Some(kind) = g
+            .get(&scaling)
+            .and_then(GgufValue::as_str)
+            .filter(|t| *t != "none")
+        {
+            return Err(ExecutorError::Metadata {
+                key: scaling,
+                problem: format!("RoPE scaling {kind:?} is not supported (plain RoPE only)"),
+            });
+        }
         let hidden_size = us("embedding_length")?;
         let num_heads = us("attention.head_count")?;
         let num_kv_heads = us("attention.head_count_kv").unwrap_or(num_heads);
@@ -157,8 +169,12 @@ impl LlamaConfig {
         };
         let hidden_size = get("hidden_size")?;
         let num_heads = get("num_attention_heads")?;
-        if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
-            tracing::warn!("config.json rope_scaling is ignored: plain RoPE is used");
+        // Plain RoPE only: a scaled one would be silently wrong past the original context.
+        if let Some(r) = v.get("rope_scaling").filter(|r| !r.is_null()) {
+            return Err(ExecutorError::Json {
+                path: path.to_path_buf(),
+                message: format!("rope_scaling {r} is not supported (plain RoPE only)"),
+            });
         }
         let cfg = Self {
             vocab_size: get("vocab_size")?,

@@ -591,6 +591,33 @@ fn gguf_with_unsupported_architecture_is_rejected() {
     );
 }
 
+#[test]
+fn rope_scaling_is_refused_rather_than_ignored() {
+    use executor::{gguf_writer as writer, GgufFile, GgufValue};
+    let img = writer::build(
+        &[
+            ("general.architecture", GgufValue::String("llama".into())),
+            (
+                "llama.rope.scaling.type",
+                GgufValue::String("linear".into()),
+            ),
+        ],
+        &[],
+    );
+    let g = GgufFile::parse(img).expect("parses");
+    let err = LlamaWeights::from_gguf(&g).expect_err("scaled RoPE");
+    assert!(err.to_string().contains("linear"), "{err}");
+    let dir = std::env::temp_dir().join(format!("radixserve-rope-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let config = serde_json::json!({"model_type": "llama", "vocab_size": 61, "hidden_size": 32,
+        "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0}});
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    let err = LlamaConfig::from_hf_config(&dir.join("config.json")).expect_err("scaled RoPE");
+    assert!(err.to_string().contains("rope_scaling"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// log softmax(x)[i], in f64.
 fn log_softmax_at(x: &[f32], i: usize) -> f32 {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
