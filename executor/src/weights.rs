@@ -98,6 +98,15 @@ impl LlamaConfig {
                 problem: format!("RoPE scaling {kind:?} is not supported (plain RoPE only)"),
             });
         }
+        // Llama 3.1's scaling travels as per-frequency factors in a tensor.
+        if g.tensor_info("rope_freqs.weight").is_some() {
+            return Err(ExecutorError::Metadata {
+                key: "rope_freqs.weight".into(),
+                problem: "RoPE frequency factors (Llama 3.1 style scaling) are not supported \
+                          (plain RoPE only)"
+                    .into(),
+            });
+        }
         let hidden_size = us("embedding_length")?;
         let num_heads = us("attention.head_count")?;
         let num_kv_heads = us("attention.head_count_kv").unwrap_or(num_heads);

@@ -607,6 +607,19 @@ fn rope_scaling_is_refused_rather_than_ignored() {
     let g = GgufFile::parse(img).expect("parses");
     let err = LlamaWeights::from_gguf(&g).expect_err("scaled RoPE");
     assert!(err.to_string().contains("linear"), "{err}");
+    // Llama 3.1's frequency factors.
+    let img = writer::build(
+        &[("general.architecture", GgufValue::String("llama".into()))],
+        &[writer::RawTensor {
+            name: "rope_freqs.weight".into(),
+            dims: vec![4],
+            type_id: 0,
+            bytes: vec![0; 16],
+        }],
+    );
+    let g = GgufFile::parse(img).expect("parses");
+    let err = LlamaWeights::from_gguf(&g).expect_err("frequency factors");
+    assert!(err.to_string().contains("rope_freqs"), "{err}");
     let dir = std::env::temp_dir().join(format!("radixserve-rope-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     let config = serde_json::json!({"model_type": "llama", "vocab_size": 61, "hidden_size": 32,
