@@ -312,14 +312,18 @@ fn gguf_pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
         Ok(Sequence::new(vec![split.into(), byte_level(false)]).into())
     };
     match pre {
-        // llama.cpp's "smollm": split each digit, then the GPT-2 regex.
-        "smollm" => Ok(Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into()),
-        "default" | "gpt2" | "gpt-2" => Ok(byte_level(true)),
+        // llama.cpp splits these the same way: each digit, then the GPT-2 regex.
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => {
+            Ok(Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into())
+        }
+        // And these with the GPT-2 regex alone.
+        "default" | "gpt2" | "gpt-2" | "mpt" | "olmo" | "jais" => Ok(byte_level(true)),
         "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => split(LLAMA3_SPLIT),
         "qwen2" | "stablelm2" => split(QWEN2_SPLIT),
         other => Err(ExecutorError::Tokenizer(format!(
-            "GGUF pre-tokenizer {other:?} is not supported (supported: smollm, gpt2, default, \
-             llama-bpe, llama3, dbrx, smaug-bpe, qwen2, stablelm2)"
+            "GGUF pre-tokenizer {other:?} is not supported (supported: default, gpt2, mpt, \
+             olmo, jais, smollm, starcoder, refact, command-r, codeshell, exaone, llama-bpe, \
+             llama3, dbrx, smaug-bpe, qwen2, stablelm2)"
         ))),
     }
 }
