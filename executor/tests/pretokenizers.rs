@@ -8,25 +8,35 @@
 use executor::{GgufFile, TextTokenizer};
 use std::path::Path;
 
+/// The (text, reference ids) pairs of a fixture.
+fn cases(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture reads"))
+            .expect("fixture parses");
+    expected
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|case| {
+            let ids = case["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("an id") as u32)
+                .collect();
+            (case["text"].as_str().expect("text").to_string(), ids)
+        })
+        .collect()
+}
+
 fn check(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pretok");
     let gguf = GgufFile::open(&dir.join(format!("{name}.gguf"))).expect("fixture opens");
     let tk = TextTokenizer::from_gguf(&gguf).expect("a supported pre-tokenizer");
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("fixture reads"),
-    )
-    .expect("fixture parses");
-    let cases = expected.as_array().expect("a list");
+    let cases = cases(&dir.join(format!("{name}.json")));
     assert!(cases.len() >= 300);
-    for case in cases {
-        let text = case["text"].as_str().expect("text");
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_u64().expect("an id") as u32)
-            .collect();
-        let got = tk.encode_with(text, false).expect("encodes");
+    for (text, want) in cases {
+        let got = tk.encode_with(&text, false).expect("encodes");
         assert_eq!(got, want, "{name}: {text:?}");
     }
 }
@@ -50,22 +60,11 @@ fn sentencepiece_vocabulary_matches_sentencepiece() {
     let gguf = GgufFile::open(&dir.join("spm.gguf")).expect("fixture opens");
     let tk = TextTokenizer::from_gguf(&gguf).expect("a SentencePiece vocabulary");
     assert!(tk.add_bos, "SentencePiece vocabularies start with BOS");
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("spm.json")).expect("fixture reads"),
-    )
-    .expect("fixture parses");
-    for case in expected.as_array().expect("a list") {
-        let text = case["text"].as_str().expect("text");
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_u64().expect("an id") as u32)
-            .collect();
-        let got = tk.encode_with(text, false).expect("encodes");
+    for (text, want) in cases(&dir.join("spm.json")) {
+        let got = tk.encode_with(&text, false).expect("encodes");
         assert_eq!(got, want, "{text:?}");
         assert_eq!(tk.decode(&got, true).expect("decodes"), text, "round trip");
-        let with_bos = tk.encode(text).expect("encodes");
+        let with_bos = tk.encode(&text).expect("encodes");
         assert_eq!(with_bos.first(), Some(&1));
     }
     // Byte fallback pieces spell their byte for structured output.
