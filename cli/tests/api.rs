@@ -94,19 +94,8 @@ fn seeded_choices_differ_from_each_other_and_repeat_across_calls() {
 #[ignore = "needs the default model: run `cargo xtask fetch-model`"]
 fn a_streamed_chat_begins_with_a_role_only_chunk() {
     let s = server();
-    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": true, "n": 2}).to_string();
-    let resp = agent()
-        .post(&format!("{}/v1/chat/completions", s.base))
-        .set("Content-Type", "application/json")
-        .send_string(&body)
-        .unwrap();
-    let text = resp.into_string().unwrap();
-    let chunks: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": true, "n": 2});
+    let chunks = stream_chunks(&s.base, "/v1/chat/completions", &body);
     for index in 0..2 {
         let first = chunks
             .iter()
@@ -226,26 +215,14 @@ fn generate_takes_batches_and_n_and_answers_with_a_list() {
     assert_eq!(n.len(), 3);
     assert_eq!(n[2]["meta_info"]["id"], "many_2");
     // Streaming a batch: chunks carry their index, and the stream ends with [DONE].
-    let resp = agent()
-        .post(&format!("{}/generate", s.base))
-        .set("Content-Type", "application/json")
-        .send_string(
-            &json!({"text": ["A", "B"], "stream": true, "sampling_params": {"max_new_tokens": 2}})
-                .to_string(),
-        )
-        .unwrap();
-    let text = resp.into_string().unwrap();
-    assert!(text.ends_with("data: [DONE]\n\n"));
-    let indices: std::collections::BTreeSet<u64> = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| {
-            serde_json::from_str::<Value>(d).unwrap()["index"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let indices: std::collections::BTreeSet<u64> = stream_chunks(
+        &s.base,
+        "/generate",
+        &json!({"text": ["A", "B"], "stream": true, "sampling_params": {"max_new_tokens": 2}}),
+    )
+    .iter()
+    .map(|c| c["index"].as_u64().unwrap())
+    .collect();
     assert_eq!(indices.into_iter().collect::<Vec<_>>(), vec![0, 1]);
 }
 
@@ -474,23 +451,10 @@ fn echo_puts_the_prompt_before_the_completion() {
         echoed["choices"][0]["text"],
         format!("The sky is{completion}")
     );
-    let resp = agent()
-        .post(&format!("{}/v1/completions", s.base))
-        .set("Content-Type", "application/json")
-        .send_string(&body(true, true))
-        .unwrap();
-    let text: String = resp
-        .into_string()
-        .unwrap()
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| {
-            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
+    let streamed: Value = serde_json::from_str(&body(true, true)).unwrap();
+    let text: String = stream_chunks(&s.base, "/v1/completions", &streamed)
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(text, format!("The sky is{completion}"));
     let with_lp = json!({"prompt": "x", "echo": true, "logprobs": 0}).to_string();
@@ -502,18 +466,11 @@ fn echo_puts_the_prompt_before_the_completion() {
 #[ignore = "needs the default model: run `cargo xtask fetch-model`"]
 fn a_streamed_native_generation_returns_its_logprobs_at_the_end() {
     let s = server();
-    let resp = agent()
-        .post(&format!("{}/generate", s.base))
-        .set("Content-Type", "application/json")
-        .send_string(&json!({"text": "Hello", "stream": true, "return_logprob": true, "sampling_params": {"max_new_tokens": 3, "temperature": 0}}).to_string())
-        .unwrap();
-    let text = resp.into_string().unwrap();
-    let chunks: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = stream_chunks(
+        &s.base,
+        "/generate",
+        &json!({"text": "Hello", "stream": true, "return_logprob": true, "sampling_params": {"max_new_tokens": 3, "temperature": 0}}),
+    );
     let last = chunks.last().unwrap();
     assert_eq!(
         last["meta_info"]["output_token_logprobs"]
