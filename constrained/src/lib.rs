@@ -10,7 +10,7 @@
 mod gbnf;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
@@ -96,16 +96,21 @@ impl GrammarSpec {
     }
 }
 
-/// JSON output the way people write it (`", "` and `": "` between items, no other
-/// whitespace), unless the schema says otherwise with llguidance's `x-guidance` options:
-/// flexible whitespace lets a small model pad forever and never close the object.
-fn json_grammar(mut schema: Value) -> TopLevelGrammar {
+/// The schema, asking for JSON the way people write it (`", "` and `": "` between items, no
+/// other whitespace) unless it says otherwise with llguidance's `x-guidance` options: flexible
+/// whitespace lets a small model pad forever and never close the object. Also for schemas
+/// embedded in Lark grammars (`%json`).
+pub fn compact_json(mut schema: Value) -> Value {
     if let Value::Object(map) = &mut schema {
         map.entry("x-guidance").or_insert_with(
             || json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
         );
     }
-    TopLevelGrammar::from_json_schema(schema)
+    schema
+}
+
+fn json_grammar(schema: Value) -> TopLevelGrammar {
+    TopLevelGrammar::from_json_schema(compact_json(schema))
 }
 
 /// Encodes text to token ids, as the model's tokenizer does (no special tokens added).
@@ -141,6 +146,9 @@ impl TokenizerEnv for Env {
 pub struct Compiler {
     factory: ParserFactory,
     vocab_size: usize,
+    /// The last spec compiled and its fresh constraint: the `n` choices of one request (and
+    /// repeated requests) compile once and take copies.
+    last: Mutex<Option<(GrammarSpec, Box<dyn TokenConstraint>)>>,
 }
 
 impl fmt::Debug for Compiler {
@@ -177,6 +185,7 @@ impl Compiler {
         Ok(Compiler {
             factory,
             vocab_size: n,
+            last: Mutex::new(None),
         })
     }
 
@@ -185,8 +194,26 @@ impl Compiler {
         self.vocab_size
     }
 
-    /// Compiles a spec into a fresh constraint for one request.
+    /// Compiles a spec into a fresh constraint for one request (a copy of the last one when the
+    /// spec is the same).
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Box<dyn TokenConstraint>, GrammarError> {
+        if let Ok(last) = self.last.lock() {
+            if let Some((s, c)) = last.as_ref().filter(|(s, _)| s == spec) {
+                tracing::debug!(
+                    kind = s.kind(),
+                    "structured output: reusing a compiled grammar"
+                );
+                return Ok(c.boxed_clone());
+            }
+        }
+        let fresh = self.compile_fresh(spec)?;
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((spec.clone(), fresh.boxed_clone()));
+        }
+        Ok(fresh)
+    }
+
+    fn compile_fresh(&self, spec: &GrammarSpec) -> Result<Box<dyn TokenConstraint>, GrammarError> {
         let grammar = spec.to_grammar()?;
         let parser = self
             .factory

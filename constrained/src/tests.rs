@@ -192,6 +192,28 @@ fn a_clone_goes_on_independently_and_a_complete_grammar_is_done_without_an_end_t
 }
 
 #[test]
+fn a_repeated_spec_gives_independent_fresh_constraints() {
+    let c = compiler();
+    let spec = GrammarSpec::Choice(vec!["ab".into(), "ac".into()]);
+    let mut first = c.compile(&spec).expect("compiles");
+    assert_eq!(first.commit(Token::from(b'a')), Ok(ConstraintState::Open));
+    // The second copy starts fresh, whatever the first went through.
+    let mut second = c.compile(&spec).expect("compiles");
+    let m = second.allowed().expect("a mask");
+    assert!(m.is_allowed(Token::from(b'a')) && !m.is_allowed(Token::from(b'b')));
+    assert_eq!(first.commit(Token::from(b'b')), Ok(ConstraintState::Done));
+    assert_eq!(second.commit(Token::from(b'a')), Ok(ConstraintState::Open));
+    // A different spec is compiled anew.
+    let mut other = c
+        .compile(&GrammarSpec::Regex("z".into()))
+        .expect("compiles");
+    assert!(other
+        .allowed()
+        .expect("a mask")
+        .is_allowed(Token::from(b'z')));
+}
+
+#[test]
 fn a_token_outside_the_mask_is_an_error_not_a_panic() {
     let c = compiler();
     let mut k = c

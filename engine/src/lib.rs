@@ -82,7 +82,7 @@ pub use types::{
     Completion, Delta, EngineStats, GenerateRequest, Input, ModelInfo, StreamEvent, Usage,
 };
 
-pub use constrained::{GrammarError, GrammarSpec};
+pub use constrained::{compact_json, GrammarError, GrammarSpec};
 pub use executor::{ChatMessage, ExecutorError, TextTokenizer};
 pub use radix_tree::{EvictionPolicy, Namespace};
 pub use router::{

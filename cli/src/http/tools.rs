@@ -10,7 +10,7 @@
 
 use super::error::ApiError;
 use super::openai_types::{FunctionCall, ToolCall};
-use engine::GrammarSpec;
+use engine::{compact_json, GrammarSpec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -213,6 +213,15 @@ impl ToolSetup {
         s
     }
 
+    /// The most calls one answer may make: one when `parallel_tool_calls` is false.
+    pub fn max_calls(&self) -> usize {
+        if self.parallel {
+            usize::MAX
+        } else {
+            1
+        }
+    }
+
     /// The grammar that forces calls (`required`, or a named function); `None` for `auto`.
     pub fn grammar(&self) -> Option<GrammarSpec> {
         let callable: Vec<&FunctionDef> = match &self.choice {
@@ -231,10 +240,7 @@ impl ToolSetup {
                 })
             })
             .collect();
-        let schema = json!({
-            "anyOf": variants,
-            "x-guidance": {"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}
-        });
+        let schema = compact_json(json!({"anyOf": variants}));
         let call = format!(
             "call: {} %json {} {}",
             serde_json::to_string(&format!("{OPEN}\n")).unwrap_or_default(),
@@ -271,13 +277,17 @@ pub fn render_result(content: &str) -> String {
     format!("<tool_response>\n{content}\n</tool_response>")
 }
 
-/// Splits a model's text into its content and its calls. A block that does not parse as a
-/// call (`name` and object `arguments`) stays in the content.
-pub fn parse_calls(text: &str, ids: &mut impl FnMut() -> String) -> (String, Vec<ToolCall>) {
+/// Splits a model's text into its content and at most `max` calls. A block that does not
+/// parse as a call (`name` and object `arguments`), and any past `max`, stays in the content.
+pub fn parse_calls(
+    text: &str,
+    max: usize,
+    ids: &mut impl FnMut() -> String,
+) -> (String, Vec<ToolCall>) {
     let mut content = String::new();
     let mut calls = Vec::new();
     let mut rest = text;
-    while let Some(at) = rest.find(OPEN) {
+    while let Some(at) = rest.find(OPEN).filter(|_| calls.len() < max) {
         let after = &rest[at + OPEN.len()..];
         let Some(end) = after.find(CLOSE) else {
             break;
@@ -352,11 +362,13 @@ impl Splitter {
         out
     }
 
-    /// At the end: the held-back text's content and calls.
-    pub fn finish(&mut self, ids: &mut impl FnMut() -> String) -> (String, Vec<ToolCall>) {
-        let text = std::mem::take(&mut self.pending);
-        let (content, calls) = parse_calls(&text, ids);
-        (content, calls)
+    /// At the end: the held-back text's content and at most `max` calls.
+    pub fn finish(
+        &mut self,
+        max: usize,
+        ids: &mut impl FnMut() -> String,
+    ) -> (String, Vec<ToolCall>) {
+        parse_calls(&std::mem::take(&mut self.pending), max, ids)
     }
 }
 
