@@ -64,8 +64,8 @@ struct Header {
     top: bool,
     /// Completions `echo` with `logprobs`: the prompt's logprobs lead each choice's.
     score_prompt: bool,
-    /// Chat with tools: the text is parsed for tool calls.
-    tools: bool,
+    /// Chat with tools: the text is parsed for at most this many tool calls.
+    tools: Option<usize>,
     /// Completions with `echo`: each prompt's text, put before its choices' text.
     echo: Vec<String>,
 }
@@ -80,7 +80,7 @@ impl Header {
             logprobs,
             top: false,
             score_prompt: false,
-            tools: false,
+            tools: None,
             echo: Vec::new(),
         }
     }
@@ -249,7 +249,7 @@ pub async fn chat_completions(
     .with_alternatives(top, Vec::new())
     .with_grammar(grammar);
     let mut header = Header::new(&st, Api::Chat, want_lp);
-    header.tools = tools.is_some();
+    header.tools = tools.as_ref().map(tools::ToolSetup::max_calls);
     let input = if b.continue_final_message.unwrap_or(false) {
         if messages.last().is_none_or(|m| m.role != "assistant") {
             return Err(ApiError::bad(
@@ -349,10 +349,11 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                 .into_iter()
                 .map(|f| {
                     let mut finish = openai_finish(&f.completion.finish_reason);
-                    let (content, calls) = if h.tools {
-                        tools::parse_calls(&f.completion.text, &mut || response_id("call"))
-                    } else {
-                        (f.completion.text.clone(), Vec::new())
+                    let (content, calls) = match h.tools {
+                        Some(max) => {
+                            tools::parse_calls(&f.completion.text, max, &mut || response_id("call"))
+                        }
+                        None => (f.completion.text.clone(), Vec::new()),
                     };
                     if !calls.is_empty() && finish == "stop" {
                         finish = "tool_calls";
@@ -452,7 +453,8 @@ fn tool_chunks(
                 .collect()
         }
         StreamEvent::Done(c) => {
-            let (content, calls) = splitter.finish(&mut || response_id("call"));
+            let max = h.tools.unwrap_or(usize::MAX);
+            let (content, calls) = splitter.finish(max, &mut || response_id("call"));
             let mut finish = openai_finish(&c.finish_reason);
             if !calls.is_empty() && finish == "stop" {
                 finish = "tool_calls";
@@ -619,7 +621,7 @@ fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Respons
             ev if h2.score_prompt && echoed.insert(index) => {
                 sse::Item::Data(echo_with_logprobs(&st2, &h2, index, prompt, &ev), totals)
             }
-            ev if h2.tools => {
+            ev if h2.tools.is_some() => {
                 let splitter = splitters.entry(index).or_default();
                 sse::Item::Data(tool_chunks(&st2, &h2, index, &ev, splitter), totals)
             }

@@ -94,7 +94,7 @@ fn bad_tool_requests_are_refused() {
 #[test]
 fn calls_are_parsed_out_of_the_text_and_broken_ones_stay_text() {
     let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
-    let (content, calls) = parse_calls(text, &mut ids());
+    let (content, calls) = parse_calls(text, usize::MAX, &mut ids());
     assert_eq!(content, "Let me check.");
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].function.name, "get_weather");
@@ -102,12 +102,26 @@ fn calls_are_parsed_out_of_the_text_and_broken_ones_stay_text() {
     let args: Value = serde_json::from_str(&calls[0].function.arguments).expect("json");
     assert_eq!(args, json!({"city": "Paris"}));
     let broken = "<tool_call>{not json}</tool_call> and <tool_call>{\"name\": \"x\", \"arguments\": 3}</tool_call>";
-    let (content, calls) = parse_calls(broken, &mut ids());
+    let (content, calls) = parse_calls(broken, usize::MAX, &mut ids());
     assert!(calls.is_empty());
     assert_eq!(content, broken);
-    let (content, calls) = parse_calls("no calls <tool_call> unclosed", &mut ids());
+    let (content, calls) = parse_calls("no calls <tool_call> unclosed", usize::MAX, &mut ids());
     assert!(calls.is_empty());
     assert_eq!(content, "no calls <tool_call> unclosed");
+}
+
+#[test]
+fn without_parallel_calls_only_the_first_is_a_call() {
+    let text = "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>\n<tool_call>{\"name\": \"b\", \"arguments\": {}}</tool_call>";
+    let (content, calls) = parse_calls(text, 1, &mut ids());
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].function.name, "a");
+    assert!(content.contains("\"b\""), "the rest stays text: {content}");
+    let single = fields(json!({"tools": weather(), "parallel_tool_calls": false}))
+        .setup()
+        .expect("ok")
+        .expect("tools");
+    assert_eq!(single.max_calls(), 1);
 }
 
 #[test]
@@ -121,7 +135,7 @@ fn earlier_calls_and_results_render_as_the_model_writes_and_reads_them() {
         },
     }];
     let r = render_calls(&calls);
-    let (_, back) = parse_calls(&r, &mut ids());
+    let (_, back) = parse_calls(&r, usize::MAX, &mut ids());
     assert_eq!(back[0].function.name, "get_time");
     assert_eq!(back[0].function.arguments, "{\"tz\":\"UTC\"}");
     assert_eq!(
@@ -144,7 +158,7 @@ fn the_splitter_streams_text_and_holds_back_calls() {
         shown.push_str(&s.push(piece));
     }
     assert_eq!(shown, "Sure, one sec ");
-    let (rest, calls) = s.finish(&mut ids());
+    let (rest, calls) = s.finish(usize::MAX, &mut ids());
     assert_eq!(rest, "");
     assert_eq!(calls.len(), 1);
     // A `<` that does not become a call is released.
@@ -152,7 +166,7 @@ fn the_splitter_streams_text_and_holds_back_calls() {
     let mut shown = s.push("a <b");
     shown.push_str(&s.push(" c <tool"));
     assert_eq!(shown, "a <b c ");
-    let (rest, calls) = s.finish(&mut ids());
+    let (rest, calls) = s.finish(usize::MAX, &mut ids());
     assert_eq!((rest.as_str(), calls.len()), ("<tool", 0));
     // Multi-byte text right before a held-back tail is cut on a character boundary.
     let mut s = Splitter::default();
