@@ -60,6 +60,10 @@ pub struct EngineArgs {
     /// Memory for the KV cache, in MiB; decides how many tokens can be cached.
     #[arg(long, default_value_t = engine_defaults().kv_cache_memory >> 20)]
     pub kv_cache_memory: usize,
+    /// Element type of the KV cache: f16 (default; `auto` means f16), bf16 or f32. f16 and bf16
+    /// hold twice the tokens in the same memory and round attention as llama.cpp's f16 cache.
+    #[arg(long, default_value_t = engine_defaults().kv_cache_dtype)]
+    pub kv_cache_dtype: engine::KvDtype,
     /// Longest prompt plus output (default: the model's).
     #[arg(long)]
     pub context_length: Option<usize>,
@@ -102,6 +106,7 @@ impl EngineArgs {
             max_running_requests: self.max_running_requests,
             max_queued_requests: self.max_queued_requests,
             kv_cache_memory: self.kv_cache_memory << 20,
+            kv_cache_dtype: self.kv_cache_dtype,
             context_length: self.context_length,
             check_invariants: self.check_invariants,
             trust_message_content: self.trust_message_content,

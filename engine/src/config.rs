@@ -32,6 +32,8 @@ pub struct EngineConfig {
     pub max_queued_requests: usize,
     /// Bytes of K/V cache (`--kv-cache-memory`).
     pub kv_cache_memory: usize,
+    /// Element type of the K/V cache (`--kv-cache-dtype`).
+    pub kv_cache_dtype: executor::KvDtype,
     /// Longest prompt plus output; `None` takes the model's.
     pub context_length: Option<usize>,
     /// Check the full KV accounting after every scheduler step.
@@ -63,6 +65,7 @@ impl Default for EngineConfig {
             max_running_requests: 32,
             max_queued_requests: 256,
             kv_cache_memory: 512 << 20,
+            kv_cache_dtype: executor::KvDtype::F16,
             context_length: None,
             check_invariants: cfg!(debug_assertions),
             trust_message_content: false,

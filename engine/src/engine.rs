@@ -61,13 +61,15 @@ impl Engine {
         let device = Default::default();
         let (model, tokenizer) =
             executor::load_model::<executor::CpuBackend>(&config.model, &device)?;
-        let model = model.with_host_kernels(config.max_running_requests.max(16))?;
+        let model = model
+            .with_host_kernels(config.max_running_requests.max(16))?
+            .with_kv_dtype(config.kv_cache_dtype)?;
         let mc = model.config().clone();
         let dims = KvDims {
             layers: mc.num_layers,
             kv_heads: mc.num_kv_heads,
             head_dim: mc.head_dim,
-            dtype_bytes: 4,
+            dtype_bytes: config.kv_cache_dtype.bytes(),
         };
         let capacity = KvCapacity::plan(dims, config.kv_cache_memory, config.page_size)?;
         let context_length = config
@@ -87,6 +89,7 @@ impl Engine {
             context_length,
             kv_capacity_tokens: capacity.num_slots,
             page_size: config.page_size,
+            kv_cache_dtype: config.kv_cache_dtype,
             eos_token_ids: eos.clone(),
             has_chat_template: tokenizer.chat_template.is_some(),
         };
@@ -109,6 +112,7 @@ impl Engine {
             seconds = started.elapsed().as_secs_f64(),
             kv_tokens = capacity.num_slots,
             kv_mib = capacity.bytes >> 20,
+            kv_dtype = %config.kv_cache_dtype,
             "model loaded"
         );
         let setup = RunnerSetup {

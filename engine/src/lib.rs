@@ -48,7 +48,7 @@
 //!     info: ModelInfo {
 //!         model_path: "fake".into(), model_name: "fake".into(), vocab_size: 3,
 //!         context_length: 64, kv_capacity_tokens: 128, page_size: 1,
-//!         eos_token_ids: vec![], has_chat_template: false,
+//!         kv_cache_dtype: Default::default(), eos_token_ids: vec![], has_chat_template: false,
 //!     },
 //!     scheduler: SchedulerConfig { num_pages: 128, context_length: 64, ..Default::default() },
 //!     max_in_flight: 8,
@@ -83,7 +83,7 @@ pub use types::{
 };
 
 pub use constrained::{compact_json, GrammarError, GrammarSpec};
-pub use executor::{ChatMessage, ExecutorError, TextTokenizer};
+pub use executor::{ChatMessage, ExecutorError, KvDtype, TextTokenizer};
 pub use radix_tree::{EvictionPolicy, Namespace};
 pub use router::{
     FinishReason, Policy, SampledToken, SamplingParams, StopConditions, TokenAlternatives,

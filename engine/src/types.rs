@@ -25,6 +25,8 @@ pub struct ModelInfo {
     pub kv_capacity_tokens: usize,
     /// Tokens per page.
     pub page_size: usize,
+    /// Element type of the K/V cache (reported as `kv_cache_dtype`).
+    pub kv_cache_dtype: executor::KvDtype,
     /// End-of-sequence ids.
     pub eos_token_ids: Vec<u32>,
     /// Whether a chat template is available.

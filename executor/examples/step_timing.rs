@@ -1,6 +1,6 @@
 //! Times prefill or decode steps of the default model outside criterion (for profiling).
-//! `cargo run --release -p radixserve-executor --example step_timing -- decode 8 [iters] [burn]`
-//! or `... -- prefill 128 [iters]`.
+//! `cargo run --release -p radixserve-executor --example step_timing -- decode 8 [iters] [burn|CTX]`
+//! or `... -- prefill 128 [iters]`, or `... -- kernel M [iters] [exact]` for one projection.
 #![allow(missing_docs)]
 
 use std::time::Instant;
@@ -14,8 +14,9 @@ fn main() {
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     let iters: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
     let burn_only = args.get(4).is_some_and(|s| s == "burn");
+    let ctx: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(128);
     if mode == "kernel" {
-        kernel(n, iters);
+        kernel(n, iters, args.get(4).is_some_and(|s| s == "exact"));
         return;
     }
     let (model, _tok) =
@@ -23,7 +24,10 @@ fn main() {
     let model = if burn_only {
         model
     } else {
-        model.with_host_kernels(32).expect("host kernels")
+        model
+            .with_host_kernels(32)
+            .and_then(|m| m.with_kv_dtype(executor::KvDtype::F16))
+            .expect("host kernels")
     };
     let prompt =
         |n: usize| -> Vec<u32> { (0..n).map(|i| 100 + (i as u32 * 37) % 40_000).collect() };
@@ -37,7 +41,6 @@ fn main() {
             },
         )
     } else {
-        let ctx = 128;
         let mut exec = Executor::new(model, n * (ctx + 1) + 1);
         let rows: Vec<Vec<u32>> = (0..n)
             .map(|i| {
@@ -79,8 +82,9 @@ fn main() {
     );
 }
 
-/// Times the host kernel alone on a Q4_1-valued [1536][576] matrix with `m` input rows.
-fn kernel(m: usize, iters: usize) {
+/// Times the host kernel alone on a Q4_1-valued [1536][576] matrix with `m` input rows,
+/// through the integer kernels or (`exact`) the f32 expansion.
+fn kernel(m: usize, iters: usize, exact: bool) {
     let (inp, out) = (576, 1536 * 4);
     let w: Vec<f32> = (0..inp * out)
         .map(|i| {
@@ -91,6 +95,7 @@ fn kernel(m: usize, iters: usize) {
         })
         .collect();
     let lin = executor::HostLinear::new(inp, out, w).expect("shape");
+    let lin = if exact { lin.exact() } else { lin };
     let x: Vec<f32> = (0..m * inp).map(|i| (i % 13) as f32 * 0.1).collect();
     let t0 = Instant::now();
     for _ in 0..iters {
@@ -98,8 +103,9 @@ fn kernel(m: usize, iters: usize) {
     }
     let dt = t0.elapsed().as_secs_f64() / iters as f64;
     println!(
-        "kernel {} m={m}: {:.3} ms, {:.1} GB/s, {:.1} GFLOP/s",
+        "kernel {} ({}) m={m}: {:.3} ms, {:.1} GB/s, {:.1} GFLOP/s",
         lin.format(),
+        lin.integer_kernel().unwrap_or("f32 expansion"),
         dt * 1e3,
         lin.weight_bytes() as f64 / dt / 1e9,
         2.0 * (m * inp * out) as f64 / dt / 1e9

@@ -111,6 +111,9 @@ pub enum ExecutorError {
     /// Invalid sampling parameters.
     #[error("invalid sampling parameters: {0}")]
     InvalidSampling(String),
+    /// A KV cache element type this build does not offer.
+    #[error("unsupported {0}")]
+    Unsupported(String),
 }
 
 /// Result alias of this crate.

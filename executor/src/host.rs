@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::batch::ForwardBatch;
 use crate::kernels::{micro, HostLinear};
+use crate::kv_dtype::{KvDtype, KvPool};
 use crate::model::Scored;
 use crate::scoring::score_targets;
 use crate::weights::{LlamaConfig, RopeStyle};
@@ -39,22 +40,28 @@ pub(crate) struct HostModel {
     pub sin: Vec<f32>,
 }
 
-/// Host K/V pools: per layer `[num_slots][kv_heads * head_dim]`.
+/// Host K/V pools: per layer `[num_slots][kv_heads * head_dim]` values of `dtype`.
 #[derive(Debug, Clone)]
 pub(crate) struct HostKv {
-    pub k: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
+    pub k: Vec<KvPool>,
+    pub v: Vec<KvPool>,
     pub width: usize,
+    pub dtype: KvDtype,
 }
 
 impl HostKv {
-    pub fn new(config: &LlamaConfig, num_slots: usize) -> Self {
+    pub fn new(config: &LlamaConfig, num_slots: usize, dtype: KvDtype) -> Self {
         let width = config.num_kv_heads * config.head_dim;
-        let make = || vec![vec![0f32; num_slots * width]; config.num_layers];
+        let make = || {
+            (0..config.num_layers)
+                .map(|_| KvPool::zeros(dtype, num_slots * width))
+                .collect()
+        };
         Self {
             k: make(),
             v: make(),
             width,
+            dtype,
         }
     }
 }
@@ -110,27 +117,18 @@ fn dot<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// `o = Σ p_l * inv * v_l` over the value rows at `v_off(slots[l])`, with `NV` vector
-/// accumulators held in registers (`o.len() == NV * lanes`). Returns false if shapes differ.
+/// `o = Σ p_l * v_l` over the value rows `v` (`[l][hd]`), with `NV` vector accumulators
+/// held in registers (`o.len() == NV * lanes`). Returns false if shapes differ.
 #[inline(always)]
-fn weighted_sum<S: Simd, const NV: usize>(
-    simd: S,
-    p: &[f32],
-    inv: f32,
-    slots: &[u32],
-    v_pool: &[f32],
-    v_off: impl Fn(u32) -> usize,
-    o: &mut [f32],
-) -> bool {
+fn weighted_sum<S: Simd, const NV: usize>(simd: S, p: &[f32], v: &[f32], o: &mut [f32]) -> bool {
     let hd = o.len();
     let mut acc = [simd.splat_f32s(0.0); NV];
-    for (&pi, &s) in p.iter().zip(slots) {
-        let off = v_off(s);
-        let (vv, _) = S::as_simd_f32s(&v_pool[off..off + hd]);
+    for (&pi, row) in p.iter().zip(v.chunks_exact(hd)) {
+        let (vv, _) = S::as_simd_f32s(row);
         if vv.len() != NV {
             return false;
         }
-        let w = simd.splat_f32s(pi * inv);
+        let w = simd.splat_f32s(pi);
         for (a, &v) in acc.iter_mut().zip(vv) {
             *a = simd.mul_add_e_f32s(w, v, *a);
         }
@@ -146,12 +144,34 @@ fn weighted_sum<S: Simd, const NV: usize>(
 /// Causal attention of one query row over `slots` (its whole context, itself last).
 struct AttendRow<'a> {
     cfg: &'a LlamaConfig,
+    /// The query, already rounded to the cache's type.
     q: &'a [f32],
-    k_pool: &'a [f32],
-    v_pool: &'a [f32],
+    k_pool: &'a KvPool,
+    v_pool: &'a KvPool,
     width: usize,
+    dtype: KvDtype,
     slots: &'a [u32],
     out: &'a mut [f32],
+    /// Scratch for one KV head's K and V rows of the context, as f32 `[l][head_dim]`.
+    k_rows: &'a mut Vec<f32>,
+    v_rows: &'a mut Vec<f32>,
+}
+
+impl AttendRow<'_> {
+    /// Gathers KV head `j`'s rows of the context from both pools into the scratch buffers.
+    fn gather(&mut self, j: usize) {
+        let hd = self.cfg.head_dim;
+        let l = self.slots.len();
+        self.k_rows.resize(l * hd, 0.0);
+        self.v_rows.resize(l * hd, 0.0);
+        for (li, &s) in self.slots.iter().enumerate() {
+            let off = s as usize * self.width + j * hd;
+            self.k_pool
+                .read(off, &mut self.k_rows[li * hd..(li + 1) * hd]);
+            self.v_pool
+                .read(off, &mut self.v_rows[li * hd..(li + 1) * hd]);
+        }
+    }
 }
 
 impl WithSimd for AttendRow<'_> {
@@ -160,7 +180,7 @@ impl WithSimd for AttendRow<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(mut self, simd: S) {
         let c = self.cfg;
-        let (q, k_pool) = (self.q, self.k_pool);
+        let q = self.q;
         let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let g = h / kvh;
         let scale = 1.0 / (hd as f32).sqrt();
@@ -168,11 +188,11 @@ impl WithSimd for AttendRow<'_> {
         let mut scores = vec![0f32; g * l];
         self.out.fill(0.0);
         for j in 0..kvh {
+            self.gather(j);
             // Scores of the `g` query heads that share KV head `j`, one K row read for all.
             let qg = &q[j * g * hd..(j + 1) * g * hd];
-            for (li, &s) in self.slots.iter().enumerate() {
-                let off = s as usize * self.width + j * hd;
-                let k = &k_pool[off..off + hd];
+            for li in 0..l {
+                let k = &self.k_rows[li * hd..(li + 1) * hd];
                 if g == 3 {
                     let r = micro::<S, 3, 1>(simd, qg, k, hd);
                     for (a, ra) in r.iter().enumerate() {
@@ -185,7 +205,7 @@ impl WithSimd for AttendRow<'_> {
                 }
             }
             for (a, p) in scores.chunks_exact_mut(l).enumerate() {
-                self.head(simd, j, j * g + a, p);
+                self.head(simd, j * g + a, p);
             }
         }
     }
@@ -194,7 +214,7 @@ impl WithSimd for AttendRow<'_> {
 impl AttendRow<'_> {
     /// Softmax of query head `head`'s scores `p` (over KV head `j`'s keys) and its output.
     #[inline(always)]
-    fn head<S: Simd>(&mut self, simd: S, j: usize, head: usize, p: &mut [f32]) {
+    fn head<S: Simd>(&mut self, simd: S, head: usize, p: &mut [f32]) {
         let hd = self.cfg.head_dim;
         {
             let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -204,23 +224,21 @@ impl AttendRow<'_> {
                 sum += *pi;
             }
             let inv = 1.0 / sum;
+            // The weights in the cache's type, as ggml multiplies them with a typed V.
+            for pi in p.iter_mut() {
+                *pi = self.dtype.round(*pi * inv);
+            }
             let o = &mut self.out[head * hd..(head + 1) * hd];
-            let v_off = |s: u32| s as usize * self.width + j * hd;
+            let v = &self.v_rows[..];
             // Register accumulators for the usual head sizes; the plain loop otherwise.
             let done = match hd / S::F32_LANES {
-                8 if hd.is_multiple_of(S::F32_LANES) => {
-                    weighted_sum::<S, 8>(simd, p, inv, self.slots, self.v_pool, v_off, o)
-                }
-                16 if hd.is_multiple_of(S::F32_LANES) => {
-                    weighted_sum::<S, 16>(simd, p, inv, self.slots, self.v_pool, v_off, o)
-                }
+                8 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 8>(simd, p, v, o),
+                16 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 16>(simd, p, v, o),
                 _ => false,
             };
             if !done {
-                for (&pi, &s) in p.iter().zip(self.slots) {
-                    let off = v_off(s);
-                    let w = pi * inv;
-                    for (ov, &vv) in o.iter_mut().zip(&self.v_pool[off..off + hd]) {
+                for (&w, row) in p.iter().zip(v.chunks_exact(hd)) {
+                    for (ov, &vv) in o.iter_mut().zip(row) {
                         *ov += w * vv;
                     }
                 }
@@ -278,27 +296,36 @@ impl HostModel {
                 let (k, v) = rest.split_at_mut(kvh * hd);
                 rope(k, kvh, hd, cs, sn, c.rope_style);
                 let slot = out_slots[r];
-                kv.k[li][slot * width..(slot + 1) * width].copy_from_slice(k);
-                kv.v[li][slot * width..(slot + 1) * width].copy_from_slice(v);
+                kv.k[li].write(slot * width, k);
+                kv.v[li].write(slot * width, v);
+                for x in q.iter_mut() {
+                    *x = kv.dtype.round(*x);
+                }
             }
-            let (k_pool, v_pool) = (&kv.k[li], &kv.v[li]);
+            let (k_pool, v_pool, dtype) = (&kv.k[li], &kv.v[li], kv.dtype);
             let mut attn = vec![0f32; t * h * hd];
             attn.par_chunks_mut(h * hd)
                 .zip(qkv.par_chunks(qkv_w))
                 .zip(rows.par_iter())
-                .for_each(|((out, row), &(si, i))| {
-                    let s = &batch.seqs[si];
-                    let ctx = s.slot_row.len() - s.token_ids.len() + i + 1;
-                    Arch::new().dispatch(AttendRow {
-                        cfg: c,
-                        q: &row[..h * hd],
-                        k_pool,
-                        v_pool,
-                        width,
-                        slots: &s.slot_row[..ctx],
-                        out,
-                    });
-                });
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(k_rows, v_rows), ((out, row), &(si, i))| {
+                        let s = &batch.seqs[si];
+                        let ctx = s.slot_row.len() - s.token_ids.len() + i + 1;
+                        Arch::new().dispatch(AttendRow {
+                            cfg: c,
+                            q: &row[..h * hd],
+                            k_pool,
+                            v_pool,
+                            width,
+                            dtype,
+                            slots: &s.slot_row[..ctx],
+                            out,
+                            k_rows,
+                            v_rows,
+                        });
+                    },
+                );
             let o = layer.wo.forward(&attn, t);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;

@@ -10,6 +10,8 @@
 //! The inner loops run under `pulp`'s runtime CPU-feature dispatch (AVX2 + FMA where present)
 //! without any `unsafe` in this crate.
 
+mod qdot;
+
 use std::sync::Arc;
 
 use half::f16;
@@ -45,6 +47,8 @@ pub struct HostLinear {
     inp: usize,
     out: usize,
     w: Arc<Weights>,
+    /// Whether products run through the integer kernels (activations quantised to 8 bits).
+    integer: bool,
 }
 
 /// f16 candidates for a block scale near `x` (the rounded value and its neighbours).
@@ -394,6 +398,31 @@ fn task<S: Simd>(simd: S, t: Task<'_>) {
     }
 }
 
+/// [`task`] for weights with an integer kernel: output rows `n0..` of every input row in
+/// `chunk` (row-major `[m][rows]`), from the quantised inputs `x`.
+fn qtask(
+    isa: qdot::Isa,
+    w: &Weights,
+    inp: usize,
+    x: &qdot::QuantRows,
+    m: usize,
+    n0: usize,
+    chunk: &mut [f32],
+) {
+    let rows = chunk.len() / m;
+    let mut i = 0;
+    while i + 4 <= m {
+        qdot::rows_times::<4>(isa, w, inp, n0, rows, x, i, chunk, rows, 0);
+        i += 4;
+    }
+    match m - i {
+        3 => qdot::rows_times::<3>(isa, w, inp, n0, rows, x, i, chunk, rows, 0),
+        2 => qdot::rows_times::<2>(isa, w, inp, n0, rows, x, i, chunk, rows, 0),
+        1 => qdot::rows_times::<1>(isa, w, inp, n0, rows, x, i, chunk, rows, 0),
+        _ => {}
+    }
+}
+
 /// [`task`] as a `pulp` operation, compiled for each instruction set it dispatches to.
 struct Task<'a> {
     w: &'a Weights,
@@ -418,11 +447,28 @@ impl HostLinear {
     /// Wraps `[out][in]` row-major weights (`w.len() == out * inp`), stored as Q4_1 or Q8_0
     /// blocks when that reproduces every value exactly, else as f32.
     pub fn new(inp: usize, out: usize, w: Vec<f32>) -> Option<Self> {
-        (w.len() == inp * out).then(|| Self {
-            inp,
-            out,
-            w: Arc::new(compress(inp, w)),
+        (w.len() == inp * out).then(|| {
+            let w = compress(inp, w);
+            Self {
+                inp,
+                out,
+                integer: qdot::supported(&w),
+                w: Arc::new(w),
+            }
         })
+    }
+
+    /// The same weights multiplied by expanding each block to f32 (exact products with the
+    /// f32 inputs) instead of through the integer kernels.
+    pub fn exact(mut self) -> Self {
+        self.integer = false;
+        self
+    }
+
+    /// The instruction set of the integer kernels on this CPU ("avx512bw", "avx2", "scalar"),
+    /// if these weights use them.
+    pub fn integer_kernel(&self) -> Option<&'static str> {
+        self.integer.then(|| qdot::Isa::detect().name())
     }
 
     /// Input width.
@@ -472,20 +518,28 @@ impl HostLinear {
         // contiguous chunk; the tiles' rows are then copied into place.
         let mut yt = vec![0f32; out * m];
         let w = &*self.w;
-        yt.par_chunks_mut(BLOCK * m).enumerate().for_each_init(
-            || vec![0f32; GROUP * inp],
-            |buf, (bi, chunk)| {
-                Arch::new().dispatch(Task {
-                    w,
-                    inp,
-                    x,
-                    m,
-                    n0: bi * BLOCK,
-                    chunk,
-                    buf,
-                })
-            },
-        );
+        if self.integer {
+            let xq = qdot::QuantRows::new(x, inp);
+            let isa = qdot::Isa::detect();
+            yt.par_chunks_mut(BLOCK * m)
+                .enumerate()
+                .for_each(|(bi, chunk)| qtask(isa, w, inp, &xq, m, bi * BLOCK, chunk));
+        } else {
+            yt.par_chunks_mut(BLOCK * m).enumerate().for_each_init(
+                || vec![0f32; GROUP * inp],
+                |buf, (bi, chunk)| {
+                    Arch::new().dispatch(Task {
+                        w,
+                        inp,
+                        x,
+                        m,
+                        n0: bi * BLOCK,
+                        chunk,
+                        buf,
+                    })
+                },
+            );
+        }
         if m == 1 {
             return yt;
         }
@@ -502,80 +556,4 @@ impl HostLinear {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matches_naive_product_for_odd_shapes() {
-        let (inp, out) = (37, 70);
-        let w: Vec<f32> = (0..inp * out)
-            .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
-            .collect();
-        let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
-        for m in [1, 2, 3, 4, 5, 8, 11] {
-            let x: Vec<f32> = (0..m * inp)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.2)
-                .collect();
-            let y = lin.forward(&x, m);
-            for i in 0..m {
-                for n in 0..out {
-                    let want: f32 = (0..inp).map(|k| x[i * inp + k] * w[n * inp + k]).sum();
-                    assert!((y[i * out + n] - want).abs() < 1e-4, "m{m} i{i} n{n}");
-                }
-            }
-        }
-        assert!(HostLinear::new(2, 2, vec![0.0; 3]).is_none());
-    }
-
-    /// Values of GGUF-style blocks: Q4_1 (`q * d + m`) or Q8_0 (`q * d`) with f16 d and m.
-    fn quantised(rows: usize, cols: usize, q4: bool) -> Vec<f32> {
-        let mut w = Vec::with_capacity(rows * cols);
-        for b in 0..rows * cols / QK {
-            let d = f16::from_f32(0.01 + (b % 7) as f32 * 0.003).to_f32();
-            let m = f16::from_f32(-0.05 - (b % 5) as f32 * 0.01).to_f32();
-            for j in 0..QK {
-                let v = if q4 {
-                    ((b * 3 + j * 5) % 16) as f32 * d + m
-                } else {
-                    // One value of each block at -127 as a real Q8_0 quantiser leaves it.
-                    (((b * 11 + j * 29) % 255) as i32 - 127).min(if j == 3 { -127 } else { 127 })
-                        as f32
-                        * d
-                };
-                w.push(v);
-            }
-        }
-        w
-    }
-
-    #[test]
-    fn quantised_blocks_are_detected_and_exact() {
-        let (inp, out) = (96, 45);
-        for (q4, fmt) in [(true, "q4_1"), (false, "q8_0")] {
-            let w = quantised(out, inp, q4);
-            let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
-            assert_eq!(lin.format(), fmt);
-            assert!(lin.weight_bytes() < w.len() * 4 / 3);
-            let mut row = vec![0f32; inp];
-            for n in 0..out {
-                lin.w.expand_row(n, inp, &mut row);
-                assert_eq!(row, w[n * inp..(n + 1) * inp], "{fmt} row {n}");
-            }
-            for m in [1, 2, 3, 4, 5, 7, 9] {
-                let x: Vec<f32> = (0..m * inp)
-                    .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.2)
-                    .collect();
-                let y = lin.forward(&x, m);
-                for i in 0..m {
-                    for n in 0..out {
-                        let want: f32 = (0..inp).map(|k| x[i * inp + k] * w[n * inp + k]).sum();
-                        assert!((y[i * out + n] - want).abs() < 1e-4, "{fmt} m{m} i{i} n{n}");
-                    }
-                }
-            }
-        }
-        // Values that are not blocks stay f32.
-        let w: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
-        assert_eq!(HostLinear::new(32, 2, w).expect("shape").format(), "f32");
-    }
-}
+mod tests;

@@ -10,6 +10,7 @@ use crate::batch::{ForwardBatch, SequenceInput};
 use crate::error::{ExecutorError, Result};
 use crate::host::{HostKv, HostLayer, HostModel};
 use crate::kernels::HostLinear;
+use crate::kv_dtype::KvDtype;
 use crate::scoring::score_targets;
 use router::SampledToken;
 
@@ -45,13 +46,14 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
-    /// Allocates zeroed host pools (for the host forward of [`LlamaModel::with_host_kernels`]).
-    pub fn new_host(config: &LlamaConfig, num_slots: usize) -> Self {
+    /// Allocates zeroed host pools of `dtype` values (for the host forward of
+    /// [`LlamaModel::with_host_kernels`]).
+    pub fn new_host(config: &LlamaConfig, num_slots: usize, dtype: KvDtype) -> Self {
         Self {
             k: Vec::new(),
             v: Vec::new(),
             num_slots: num_slots.max(1),
-            host: Some(HostKv::new(config, num_slots.max(1))),
+            host: Some(HostKv::new(config, num_slots.max(1), dtype)),
         }
     }
 
@@ -69,10 +71,14 @@ impl<B: Backend> KvCache<B> {
     pub fn read_k(&self, layer: usize, slots: &[usize]) -> Result<Vec<f32>> {
         if let Some(h) = &self.host {
             let pool = h.k.get(layer).ok_or(ExecutorError::NoLayer(layer))?;
-            return Ok(slots
-                .iter()
-                .flat_map(|&s| pool[s * h.width..(s + 1) * h.width].iter().copied())
-                .collect());
+            let mut out = vec![0f32; slots.len() * h.width];
+            for (row, &s) in out.chunks_exact_mut(h.width).zip(slots) {
+                if (s + 1) * h.width > pool.len() {
+                    return Err(ExecutorError::KvMismatch("slot outside the pool"));
+                }
+                pool.read(s * h.width, row);
+            }
+            return Ok(out);
         }
         let t = self.k.get(layer).ok_or(ExecutorError::NoLayer(layer))?;
         let dev = t.device();
@@ -115,6 +121,7 @@ pub struct LlamaModel<B: Backend> {
     host_lm_head: Option<HostLinear>,
     host_max_rows: usize,
     host_model: Option<Arc<HostModel>>,
+    kv_dtype: KvDtype,
 }
 
 impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
@@ -228,6 +235,7 @@ impl<B: Backend> LlamaModel<B> {
             host_lm_head: None,
             host_max_rows: 0,
             host_model: None,
+            kv_dtype: KvDtype::F32,
             device: device.clone(),
             config: c,
         })
@@ -288,6 +296,8 @@ impl<B: Backend> LlamaModel<B> {
             }
             self.host_lm_head = None;
             self.host_model = None;
+            // Typed caches need the host forward.
+            self.kv_dtype = KvDtype::F32;
         }
         self.host_max_rows = max_rows;
         Ok(self)
@@ -320,10 +330,27 @@ impl<B: Backend> LlamaModel<B> {
         &self.device
     }
 
+    /// The same model with K/V caches of `dtype` values; anything but f32 needs the host
+    /// forward ([`Self::with_host_kernels`] first).
+    pub fn with_kv_dtype(mut self, dtype: KvDtype) -> Result<Self> {
+        if dtype != KvDtype::F32 && self.host_model.is_none() {
+            return Err(ExecutorError::Unsupported(format!(
+                "KV cache dtype {dtype} on the burn path (only f32)"
+            )));
+        }
+        self.kv_dtype = dtype;
+        Ok(self)
+    }
+
+    /// The element type of the K/V caches this model makes.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv_dtype
+    }
+
     /// A KV pool of `num_slots` slots for this model (in host memory when host kernels are on).
     pub fn new_kv_cache(&self, num_slots: usize) -> KvCache<B> {
         if self.host_model.is_some() {
-            KvCache::new_host(&self.config, num_slots)
+            KvCache::new_host(&self.config, num_slots, self.kv_dtype)
         } else {
             KvCache::new(&self.config, num_slots, &self.device)
         }

@@ -1,0 +1,393 @@
+//! Integer dot products of quantised weight rows with activations quantised to 8 bits.
+//!
+//! This is how ggml's CPU backend multiplies quantised weights: each 32-value block of an
+//! activation row is quantised to `i8` with one scale (`d = max|x| / 127`, stored through f16
+//! like ggml's `Q8_0`/`Q8_1` blocks, with `s = d · Σq` for the Q4_1 minimum term), and each
+//! weight block is multiplied with it in integers, one float multiply-add per block:
+//!
+//! - Q4_1 · Q8_1: `d_w · d_x · Σ q_w q_x + m_w · s_x`
+//! - Q8_0 · Q8_0: `d_w · d_x · Σ q_w q_x`
+//!
+//! The integer sums are exact, so the only error against the f32 product is the activation
+//! rounding, the bound ggml accepts. Each output is a sum over its own row pair in a fixed
+//! order, whatever the batch, so a row's result does not depend on the rows batched with it.
+//! Kernels: AVX-512BW (two blocks per instruction), AVX2 (`vpmaddubsw` + `vpmaddwd`) and a
+//! scalar reference, chosen at run time through `pulp`'s feature detection.
+
+use half::f16;
+
+use super::{Weights, QK};
+
+/// Activation rows quantised per 32-value block.
+#[derive(Debug, Default)]
+pub(crate) struct QuantRows {
+    /// `[m][inp]` quantised values.
+    qs: Vec<i8>,
+    /// `[m][inp / 32]` block scales (f16-rounded, as ggml stores them).
+    d: Vec<f32>,
+    /// `[m][inp / 32]` `d · Σq` per block (f16-rounded), for the Q4_1 minimum term.
+    s: Vec<f32>,
+    inp: usize,
+}
+
+impl QuantRows {
+    /// Quantises the `m` rows of `x` (`[m][inp]`, `inp` a multiple of 32).
+    pub(crate) fn new(x: &[f32], inp: usize) -> Self {
+        debug_assert!(inp.is_multiple_of(QK) && x.len().is_multiple_of(inp.max(1)));
+        let blocks = x.len() / QK;
+        let mut out = Self {
+            qs: vec![0; x.len()],
+            d: Vec::with_capacity(blocks),
+            s: Vec::with_capacity(blocks),
+            inp,
+        };
+        for (v, q) in x.chunks_exact(QK).zip(out.qs.chunks_exact_mut(QK)) {
+            let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for (qi, &x) in q.iter_mut().zip(v) {
+                let r = (x * id).round() as i8;
+                *qi = r;
+                sum += i32::from(r);
+            }
+            out.d.push(f16::from_f32(d).to_f32());
+            out.s.push(f16::from_f32(d * sum as f32).to_f32());
+        }
+        out
+    }
+
+    fn row(&self, i: usize) -> QRow<'_> {
+        let nb = self.inp / QK;
+        QRow {
+            qs: &self.qs[i * self.inp..(i + 1) * self.inp],
+            d: &self.d[i * nb..(i + 1) * nb],
+            s: &self.s[i * nb..(i + 1) * nb],
+        }
+    }
+}
+
+/// One quantised activation row.
+#[derive(Clone, Copy)]
+struct QRow<'a> {
+    qs: &'a [i8],
+    d: &'a [f32],
+    s: &'a [f32],
+}
+
+/// The instruction set the kernels run with, detected once per projection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Isa {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(pulp::x86::V3),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(pulp::x86::V4),
+}
+
+impl Isa {
+    /// The widest kernel this CPU runs.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(v4) = pulp::x86::V4::try_new() {
+                return Isa::Avx512(v4);
+            }
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                return Isa::Avx2(v3);
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// The kernel name, for logs and benchmarks.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(_) => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(_) => "avx512bw",
+        }
+    }
+}
+
+/// Whether `w` has an integer kernel.
+pub(crate) fn supported(w: &Weights) -> bool {
+    matches!(w, Weights::Q4_1 { .. } | Weights::Q8_0 { .. })
+}
+
+/// `y[(i0 + b) * ld + col0 + r] = w_{n0 + r} · x_{i0 + b}` for `rows` weight rows and `NX`
+/// activation rows, under the instruction set `isa`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_times<const NX: usize>(
+    isa: Isa,
+    w: &Weights,
+    inp: usize,
+    n0: usize,
+    rows: usize,
+    x: &QuantRows,
+    i0: usize,
+    y: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    let xs: [QRow<'_>; NX] = std::array::from_fn(|b| x.row(i0 + b));
+    let nb = inp / QK;
+    let mut put = |r: usize, out: [f32; NX]| {
+        for (b, v) in out.into_iter().enumerate() {
+            y[(i0 + b) * ld + col0 + r] = v;
+        }
+    };
+    match isa {
+        Isa::Scalar => (0..rows).for_each(|r| put(r, scalar::row::<NX>(w, n0 + r, nb, &xs))),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2(v3) => v3.vectorize(|| {
+            (0..rows).for_each(|r| put(r, avx2::row::<NX>(v3, w, n0 + r, nb, &xs)));
+        }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512(v4) => v4.vectorize(|| {
+            (0..rows).for_each(|r| put(r, avx512::row::<NX>(v4, w, n0 + r, nb, &xs)));
+        }),
+    }
+}
+
+/// The reference kernel: the same integer sums and float terms in plain Rust.
+mod scalar {
+    use super::{QRow, Weights, QK};
+
+    pub(super) fn row<const NX: usize>(
+        w: &Weights,
+        n: usize,
+        nb: usize,
+        xs: &[QRow<'_>; NX],
+    ) -> [f32; NX] {
+        let mut acc = [0f32; NX];
+        for b in 0..nb {
+            let k = n * nb + b;
+            for (a, x) in acc.iter_mut().zip(xs) {
+                let xq = &x.qs[b * QK..(b + 1) * QK];
+                *a += match w {
+                    Weights::Q4_1 { d, m, qs } => {
+                        let q = &qs[k * 16..(k + 1) * 16];
+                        let sumi: i32 = (0..16)
+                            .map(|j| {
+                                i32::from(q[j] & 0x0f) * i32::from(xq[j])
+                                    + i32::from(q[j] >> 4) * i32::from(xq[j + 16])
+                            })
+                            .sum();
+                        d[k] * x.d[b] * sumi as f32 + m[k] * x.s[b]
+                    }
+                    Weights::Q8_0 { d, qs } => {
+                        let q = &qs[k * QK..(k + 1) * QK];
+                        let sumi: i32 = q
+                            .iter()
+                            .zip(xq)
+                            .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                            .sum();
+                        d[k] * x.d[b] * sumi as f32
+                    }
+                    Weights::F32(_) => 0.0,
+                };
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{__m128i, __m256, __m256i};
+
+    use pulp::cast;
+    use pulp::x86::V3;
+
+    use super::{QRow, Weights, QK};
+
+    #[inline(always)]
+    fn load32(simd: V3, q: &[i8]) -> __m256i {
+        let _ = simd;
+        let a: [i8; 32] = q[..32].try_into().expect("32-value block");
+        cast(a)
+    }
+
+    /// Σ over 8 lanes.
+    #[inline(always)]
+    pub(super) fn hsum(simd: V3, v: __m256) -> f32 {
+        let lo = simd.avx._mm256_castps256_ps128(v);
+        let hi = simd.avx._mm256_extractf128_ps::<1>(v);
+        let s = simd.sse._mm_add_ps(lo, hi);
+        let s = simd.sse3._mm_hadd_ps(s, s);
+        let s = simd.sse3._mm_hadd_ps(s, s);
+        cast::<_, [f32; 4]>(s)[0]
+    }
+
+    /// Σ q_w q_x of one block as 8 partial i32 sums, converted to f32 (exact: |sum| < 2^24).
+    #[inline(always)]
+    fn block_sums(simd: V3, w_u8: __m256i, x_i8: __m256i) -> __m256 {
+        let ones = simd.avx._mm256_set1_epi16(1);
+        let p16 = simd.avx2._mm256_maddubs_epi16(w_u8, x_i8);
+        simd.avx
+            ._mm256_cvtepi32_ps(simd.avx2._mm256_madd_epi16(p16, ones))
+    }
+
+    #[inline(always)]
+    pub(super) fn row<const NX: usize>(
+        simd: V3,
+        w: &Weights,
+        n: usize,
+        nb: usize,
+        xs: &[QRow<'_>; NX],
+    ) -> [f32; NX] {
+        let mut acc = [simd.avx._mm256_setzero_ps(); NX];
+        let mut mins = [0f32; NX];
+        match w {
+            Weights::Q4_1 { d, m, qs } => {
+                let mask = simd.avx._mm256_set1_epi8(0x0f);
+                for b in 0..nb {
+                    let k = n * nb + b;
+                    let q: [u8; 16] = qs[k * 16..(k + 1) * 16].try_into().expect("16 bytes");
+                    let lo = cast::<_, __m128i>(q);
+                    let hi = simd.sse2._mm_srli_epi16::<4>(lo);
+                    let wq = simd
+                        .avx2
+                        ._mm256_and_si256(simd.avx._mm256_set_m128i(hi, lo), mask);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = block_sums(simd, wq, load32(simd, &x.qs[b * QK..]));
+                        let scale = simd.avx._mm256_set1_ps(d[k] * x.d[b]);
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b];
+                    }
+                }
+            }
+            Weights::Q8_0 { d, qs } => {
+                for b in 0..nb {
+                    let k = n * nb + b;
+                    let wq = load32(simd, &qs[k * QK..]);
+                    // u8 × i8 products: |w| times x with w's sign.
+                    let aw = simd.avx2._mm256_abs_epi8(wq);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sx = simd
+                            .avx2
+                            ._mm256_sign_epi8(load32(simd, &x.qs[b * QK..]), wq);
+                        let sums = block_sums(simd, aw, sx);
+                        let scale = simd.avx._mm256_set1_ps(d[k] * x.d[b]);
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                    }
+                }
+            }
+            Weights::F32(_) => {}
+        }
+        std::array::from_fn(|j| hsum(simd, acc[j]) + mins[j])
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{__m256i, __m512, __m512i};
+
+    use pulp::cast;
+    use pulp::x86::V4;
+
+    use super::{QRow, Weights, QK};
+
+    #[inline(always)]
+    fn load64(q: &[i8]) -> __m512i {
+        let a: [i8; 64] = q[..64].try_into().expect("two 32-value blocks");
+        cast(a)
+    }
+
+    /// Σ q_w q_x of two blocks: lanes 0..8 the first, 8..16 the second, as f32 (exact).
+    #[inline(always)]
+    fn pair_sums(simd: V4, w_u8: __m512i, x_i8: __m512i) -> __m512 {
+        let ones = simd.avx512f._mm512_set1_epi16(1);
+        let p16 = simd.avx512bw._mm512_maddubs_epi16(w_u8, x_i8);
+        simd.avx512f
+            ._mm512_cvtepi32_ps(simd.avx512bw._mm512_madd_epi16(p16, ones))
+    }
+
+    /// `[a × 8, b × 8]`.
+    #[inline(always)]
+    fn two_scales(simd: V4, a: f32, b: f32) -> __m512 {
+        simd.avx512f._mm512_mask_blend_ps(
+            0xff00,
+            simd.avx512f._mm512_set1_ps(a),
+            simd.avx512f._mm512_set1_ps(b),
+        )
+    }
+
+    #[inline(always)]
+    pub(super) fn row<const NX: usize>(
+        simd: V4,
+        w: &Weights,
+        n: usize,
+        nb: usize,
+        xs: &[QRow<'_>; NX],
+    ) -> [f32; NX] {
+        let pairs = nb / 2;
+        let mut acc = [simd.avx512f._mm512_setzero_ps(); NX];
+        let mut mins = [0f32; NX];
+        match w {
+            Weights::Q4_1 { d, m, qs } => {
+                let mask = simd.avx512f._mm512_set1_epi8(0x0f);
+                for p in 0..pairs {
+                    let (b, k) = (2 * p, n * nb + 2 * p);
+                    let q: [u8; 32] = qs[k * 16..(k + 2) * 16].try_into().expect("32 bytes");
+                    let v = cast::<_, __m256i>(q);
+                    let hi = simd.avx2._mm256_srli_epi16::<4>(v);
+                    let first = simd.avx2._mm256_permute2x128_si256::<0x20>(v, hi);
+                    let second = simd.avx2._mm256_permute2x128_si256::<0x31>(v, hi);
+                    let both = simd.avx512f._mm512_inserti64x4::<1>(
+                        simd.avx512f._mm512_castsi256_si512(first),
+                        second,
+                    );
+                    let wq = simd.avx512f._mm512_and_si512(both, mask);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
+                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b] + m[k + 1] * x.s[b + 1];
+                    }
+                }
+            }
+            Weights::Q8_0 { d, qs } => {
+                let zero = simd.avx512f._mm512_setzero_si512();
+                for p in 0..pairs {
+                    let (b, k) = (2 * p, n * nb + 2 * p);
+                    let wq = load64(&qs[k * QK..]);
+                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
+                    let neg = simd.avx512bw._mm512_movepi8_mask(wq);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let xv = load64(&x.qs[b * QK..]);
+                        let sx = simd.avx512bw._mm512_mask_sub_epi8(xv, neg, zero, xv);
+                        let sums = pair_sums(simd, aw, sx);
+                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
+                    }
+                }
+            }
+            Weights::F32(_) => {}
+        }
+        let mut out: [f32; NX] = std::array::from_fn(|j| simd.avx512f._mm512_reduce_add_ps(acc[j]));
+        if nb % 2 == 1 {
+            // The odd last block through the scalar kernel.
+            let last: [QRow<'_>; NX] = std::array::from_fn(|j| QRow {
+                qs: &xs[j].qs[(nb - 1) * QK..],
+                d: &xs[j].d[nb - 1..],
+                s: &xs[j].s[nb - 1..],
+            });
+            let one = super::scalar::row::<NX>(w, n * nb + nb - 1, 1, &last);
+            for j in 0..NX {
+                out[j] += one[j];
+            }
+        }
+        for j in 0..NX {
+            out[j] += mins[j];
+        }
+        out
+    }
+}

@@ -1,0 +1,178 @@
+//! Tests of the host projection kernels.
+
+use super::*;
+
+#[test]
+fn matches_naive_product_for_odd_shapes() {
+    let (inp, out) = (37, 70);
+    let w: Vec<f32> = (0..inp * out)
+        .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
+        .collect();
+    let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
+    for m in [1, 2, 3, 4, 5, 8, 11] {
+        let x: Vec<f32> = (0..m * inp)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.2)
+            .collect();
+        let y = lin.forward(&x, m);
+        for i in 0..m {
+            for n in 0..out {
+                let want: f32 = (0..inp).map(|k| x[i * inp + k] * w[n * inp + k]).sum();
+                assert!((y[i * out + n] - want).abs() < 1e-4, "m{m} i{i} n{n}");
+            }
+        }
+    }
+    assert!(HostLinear::new(2, 2, vec![0.0; 3]).is_none());
+}
+
+/// Values of GGUF-style blocks: Q4_1 (`q * d + m`) or Q8_0 (`q * d`) with f16 d and m.
+fn quantised(rows: usize, cols: usize, q4: bool) -> Vec<f32> {
+    let mut w = Vec::with_capacity(rows * cols);
+    for b in 0..rows * cols / QK {
+        let d = f16::from_f32(0.01 + (b % 7) as f32 * 0.003).to_f32();
+        let m = f16::from_f32(-0.05 - (b % 5) as f32 * 0.01).to_f32();
+        for j in 0..QK {
+            let v = if q4 {
+                ((b * 3 + j * 5) % 16) as f32 * d + m
+            } else {
+                // One value of each block at -127 as a real Q8_0 quantiser leaves it.
+                (((b * 11 + j * 29) % 255) as i32 - 127).min(if j == 3 { -127 } else { 127 }) as f32
+                    * d
+            };
+            w.push(v);
+        }
+    }
+    w
+}
+
+#[test]
+fn quantised_blocks_are_detected_and_exact() {
+    let (inp, out) = (96, 45);
+    for (q4, fmt) in [(true, "q4_1"), (false, "q8_0")] {
+        let w = quantised(out, inp, q4);
+        let lin = HostLinear::new(inp, out, w.clone()).expect("shape").exact();
+        assert_eq!(lin.format(), fmt);
+        assert!(lin.weight_bytes() < w.len() * 4 / 3);
+        let mut row = vec![0f32; inp];
+        for n in 0..out {
+            lin.w.expand_row(n, inp, &mut row);
+            assert_eq!(row, w[n * inp..(n + 1) * inp], "{fmt} row {n}");
+        }
+        for m in [1, 2, 3, 4, 5, 7, 9] {
+            let x: Vec<f32> = (0..m * inp)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.2)
+                .collect();
+            let y = lin.forward(&x, m);
+            for i in 0..m {
+                for n in 0..out {
+                    let want: f32 = (0..inp).map(|k| x[i * inp + k] * w[n * inp + k]).sum();
+                    assert!((y[i * out + n] - want).abs() < 1e-4, "{fmt} m{m} i{i} n{n}");
+                }
+            }
+        }
+    }
+    // Values that are not blocks stay f32.
+    let w: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+    assert_eq!(HostLinear::new(32, 2, w).expect("shape").format(), "f32");
+}
+
+/// Activations with a spread of magnitudes per block (so block scales differ).
+fn activations(m: usize, inp: usize, seed: usize) -> Vec<f32> {
+    (0..m * inp)
+        .map(|i| {
+            let t = (i * 2654435761 + seed * 97) % 10007;
+            (t as f32 / 10007.0 - 0.5) * (1.0 + (i / QK % 5) as f32)
+        })
+        .collect()
+}
+
+/// The error the 8-bit activations may add to `w · x`: per element half a quantisation
+/// step plus the f16 rounding of the block scale (127 steps of 2^-11), per block the f16
+/// rounding of the Q4_1 sum term, and float reassociation.
+fn int_error_bound(w: &[f32], x: &[f32], mins: Option<&[f32]>) -> f32 {
+    let mut bound = 1e-6;
+    for (b, (wb, xb)) in w.chunks_exact(QK).zip(x.chunks_exact(QK)).enumerate() {
+        let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        let step = d * (0.5 + 127.0 / 2048.0);
+        bound += wb.iter().map(|v| v.abs() * step).sum::<f32>();
+        bound += wb.iter().zip(xb).map(|(a, c)| (a * c).abs()).sum::<f32>() * 1e-5;
+        if let Some(m) = mins {
+            let s: f32 = xb.iter().map(|v| v.abs()).sum::<f32>() + 127.0 * d;
+            bound += m[b].abs() * s / 1024.0;
+        }
+    }
+    bound
+}
+
+#[test]
+fn integer_kernels_stay_within_the_activation_rounding_bound() {
+    // 7 blocks: an odd count exercises the two-block AVX-512 loop's tail.
+    let (inp, out) = (7 * QK, 37);
+    for q4 in [true, false] {
+        let w = quantised(out, inp, q4);
+        let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
+        assert!(lin.integer_kernel().is_some(), "q4 {q4}");
+        let mins: Option<Vec<f32>> = q4.then(|| match &*lin.w {
+            Weights::Q4_1 { m, .. } => m.clone(),
+            _ => unreachable!("q4_1 weights"),
+        });
+        for m in [1, 2, 3, 4, 5, 9] {
+            let x = activations(m, inp, m);
+            let y = lin.forward(&x, m);
+            for i in 0..m {
+                let xi = &x[i * inp..(i + 1) * inp];
+                for n in 0..out {
+                    let wn = &w[n * inp..(n + 1) * inp];
+                    let want: f32 = wn.iter().zip(xi).map(|(a, b)| a * b).sum();
+                    let row_mins = mins.as_ref().map(|v| &v[n * 7..(n + 1) * 7]);
+                    let bound = int_error_bound(wn, xi, row_mins);
+                    let got = y[i * out + n];
+                    assert!(
+                        (got - want).abs() <= bound,
+                        "q4 {q4} m{m} i{i} n{n}: {got} vs {want} (bound {bound})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn integer_kernels_agree_across_instruction_sets_and_batches() {
+    let (inp, out) = (9 * QK, 29);
+    for q4 in [true, false] {
+        let w = compress(inp, quantised(out, inp, q4));
+        let x = activations(6, inp, 3);
+        let xq = qdot::QuantRows::new(&x, inp);
+        let run = |isa: qdot::Isa, m: usize, i0: usize| -> Vec<f32> {
+            let mut y = vec![0f32; (i0 + m) * out];
+            match m {
+                1 => qdot::rows_times::<1>(isa, &w, inp, 0, out, &xq, i0, &mut y, out, 0),
+                3 => qdot::rows_times::<3>(isa, &w, inp, 0, out, &xq, i0, &mut y, out, 0),
+                _ => qdot::rows_times::<4>(isa, &w, inp, 0, out, &xq, i0, &mut y, out, 0),
+            }
+            y.split_off(i0 * out)
+        };
+        let isa = qdot::Isa::detect();
+        let scalar = run(qdot::Isa::Scalar, 4, 0);
+        let wide = run(isa, 4, 0);
+        for (a, b) in scalar.iter().zip(&wide) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                "{}: {a} vs {b}",
+                isa.name()
+            );
+        }
+        // A row's result is the same bits whatever it is batched with.
+        for i in 0..4 {
+            let alone = run(isa, 1, i);
+            assert_eq!(
+                alone,
+                wide[i * out..(i + 1) * out],
+                "{} row {i}",
+                isa.name()
+            );
+        }
+        let three = run(isa, 3, 1);
+        assert_eq!(three, wide[out..4 * out], "{}", isa.name());
+    }
+}
