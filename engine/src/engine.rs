@@ -63,7 +63,8 @@ impl Engine {
             executor::load_model::<executor::CpuBackend>(&config.model, &device)?;
         let model = model
             .with_host_kernels(config.max_running_requests.max(16))?
-            .with_kv_dtype(config.kv_cache_dtype)?;
+            .with_kv_dtype(config.kv_cache_dtype)?
+            .release_backend_weights()?;
         let mc = model.config().clone();
         let dims = KvDims {
             layers: mc.num_layers,

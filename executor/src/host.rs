@@ -30,14 +30,23 @@ pub(crate) struct HostLayer {
 #[derive(Debug)]
 pub(crate) struct HostModel {
     pub config: LlamaConfig,
-    /// `[vocab][hidden]`.
-    pub embed: Vec<f32>,
+    /// Token embeddings.
+    pub embed: Embedding,
     pub layers: Vec<HostLayer>,
     pub final_norm: Vec<f32>,
     pub lm_head: HostLinear,
     /// `[max_position][head_dim / 2]`.
     pub cos: Vec<f32>,
     pub sin: Vec<f32>,
+}
+
+/// Where the host forward reads token embeddings.
+#[derive(Debug)]
+pub(crate) enum Embedding {
+    /// `[vocab][hidden]` f32.
+    Table(Vec<f32>),
+    /// The rows of the (tied) LM head's compact weights, expanded per token.
+    TiedHead,
 }
 
 /// Host K/V pools: per layer `[num_slots][kv_heads * head_dim]` values of `dtype`.
@@ -262,7 +271,16 @@ impl HostModel {
         for (si, s) in batch.seqs.iter().enumerate() {
             for (i, &t) in s.token_ids.iter().enumerate() {
                 rows.push((si, i));
-                x.extend_from_slice(&self.embed[t as usize * d..(t as usize + 1) * d]);
+                match &self.embed {
+                    Embedding::Table(e) => {
+                        x.extend_from_slice(&e[t as usize * d..(t as usize + 1) * d]);
+                    }
+                    Embedding::TiedHead => {
+                        let at = x.len();
+                        x.resize(at + d, 0.0);
+                        self.lm_head.row(t as usize, &mut x[at..]);
+                    }
+                }
             }
         }
         let t = rows.len();

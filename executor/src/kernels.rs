@@ -490,6 +490,11 @@ impl HostLinear {
         }
     }
 
+    /// Weight row `n` (of width [`Self::inp`]) as f32, exactly as stored.
+    pub(crate) fn row(&self, n: usize, out: &mut [f32]) {
+        self.w.expand_row(n, self.inp, out);
+    }
+
     /// Bytes of weight data read per use of the whole matrix.
     pub fn weight_bytes(&self) -> usize {
         match &*self.w {

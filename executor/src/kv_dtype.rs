@@ -74,11 +74,14 @@ impl std::fmt::Display for KvDtype {
 }
 
 /// One layer's K or V pool: `[num_slots][width]` values of one [`KvDtype`].
+///
+/// Half-width pools hold the raw bits (`u16`): a zeroed `Vec<u16>` comes from the allocator's
+/// zeroed pages, so an unused pool costs address space, not resident memory.
 #[derive(Debug, Clone)]
 pub(crate) enum KvPool {
     F32(Vec<f32>),
-    F16(Vec<f16>),
-    Bf16(Vec<bf16>),
+    F16(Vec<u16>),
+    Bf16(Vec<u16>),
 }
 
 impl KvPool {
@@ -86,8 +89,8 @@ impl KvPool {
     pub(crate) fn zeros(dtype: KvDtype, len: usize) -> Self {
         match dtype {
             KvDtype::F32 => KvPool::F32(vec![0.0; len]),
-            KvDtype::F16 => KvPool::F16(vec![f16::ZERO; len]),
-            KvDtype::Bf16 => KvPool::Bf16(vec![bf16::ZERO; len]),
+            KvDtype::F16 => KvPool::F16(vec![0; len]),
+            KvDtype::Bf16 => KvPool::Bf16(vec![0; len]),
         }
     }
 
@@ -95,30 +98,37 @@ impl KvPool {
     pub(crate) fn len(&self) -> usize {
         match self {
             KvPool::F32(v) => v.len(),
-            KvPool::F16(v) => v.len(),
-            KvPool::Bf16(v) => v.len(),
+            KvPool::F16(v) | KvPool::Bf16(v) => v.len(),
         }
     }
 
     /// Stores `src` at value offset `off`.
     pub(crate) fn write(&mut self, off: usize, src: &[f32]) {
-        use half::slice::HalfFloatSliceExt;
+        use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
         let end = off + src.len();
         match self {
             KvPool::F32(v) => v[off..end].copy_from_slice(src),
-            KvPool::F16(v) => v[off..end].convert_from_f32_slice(src),
-            KvPool::Bf16(v) => v[off..end].convert_from_f32_slice(src),
+            KvPool::F16(v) => v[off..end]
+                .reinterpret_cast_mut::<f16>()
+                .convert_from_f32_slice(src),
+            KvPool::Bf16(v) => v[off..end]
+                .reinterpret_cast_mut::<bf16>()
+                .convert_from_f32_slice(src),
         }
     }
 
     /// Reads `dst.len()` values at offset `off` as f32.
     pub(crate) fn read(&self, off: usize, dst: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
+        use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
         let end = off + dst.len();
         match self {
             KvPool::F32(v) => dst.copy_from_slice(&v[off..end]),
-            KvPool::F16(v) => v[off..end].convert_to_f32_slice(dst),
-            KvPool::Bf16(v) => v[off..end].convert_to_f32_slice(dst),
+            KvPool::F16(v) => v[off..end]
+                .reinterpret_cast::<f16>()
+                .convert_to_f32_slice(dst),
+            KvPool::Bf16(v) => v[off..end]
+                .reinterpret_cast::<bf16>()
+                .convert_to_f32_slice(dst),
         }
     }
 }

@@ -8,7 +8,7 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::batch::{ForwardBatch, SequenceInput};
 use crate::error::{ExecutorError, Result};
-use crate::host::{HostKv, HostLayer, HostModel};
+use crate::host::{Embedding, HostKv, HostLayer, HostModel};
 use crate::kernels::HostLinear;
 use crate::kv_dtype::KvDtype;
 use crate::scoring::score_targets;
@@ -122,6 +122,10 @@ pub struct LlamaModel<B: Backend> {
     host_max_rows: usize,
     host_model: Option<Arc<HostModel>>,
     kv_dtype: KvDtype,
+    /// The LM head is the embedding matrix (tied weights).
+    tied: bool,
+    /// The backend copies of the weights were dropped ([`Self::release_backend_weights`]).
+    released: bool,
 }
 
 impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
@@ -210,6 +214,7 @@ impl<B: Backend> LlamaModel<B> {
                 host: None,
             });
         }
+        let tied = weights.lm_head.is_none();
         let head = weights.lm_head.as_ref().unwrap_or(&weights.embedding);
         let lm_head = tensor2(head.transposed(), [d, vocab], device);
         let embedding = tensor2(weights.embedding.data, [vocab, d], device);
@@ -236,6 +241,8 @@ impl<B: Backend> LlamaModel<B> {
             host_max_rows: 0,
             host_model: None,
             kv_dtype: KvDtype::F32,
+            tied,
+            released: false,
             device: device.clone(),
             config: c,
         })
@@ -248,6 +255,9 @@ impl<B: Backend> LlamaModel<B> {
     /// both cores ([`crate::host`]). With a backend KV cache ([`KvCache::new`]) the burn forward
     /// still runs and only its projections of at most `max_rows` rows use the host kernel.
     pub fn with_host_kernels(mut self, max_rows: usize) -> Result<Self> {
+        if self.released {
+            return Err(ExecutorError::HostPath("the backend weights were released"));
+        }
         let host = |w: &Tensor<B, 2>| -> Result<HostLinear> {
             let [inp, out] = w.dims();
             let data = to_vec(w.clone())?;
@@ -330,6 +340,38 @@ impl<B: Backend> LlamaModel<B> {
         &self.device
     }
 
+    /// Drops the backend (burn) copies of the weights once the host forward has its own, so
+    /// that only the compact host weights stay resident. The model then runs on host K/V
+    /// caches only; a backend cache is refused.
+    pub fn release_backend_weights(mut self) -> Result<Self> {
+        if self.host_model.is_none() {
+            return Err(ExecutorError::HostPath(
+                "releasing the backend weights needs the host forward",
+            ));
+        }
+        let dev = self.device.clone();
+        let empty2 = || Tensor::<B, 2>::zeros([1, 1], &dev);
+        let empty1 = || Tensor::<B, 1>::zeros([1], &dev);
+        for l in &mut self.layers {
+            l.attn_norm = empty1();
+            l.wqkv = empty2();
+            l.bqkv = None;
+            l.wo = empty2();
+            l.ffn_norm = empty1();
+            l.w_gate_up = empty2();
+            l.w_down = empty2();
+            l.host = None;
+        }
+        self.embedding = empty2();
+        self.lm_head = empty2();
+        self.final_norm = empty1();
+        self.rope_cos = empty2();
+        self.rope_sin = empty2();
+        self.host_lm_head = None;
+        self.released = true;
+        Ok(self)
+    }
+
     /// The same model with K/V caches of `dtype` values; anything but f32 needs the host
     /// forward ([`Self::with_host_kernels`] first).
     pub fn with_kv_dtype(mut self, dtype: KvDtype) -> Result<Self> {
@@ -376,7 +418,11 @@ impl<B: Backend> LlamaModel<B> {
         }
         Ok(HostModel {
             config: self.config.clone(),
-            embed: to_vec(self.embedding.clone())?,
+            embed: if self.tied {
+                Embedding::TiedHead
+            } else {
+                Embedding::Table(to_vec(self.embedding.clone())?)
+            },
             layers,
             final_norm: to_vec(self.final_norm.clone())?,
             lm_head: self
@@ -512,6 +558,11 @@ impl<B: Backend> LlamaModel<B> {
                 return Err(ExecutorError::KvMismatch("layer count or width"));
             }
             return Ok(hm.forward(batch, hkv));
+        }
+        if self.released {
+            return Err(ExecutorError::HostPath(
+                "the backend weights were released: only host K/V caches run",
+            ));
         }
         if kv.k.len() != c.num_layers {
             return Err(ExecutorError::KvMismatch("layer count"));

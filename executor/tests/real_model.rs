@@ -15,7 +15,8 @@ use serde_json::Value;
 struct Loaded {
     model: LlamaModel<CpuBackend>,
     /// The production CPU configuration: the host forward (integer kernels on the quantised
-    /// weights, 8-bit activations) with an f16 K/V cache, as the engine runs it.
+    /// weights, 8-bit activations, embeddings read from the tied LM head) with an f16 K/V
+    /// cache and the backend weights released, as the engine runs it.
     fast: LlamaModel<CpuBackend>,
     tokenizer: TextTokenizer,
 }
@@ -37,6 +38,7 @@ fn loaded() -> &'static Loaded {
             .clone()
             .with_host_kernels(16)
             .and_then(|m| m.with_kv_dtype(KvDtype::F16))
+            .and_then(LlamaModel::release_backend_weights)
             .expect("host kernels");
         Loaded {
             model,
@@ -352,6 +354,13 @@ fn host_path_stays_close_to_the_f32_reference() {
             worst = worst.max((reference[t] - host[t]).abs());
         }
     }
+    // The production model dropped its backend weights: a backend cache is refused.
+    let mut backend_kv = executor::KvCache::new(l.fast.config(), 8, l.fast.device());
+    let batch = ForwardBatch {
+        mode: ForwardMode::Extend,
+        seqs: vec![SequenceInput::new(vec![1, 2], &[], &[1, 2], true)],
+    };
+    assert!(l.fast.forward(&batch, &mut backend_kv).is_err());
     eprintln!("host path vs f32 reference: worst top-10 logit diff {worst:.4}");
     assert!(
         worst < 0.75,
