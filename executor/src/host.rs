@@ -126,14 +126,21 @@ fn dot<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// `o = Σ p_l * v_l` over the value rows `v` (`[l][hd]`), with `NV` vector accumulators
-/// held in registers (`o.len() == NV * lanes`). Returns false if shapes differ.
+/// `o = Σ p_l * v_l` over the value rows `v[l * stride..][..hd]` (`hd == o.len()`), with `NV`
+/// vector accumulators held in registers (`o.len() == NV * lanes`). Returns false if shapes
+/// differ.
 #[inline(always)]
-fn weighted_sum<S: Simd, const NV: usize>(simd: S, p: &[f32], v: &[f32], o: &mut [f32]) -> bool {
+fn weighted_sum<S: Simd, const NV: usize>(
+    simd: S,
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+    o: &mut [f32],
+) -> bool {
     let hd = o.len();
     let mut acc = [simd.splat_f32s(0.0); NV];
-    for (&pi, row) in p.iter().zip(v.chunks_exact(hd)) {
-        let (vv, _) = S::as_simd_f32s(row);
+    for (li, &pi) in p.iter().enumerate() {
+        let (vv, _) = S::as_simd_f32s(&v[li * stride..li * stride + hd]);
         if vv.len() != NV {
             return false;
         }
@@ -150,37 +157,37 @@ fn weighted_sum<S: Simd, const NV: usize>(simd: S, p: &[f32], v: &[f32], o: &mut
     true
 }
 
-/// Causal attention of one query row over `slots` (its whole context, itself last).
+/// One sequence's context K and V rows of one layer as f32, `[l][width]` each, read once
+/// from the pools for all of the sequence's query rows.
+#[derive(Default)]
+struct Context {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Context {
+    fn gather(&mut self, k_pool: &KvPool, v_pool: &KvPool, slots: &[u32], width: usize) {
+        self.k.resize(slots.len() * width, 0.0);
+        self.v.resize(slots.len() * width, 0.0);
+        for (li, &s) in slots.iter().enumerate() {
+            let (off, row) = (s as usize * width, li * width..(li + 1) * width);
+            k_pool.read(off, &mut self.k[row.clone()]);
+            v_pool.read(off, &mut self.v[row]);
+        }
+    }
+}
+
+/// Causal attention of one query row over the first `l` rows of its sequence's context
+/// (itself last).
 struct AttendRow<'a> {
     cfg: &'a LlamaConfig,
     /// The query, already rounded to the cache's type.
     q: &'a [f32],
-    k_pool: &'a KvPool,
-    v_pool: &'a KvPool,
+    ctx: &'a Context,
+    l: usize,
     width: usize,
     dtype: KvDtype,
-    slots: &'a [u32],
     out: &'a mut [f32],
-    /// Scratch for one KV head's K and V rows of the context, as f32 `[l][head_dim]`.
-    k_rows: &'a mut Vec<f32>,
-    v_rows: &'a mut Vec<f32>,
-}
-
-impl AttendRow<'_> {
-    /// Gathers KV head `j`'s rows of the context from both pools into the scratch buffers.
-    fn gather(&mut self, j: usize) {
-        let hd = self.cfg.head_dim;
-        let l = self.slots.len();
-        self.k_rows.resize(l * hd, 0.0);
-        self.v_rows.resize(l * hd, 0.0);
-        for (li, &s) in self.slots.iter().enumerate() {
-            let off = s as usize * self.width + j * hd;
-            self.k_pool
-                .read(off, &mut self.k_rows[li * hd..(li + 1) * hd]);
-            self.v_pool
-                .read(off, &mut self.v_rows[li * hd..(li + 1) * hd]);
-        }
-    }
 }
 
 impl WithSimd for AttendRow<'_> {
@@ -193,15 +200,14 @@ impl WithSimd for AttendRow<'_> {
         let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let g = h / kvh;
         let scale = 1.0 / (hd as f32).sqrt();
-        let l = self.slots.len();
+        let (l, width) = (self.l, self.width);
         let mut scores = vec![0f32; g * l];
         self.out.fill(0.0);
         for j in 0..kvh {
-            self.gather(j);
             // Scores of the `g` query heads that share KV head `j`, one K row read for all.
             let qg = &q[j * g * hd..(j + 1) * g * hd];
             for li in 0..l {
-                let k = &self.k_rows[li * hd..(li + 1) * hd];
+                let k = &self.ctx.k[li * width + j * hd..li * width + (j + 1) * hd];
                 if g == 3 {
                     let r = micro::<S, 3, 1>(simd, qg, k, hd);
                     for (a, ra) in r.iter().enumerate() {
@@ -214,7 +220,7 @@ impl WithSimd for AttendRow<'_> {
                 }
             }
             for (a, p) in scores.chunks_exact_mut(l).enumerate() {
-                self.head(simd, j * g + a, p);
+                self.head(simd, j, j * g + a, p);
             }
         }
     }
@@ -223,33 +229,32 @@ impl WithSimd for AttendRow<'_> {
 impl AttendRow<'_> {
     /// Softmax of query head `head`'s scores `p` (over KV head `j`'s keys) and its output.
     #[inline(always)]
-    fn head<S: Simd>(&mut self, simd: S, head: usize, p: &mut [f32]) {
+    fn head<S: Simd>(&mut self, simd: S, j: usize, head: usize, p: &mut [f32]) {
         let hd = self.cfg.head_dim;
-        {
-            let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for pi in p.iter_mut() {
-                *pi = (*pi - max).exp();
-                sum += *pi;
-            }
-            let inv = 1.0 / sum;
-            // The weights in the cache's type, as ggml multiplies them with a typed V.
-            for pi in p.iter_mut() {
-                *pi = self.dtype.round(*pi * inv);
-            }
-            let o = &mut self.out[head * hd..(head + 1) * hd];
-            let v = &self.v_rows[..];
-            // Register accumulators for the usual head sizes; the plain loop otherwise.
-            let done = match hd / S::F32_LANES {
-                8 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 8>(simd, p, v, o),
-                16 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 16>(simd, p, v, o),
-                _ => false,
-            };
-            if !done {
-                for (&w, row) in p.iter().zip(v.chunks_exact(hd)) {
-                    for (ov, &vv) in o.iter_mut().zip(row) {
-                        *ov += w * vv;
-                    }
+        let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for pi in p.iter_mut() {
+            *pi = (*pi - max).exp();
+            sum += *pi;
+        }
+        let inv = 1.0 / sum;
+        // The weights in the cache's type, as ggml multiplies them with a typed V.
+        for pi in p.iter_mut() {
+            *pi = self.dtype.round(*pi * inv);
+        }
+        let o = &mut self.out[head * hd..(head + 1) * hd];
+        let (v, stride) = (&self.ctx.v[j * hd..], self.width);
+        // Register accumulators for the usual head sizes; the plain loop otherwise.
+        let done = match hd / S::F32_LANES {
+            8 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 8>(simd, p, v, stride, o),
+            16 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 16>(simd, p, v, stride, o),
+            _ => false,
+        };
+        if !done {
+            o.fill(0.0);
+            for (li, &w) in p.iter().enumerate() {
+                for (ov, &vv) in o.iter_mut().zip(&v[li * stride..li * stride + hd]) {
+                    *ov += w * vv;
                 }
             }
         }
@@ -295,6 +300,8 @@ impl HostModel {
             .flat_map(|s| s.out_slots.iter().map(|&x| x as usize))
             .collect();
         let width = kv.width;
+        // Per sequence, its context's K/V rows of the current layer (buffers kept across layers).
+        let mut contexts: Vec<Context> = batch.seqs.iter().map(|_| Context::default()).collect();
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm_rows(&x, &layer.attn_norm, c.rms_eps);
             let mut qkv = layer.wqkv.forward(&hn, t);
@@ -321,29 +328,26 @@ impl HostModel {
                 }
             }
             let (k_pool, v_pool, dtype) = (&kv.k[li], &kv.v[li], kv.dtype);
+            contexts
+                .par_iter_mut()
+                .zip(batch.seqs.par_iter())
+                .for_each(|(ctx, s)| ctx.gather(k_pool, v_pool, &s.slot_row, width));
             let mut attn = vec![0f32; t * h * hd];
             attn.par_chunks_mut(h * hd)
                 .zip(qkv.par_chunks(qkv_w))
                 .zip(rows.par_iter())
-                .for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(k_rows, v_rows), ((out, row), &(si, i))| {
-                        let s = &batch.seqs[si];
-                        let ctx = s.slot_row.len() - s.token_ids.len() + i + 1;
-                        Arch::new().dispatch(AttendRow {
-                            cfg: c,
-                            q: &row[..h * hd],
-                            k_pool,
-                            v_pool,
-                            width,
-                            dtype,
-                            slots: &s.slot_row[..ctx],
-                            out,
-                            k_rows,
-                            v_rows,
-                        });
-                    },
-                );
+                .for_each(|((out, row), &(si, i))| {
+                    let s = &batch.seqs[si];
+                    Arch::new().dispatch(AttendRow {
+                        cfg: c,
+                        q: &row[..h * hd],
+                        ctx: &contexts[si],
+                        l: s.slot_row.len() - s.token_ids.len() + i + 1,
+                        width,
+                        dtype,
+                        out,
+                    });
+                });
             let o = layer.wo.forward(&attn, t);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
