@@ -60,10 +60,16 @@ pub struct EngineArgs {
     /// Memory for the KV cache, in MiB; decides how many tokens can be cached.
     #[arg(long, default_value_t = engine_defaults().kv_cache_memory >> 20)]
     pub kv_cache_memory: usize,
-    /// Element type of the KV cache: f16 (default; `auto` means f16), bf16 or f32. f16 and bf16
-    /// hold twice the tokens in the same memory and round attention as llama.cpp's f16 cache.
-    #[arg(long, default_value_t = engine_defaults().kv_cache_dtype)]
-    pub kv_cache_dtype: engine::KvDtype,
+    /// Element type of the KV cache: auto (f16 on `--device cpu`, f32 on burn devices), f16,
+    /// bf16 or f32. f16 and bf16 hold twice the tokens in the same memory and round attention
+    /// as llama.cpp's f16 cache; burn devices take f32 only.
+    #[arg(long, default_value = "auto")]
+    pub kv_cache_dtype: String,
+    /// Where the model runs: cpu (the host path: integer kernels on the quantised weights),
+    /// cuda (builds with the `cuda` feature; probes for the driver), or burn-cpu (burn's f32
+    /// forward on the CPU, the reference).
+    #[arg(long, default_value_t = engine_defaults().device)]
+    pub device: engine::Device,
     /// Longest prompt plus output (default: the model's).
     #[arg(long)]
     pub context_length: Option<usize>,
@@ -106,7 +112,15 @@ impl EngineArgs {
             max_running_requests: self.max_running_requests,
             max_queued_requests: self.max_queued_requests,
             kv_cache_memory: self.kv_cache_memory << 20,
-            kv_cache_dtype: self.kv_cache_dtype,
+            kv_cache_dtype: match self.kv_cache_dtype.as_str() {
+                "auto" => None,
+                other => Some(
+                    other
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--kv-cache-dtype: {e}"))?,
+                ),
+            },
+            device: self.device,
             context_length: self.context_length,
             check_invariants: self.check_invariants,
             trust_message_content: self.trust_message_content,

@@ -32,8 +32,11 @@ pub struct EngineConfig {
     pub max_queued_requests: usize,
     /// Bytes of K/V cache (`--kv-cache-memory`).
     pub kv_cache_memory: usize,
-    /// Element type of the K/V cache (`--kv-cache-dtype`).
-    pub kv_cache_dtype: executor::KvDtype,
+    /// Element type of the K/V cache (`--kv-cache-dtype`); `None` takes the device's default
+    /// (f16 on the CPU host path, f32 on burn devices, whose caches are f32 only).
+    pub kv_cache_dtype: Option<executor::KvDtype>,
+    /// Where the model runs (`--device`).
+    pub device: crate::Device,
     /// Longest prompt plus output; `None` takes the model's.
     pub context_length: Option<usize>,
     /// Check the full KV accounting after every scheduler step.
@@ -44,6 +47,14 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// The K/V cache element type this configuration runs with.
+    pub fn kv_dtype(&self) -> executor::KvDtype {
+        self.kv_cache_dtype.unwrap_or(match self.device {
+            crate::Device::Cpu => executor::KvDtype::F16,
+            crate::Device::BurnCpu | crate::Device::Cuda => executor::KvDtype::F32,
+        })
+    }
+
     /// The same configuration with the per-step accounting check on or off.
     pub fn with_check_invariants(mut self, on: bool) -> Self {
         self.check_invariants = on;
@@ -65,7 +76,8 @@ impl Default for EngineConfig {
             max_running_requests: 32,
             max_queued_requests: 256,
             kv_cache_memory: 512 << 20,
-            kv_cache_dtype: executor::KvDtype::F16,
+            kv_cache_dtype: None,
+            device: crate::Device::Cpu,
             context_length: None,
             check_invariants: cfg!(debug_assertions),
             trust_message_content: false,

@@ -1,6 +1,7 @@
 //! The engine: a scheduler thread fed by a channel, and per-request output streams.
 
 use crate::config::EngineConfig;
+use crate::device::Device;
 use crate::error::{EngineError, StartError};
 use crate::stream::{GenerationStream, InFlight, StreamParts};
 use crate::tokenizer::Tokenizer;
@@ -51,26 +52,54 @@ pub struct RunnerSetup {
 }
 
 impl Engine {
-    /// Loads the model, sizes the KV pool and starts the scheduler thread.
+    /// Loads the model on `config.device`, sizes the KV pool and starts the scheduler thread.
     pub fn new(config: EngineConfig) -> Result<Self, StartError> {
         if !config.model.exists() {
             return Err(StartError::ModelNotFound(config.model.clone()));
         }
+        match config.device {
+            Device::Cpu | Device::BurnCpu => {
+                Self::on_backend::<executor::CpuBackend>(config, Default::default())
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                crate::device::probe_cuda()?;
+                Self::on_backend::<executor::CudaBackend>(config, Default::default())
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Err(StartError::Device(
+                "this build has no CUDA support (build with `--features cuda`)".into(),
+            )),
+        }
+    }
+
+    /// [`Engine::new`] on burn backend `B`: the host forward for [`Device::Cpu`], burn's own
+    /// forward otherwise.
+    fn on_backend<B: executor::burn::tensor::backend::Backend>(
+        config: EngineConfig,
+        device: B::Device,
+    ) -> Result<Self, StartError>
+    where
+        executor::Executor<B>: Send + 'static,
+    {
         let started = Instant::now();
-        tracing::info!(model = %config.model.display(), "loading model");
-        let device = Default::default();
-        let (model, tokenizer) =
-            executor::load_model::<executor::CpuBackend>(&config.model, &device)?;
-        let model = model
-            .with_host_kernels(config.max_running_requests.max(16))?
-            .with_kv_dtype(config.kv_cache_dtype)?
-            .release_backend_weights()?;
+        tracing::info!(model = %config.model.display(), device = %config.device, "loading model");
+        let (model, tokenizer) = executor::load_model::<B>(&config.model, &device)?;
+        let dtype = config.kv_dtype();
+        let model = if config.device == Device::Cpu {
+            model
+                .with_host_kernels(config.max_running_requests.max(16))?
+                .with_kv_dtype(dtype)?
+                .release_backend_weights()?
+        } else {
+            model.with_kv_dtype(dtype)?
+        };
         let mc = model.config().clone();
         let dims = KvDims {
             layers: mc.num_layers,
             kv_heads: mc.num_kv_heads,
             head_dim: mc.head_dim,
-            dtype_bytes: config.kv_cache_dtype.bytes(),
+            dtype_bytes: dtype.bytes(),
         };
         let capacity = KvCapacity::plan(dims, config.kv_cache_memory, config.page_size)?;
         let context_length = config
@@ -90,7 +119,7 @@ impl Engine {
             context_length,
             kv_capacity_tokens: capacity.num_slots,
             page_size: config.page_size,
-            kv_cache_dtype: config.kv_cache_dtype,
+            kv_cache_dtype: dtype,
             eos_token_ids: eos.clone(),
             has_chat_template: tokenizer.chat_template.is_some(),
         };
@@ -113,7 +142,7 @@ impl Engine {
             seconds = started.elapsed().as_secs_f64(),
             kv_tokens = capacity.num_slots,
             kv_mib = capacity.bytes >> 20,
-            kv_dtype = %config.kv_cache_dtype,
+            kv_dtype = %dtype,
             "model loaded"
         );
         let setup = RunnerSetup {

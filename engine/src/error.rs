@@ -19,6 +19,9 @@ pub enum StartError {
     /// The scheduler thread could not be started.
     #[error("could not start the scheduler thread")]
     Thread(#[from] std::io::Error),
+    /// The requested device cannot be used here.
+    #[error("device unavailable: {0}")]
+    Device(String),
 }
 
 /// What a running engine refuses or reports. `InvalidRequest` is the caller's mistake (HTTP

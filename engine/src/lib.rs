@@ -65,6 +65,7 @@
 
 mod config;
 mod detok;
+mod device;
 mod engine;
 mod error;
 mod stream;
@@ -74,6 +75,7 @@ mod worker;
 
 pub use config::EngineConfig;
 pub use detok::{IncrementalDecoder, StopMatcher};
+pub use device::{probe_cuda, Device};
 pub use engine::{Engine, RunnerSetup};
 pub use error::{EngineError, StartError};
 pub use stream::GenerationStream;

@@ -265,3 +265,59 @@ fn bad_requests_are_refused_with_a_reason() {
     assert_eq!(e.generate_blocking(salted).unwrap().usage.cached_tokens, 0);
     assert_idle_accounting(&e);
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn burn_device_serves_end_to_end_like_the_host_path() {
+    // `Device::BurnCpu` runs burn's generic forward (the code the CUDA device runs) with an
+    // f32 cache; the host path quantises activations and keeps an f16 cache. Both serve the
+    // same request, and their greedy outputs start alike on a prompt with a clear answer.
+    let burn = Engine::new(EngineConfig {
+        device: engine::Device::BurnCpu,
+        ..config(model_path(), false)
+    })
+    .unwrap();
+    assert_eq!(burn.info().kv_cache_dtype, engine::KvDtype::F32);
+    assert_eq!(engine().info().kv_cache_dtype, engine::KvDtype::F16);
+    let input = Input::Text("The capital of France is".into());
+    let a = burn.generate_blocking(greedy(input.clone(), 4)).unwrap();
+    let b = engine()
+        .generate_blocking(greedy(input.clone(), 4))
+        .unwrap();
+    assert_eq!(a.token_ids.len(), 4);
+    assert_eq!(a.token_ids[..2], b.token_ids[..2], "{a:?} vs {b:?}");
+    // The prefix is cached on the burn device too, and reusing it changes nothing.
+    let again = burn.generate_blocking(greedy(input, 4)).unwrap();
+    assert_eq!(again.token_ids, a.token_ids);
+    assert!(again.usage.cached_tokens > 0, "{again:?}");
+    assert_idle_accounting(&burn);
+    // A typed cache on a burn device is refused with a clear error, not ignored.
+    let err = Engine::new(EngineConfig {
+        device: engine::Device::BurnCpu,
+        kv_cache_dtype: Some(engine::KvDtype::F16),
+        ..config(model_path(), false)
+    })
+    .err()
+    .unwrap();
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source.as_deref().is_some_and(|s| s.contains("burn path")),
+        "{err}: {source:?}"
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_is_refused_by_a_build_without_cuda() {
+    let err = Engine::new(EngineConfig {
+        device: engine::Device::Cuda,
+        ..EngineConfig::default()
+    })
+    .err()
+    .unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("CUDA") || text.contains("does not exist"),
+        "{text}"
+    );
+}

@@ -54,14 +54,14 @@ impl KvDtype {
 impl std::str::FromStr for KvDtype {
     type Err = ExecutorError;
 
-    /// `f32`/`float32`, `f16`/`float16`/`half`, `bf16`/`bfloat16`, or `auto` (f16).
+    /// `f32`/`float32`, `f16`/`float16`/`half`, `bf16`/`bfloat16`.
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" | "fp32" => Ok(KvDtype::F32),
-            "f16" | "float16" | "fp16" | "half" | "auto" => Ok(KvDtype::F16),
+            "f16" | "float16" | "fp16" | "half" => Ok(KvDtype::F16),
             "bf16" | "bfloat16" => Ok(KvDtype::Bf16),
             _ => Err(ExecutorError::Unsupported(format!(
-                "KV cache dtype {s:?} (supported: auto, f16, bf16, f32)"
+                "KV cache dtype {s:?} (supported: f16, bf16, f32)"
             ))),
         }
     }
@@ -153,7 +153,7 @@ mod tests {
             pool.read(0, &mut zero);
             assert!(zero.iter().all(|&z| z == 0.0));
         }
-        assert_eq!("auto".parse::<KvDtype>().ok(), Some(KvDtype::F16));
+        assert_eq!("half".parse::<KvDtype>().ok(), Some(KvDtype::F16));
         assert_eq!("BF16".parse::<KvDtype>().ok(), Some(KvDtype::Bf16));
         assert!("fp8_e5m2".parse::<KvDtype>().is_err());
     }
