@@ -25,6 +25,12 @@ fn service_endpoints_answer() {
     let (st, v) = get(&s.base, "/get_model_info");
     assert_eq!(st, 200);
     assert_eq!(v["is_generation"], true);
+    assert_eq!(
+        (&v["architecture"], &v["quantization"], &v["kv_cache_dtype"]),
+        (&json!("llama"), &json!("Q4_1"), &json!("f16")),
+        "{v}"
+    );
+    assert_eq!(v["context_length"], 8192);
     let (st, v) = get(&s.base, "/get_server_info");
     assert_eq!(st, 200);
     assert!(v["max_total_num_tokens"].as_u64().unwrap() > 1000);

@@ -119,6 +119,8 @@ impl Engine {
             context_length,
             kv_capacity_tokens: capacity.num_slots,
             page_size: config.page_size,
+            architecture: model.format().architecture.clone(),
+            quantization: model.format().quantization.clone(),
             kv_cache_dtype: dtype,
             eos_token_ids: eos.clone(),
             has_chat_template: tokenizer.chat_template.is_some(),

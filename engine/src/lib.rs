@@ -48,6 +48,7 @@
 //!     info: ModelInfo {
 //!         model_path: "fake".into(), model_name: "fake".into(), vocab_size: 3,
 //!         context_length: 64, kv_capacity_tokens: 128, page_size: 1,
+//!         architecture: "fake".into(), quantization: "none".into(),
 //!         kv_cache_dtype: Default::default(), eos_token_ids: vec![], has_chat_template: false,
 //!     },
 //!     scheduler: SchedulerConfig { num_pages: 128, context_length: 64, ..Default::default() },

@@ -25,6 +25,10 @@ pub struct ModelInfo {
     pub kv_capacity_tokens: usize,
     /// Tokens per page.
     pub page_size: usize,
+    /// The architecture as the model file names it.
+    pub architecture: String,
+    /// The storage type of most weights (`Q4_1`, `bfloat16`, ...).
+    pub quantization: String,
     /// Element type of the K/V cache (reported as `kv_cache_dtype`).
     pub kv_cache_dtype: executor::KvDtype,
     /// End-of-sequence ids.

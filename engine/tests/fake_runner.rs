@@ -88,6 +88,8 @@ fn start(
         context_length: 256,
         kv_capacity_tokens: 1024,
         page_size: 1,
+        architecture: "fake".into(),
+        quantization: "none".into(),
         kv_cache_dtype: Default::default(),
         eos_token_ids: vec![7],
         has_chat_template: false,

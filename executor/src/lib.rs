@@ -55,7 +55,7 @@ pub use gguf::{GgmlType, GgufFile, GgufValue, TensorInfo};
 pub use kernels::HostLinear;
 pub use kv_dtype::KvDtype;
 pub use model::{KvCache, LlamaModel};
-pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor};
+pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor, ModelFormat};
 pub use tokenizer::{
     render_chat_template, ChatMessage, ChatTemplate, TextTokenizer, SPECIAL_TOKEN_MARKER,
 };

@@ -126,6 +126,8 @@ pub struct LlamaModel<B: Backend> {
     tied: bool,
     /// The backend copies of the weights were dropped ([`Self::release_backend_weights`]).
     released: bool,
+    /// What the loaded file is.
+    format: crate::runner::ModelFormat,
 }
 
 impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
@@ -243,6 +245,7 @@ impl<B: Backend> LlamaModel<B> {
             kv_dtype: KvDtype::F32,
             tied,
             released: false,
+            format: Default::default(),
             device: device.clone(),
             config: c,
         })
@@ -382,6 +385,18 @@ impl<B: Backend> LlamaModel<B> {
         }
         self.kv_dtype = dtype;
         Ok(self)
+    }
+
+    /// The same model described as `format` (set by the loaders).
+    pub(crate) fn with_format(mut self, format: crate::runner::ModelFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// What the loaded file is (architecture, weight storage type); empty for models built
+    /// directly from weights.
+    pub fn format(&self) -> &crate::runner::ModelFormat {
+        &self.format
     }
 
     /// The element type of the K/V caches this model makes.

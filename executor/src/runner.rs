@@ -70,6 +70,50 @@ impl<B: Backend> router::ModelRunner for Executor<B> {
     }
 }
 
+/// What a loaded model file is, as `/get_model_info` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelFormat {
+    /// The architecture as the file names it (`llama`, `qwen2`, `mistral`).
+    pub architecture: String,
+    /// The storage type of most weight values (`Q4_1`, `Q8_0`, `F16`, `bfloat16`, ...).
+    pub quantization: String,
+}
+
+impl ModelFormat {
+    /// From GGUF metadata: `general.architecture` and the type holding the most elements
+    /// among the matrices.
+    fn of_gguf(g: &GgufFile) -> Self {
+        let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
+        for t in g.tensors.iter().filter(|t| t.dims.len() == 2) {
+            *by_type.entry(t.ty.name()).or_default() += t.n_elements();
+        }
+        ModelFormat {
+            architecture: g
+                .get("general.architecture")
+                .and_then(crate::gguf::GgufValue::as_str)
+                .unwrap_or("unknown")
+                .to_string(),
+            quantization: by_type
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .map_or_else(|| "unknown".into(), |(name, _)| name),
+        }
+    }
+
+    /// From a Hugging Face `config.json`: `model_type` and `torch_dtype`.
+    fn of_hf_dir(dir: &Path) -> Self {
+        let cfg: serde_json::Value = std::fs::read(dir.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let field = |k: &str| cfg[k].as_str().unwrap_or("unknown").to_string();
+        ModelFormat {
+            architecture: field("model_type"),
+            quantization: field("torch_dtype"),
+        }
+    }
+}
+
 /// Loads a GGUF model and its tokenizer.
 pub fn load_gguf<B: Backend>(
     path: &Path,
@@ -78,8 +122,12 @@ pub fn load_gguf<B: Backend>(
     let g = GgufFile::open(path)?;
     let tokenizer = TextTokenizer::from_gguf(&g)?;
     let weights = LlamaWeights::from_gguf(&g)?;
+    let format = ModelFormat::of_gguf(&g);
     drop(g);
-    Ok((LlamaModel::new(weights, device)?, tokenizer))
+    Ok((
+        LlamaModel::new(weights, device)?.with_format(format),
+        tokenizer,
+    ))
 }
 
 /// Loads a Hugging Face directory (config.json, *.safetensors, tokenizer.json).
@@ -89,7 +137,11 @@ pub fn load_hf_dir<B: Backend>(
 ) -> Result<(LlamaModel<B>, TextTokenizer)> {
     let weights = LlamaWeights::from_hf_dir(dir)?;
     let tokenizer = TextTokenizer::from_hf_dir(dir)?;
-    Ok((LlamaModel::new(weights, device)?, tokenizer))
+    let format = ModelFormat::of_hf_dir(dir);
+    Ok((
+        LlamaModel::new(weights, device)?.with_format(format),
+        tokenizer,
+    ))
 }
 
 /// Loads either kind of model: a directory is read as Hugging Face, a file as GGUF.

@@ -83,6 +83,9 @@ struct ModelInfoBody {
     model_name: String,
     vocab_size: usize,
     context_length: usize,
+    architecture: String,
+    quantization: String,
+    kv_cache_dtype: &'static str,
 }
 
 /// `GET /get_model_info` (also `/model_info`).
@@ -96,6 +99,9 @@ pub async fn model_info(State(st): State<Shared>) -> Response {
         model_name: info.model_name.clone(),
         vocab_size: info.vocab_size,
         context_length: info.context_length,
+        architecture: info.architecture.clone(),
+        quantization: info.quantization.clone(),
+        kv_cache_dtype: info.kv_cache_dtype.name(),
     })
     .into_response()
 }
