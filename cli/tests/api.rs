@@ -11,31 +11,32 @@ use serde_json::{json, Value};
 #[test]
 #[ignore = "needs the default model: run `cargo xtask fetch-model`"]
 fn the_served_model_name_is_the_id_everywhere_and_aliases_answer() {
-    let s = start(&["--served-model-name", "smol"]);
+    let s = start(&["--served-model-name", "org/smol"]);
     let (_, models) = get(&s.base, "/v1/models");
-    assert_eq!(models["data"][0]["id"], "smol");
-    assert_eq!(get(&s.base, "/models").1["data"][0]["id"], "smol");
-    let (st, card) = get(&s.base, "/v1/models/smol");
+    assert_eq!(models["data"][0]["id"], "org/smol");
+    assert_eq!(get(&s.base, "/models").1["data"][0]["id"], "org/smol");
+    let (st, card) = get(&s.base, "/v1/models/org/smol");
     assert_eq!(st, 200, "{card}");
-    assert_eq!(card["id"], "smol");
+    assert_eq!(card["id"], "org/smol");
+    assert_eq!(card["root"], "org/smol");
     assert_eq!(get(&s.base, "/v1/models/other").0, 404);
     for path in ["/get_server_info", "/server_info"] {
         let (st, v) = get(&s.base, path);
         assert_eq!(st, 200);
-        assert_eq!(v["served_model_name"], "smol", "{path}");
+        assert_eq!(v["served_model_name"], "org/smol", "{path}");
     }
     for path in ["/get_model_info", "/model_info"] {
         let (st, v) = get(&s.base, path);
-        assert_eq!((st, &v["model_name"]), (200, &json!("smol")), "{path}");
+        assert_eq!((st, &v["model_name"]), (200, &json!("org/smol")), "{path}");
     }
-    let body = json!({"model": "smol", "prompt": "Hi", "max_tokens": 1}).to_string();
+    let body = json!({"model": "org/smol", "prompt": "Hi", "max_tokens": 1}).to_string();
     for path in ["/v1/completions", "/completions"] {
         let (st, v) = post(&s.base, path, &body);
         assert_eq!(st, 200, "{path}: {v}");
-        assert_eq!(v["model"], "smol");
+        assert_eq!(v["model"], "org/smol");
     }
     let chat =
-        json!({"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
+        json!({"model": "org/smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
             .to_string();
     assert_eq!(post(&s.base, "/chat/completions", &chat).0, 200);
     let other = json!({"model": "gpt-4o", "prompt": "Hi", "max_tokens": 1}).to_string();
@@ -103,10 +104,48 @@ fn a_streamed_chat_begins_with_a_role_only_chunk() {
             .unwrap();
         assert_eq!(
             first["choices"][0]["delta"],
-            json!({"role": "assistant", "content": ""}),
+            json!({"role": "assistant", "content": null, "reasoning_content": null}),
             "{first}"
         );
+        // The finishing chunk has no content key (llama.cpp's clients check), and
+        // `reasoning_content` is null in every delta (SGLang's clients read it).
+        let last = chunks
+            .iter()
+            .rfind(|c| c["choices"][0]["index"] == index)
+            .unwrap();
+        assert!(last["choices"][0]["finish_reason"].is_string(), "{last}");
+        assert_eq!(
+            last["choices"][0]["delta"],
+            json!({"reasoning_content": null}),
+            "{last}"
+        );
     }
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn streamed_completion_logprobs_ride_on_every_chunk() {
+    // SGLang's shape: the finish reason comes with the last token, so no chunk lacks logprobs.
+    let s = server();
+    let body = json!({"prompt": "The capital of France is", "max_tokens": 5, "logprobs": 2, "stream": true, "temperature": 0});
+    let chunks = stream_chunks(&s.base, "/v1/completions", &body);
+    let choices: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"].get(0)).collect();
+    assert!(!choices.is_empty());
+    for c in &choices {
+        assert!(c["logprobs"]["tokens"][0].is_string(), "{c}");
+        assert!(c["logprobs"]["top_logprobs"][0].is_object(), "{c}");
+    }
+    let finishes = choices
+        .iter()
+        .filter(|c| c["finish_reason"].is_string())
+        .count();
+    assert_eq!(finishes, 1);
+    assert_eq!(choices.last().unwrap()["finish_reason"], "length");
+    let tokens: usize = choices
+        .iter()
+        .map(|c| c["logprobs"]["tokens"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(tokens, 5);
 }
 
 #[test]
@@ -129,6 +168,13 @@ fn tokenize_and_detokenize_round_trip_in_sglang_and_vllm_shapes() {
     );
     assert_eq!(many["tokens"][0], json!(ids));
     assert_eq!(many["count"].as_array().unwrap().len(), 2);
+    // llama.cpp's shape.
+    let (st, llama) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"content": "Hello world", "add_special": true}).to_string(),
+    );
+    assert_eq!((st, &llama["tokens"]), (200, &json!(ids)), "{llama}");
     let (_, strs) = post(
         &s.base,
         "/tokenize",
@@ -310,7 +356,16 @@ fn responses_api_answers_streams_and_continues_a_conversation_from_the_cache() {
     let text = first["output"][0]["content"][0]["text"].as_str().unwrap();
     assert_eq!(first["output"][0]["content"][0]["type"], "output_text");
     assert!(first["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        first["usage"]["prompt_tokens"],
+        first["usage"]["input_tokens"]
+    );
+    assert_eq!(
+        first["usage"]["completion_tokens"],
+        first["usage"]["output_tokens"]
+    );
     let id = first["id"].as_str().unwrap();
+    assert!(id.starts_with("resp_"), "{id}");
     let (st, next) = post(&s.base, "/v1/responses", &json!({"input": "Another one.", "instructions": "Be brief.", "previous_response_id": id, "max_output_tokens": 4, "temperature": 0}).to_string());
     assert_eq!(st, 200, "{next}");
     let cached = next["usage"]["input_tokens_details"]["cached_tokens"]
@@ -330,6 +385,29 @@ fn responses_api_answers_streams_and_continues_a_conversation_from_the_cache() {
         .0,
         404
     );
+    // Not a response id at all: a bad request, as in SGLang.
+    let (st, v) = post(
+        &s.base,
+        "/v1/responses",
+        &json!({"input": "x", "previous_response_id": "bad"}).to_string(),
+    );
+    assert_eq!(
+        (st, &v["error"]["param"]),
+        (400, &json!("previous_response_id"))
+    );
+    // What the openai SDK sends by default is accepted; values that need tools or truncation
+    // are refused by name.
+    let sdk = json!({"input": "Hi", "max_output_tokens": 2, "parallel_tool_calls": true, "tool_choice": "auto", "truncation": "disabled", "store": true, "frequency_penalty": 0.5, "presence_penalty": 0.1});
+    assert_eq!(post(&s.base, "/v1/responses", &sdk.to_string()).0, 200);
+    for (field, value) in [
+        ("tool_choice", json!("required")),
+        ("truncation", json!("auto")),
+    ] {
+        let mut bad = sdk.clone();
+        bad[field] = value;
+        let (st, v) = post(&s.base, "/v1/responses", &bad.to_string());
+        assert_eq!((st, &v["error"]["param"]), (400, &json!(field)), "{v}");
+    }
     // Streaming: named events, deltas that add up to the final text, no [DONE].
     let resp = agent()
         .post(&format!("{}/v1/responses", s.base))
@@ -352,6 +430,7 @@ fn responses_api_answers_streams_and_continues_a_conversation_from_the_cache() {
         })
         .collect();
     assert_eq!(events[0].0, "response.created");
+    assert_eq!(events[1].0, "response.in_progress");
     let deltas: String = events
         .iter()
         .filter(|(n, _)| n == "response.output_text.delta")
@@ -560,6 +639,42 @@ fn top_logprobs_come_back_in_every_shape_and_agree_with_the_greedy_choice() {
         );
         assert!(asked[0][0].as_f64().unwrap() <= top[0][0].as_f64().unwrap());
     }
+    // With return_text_in_logprobs every triple carries its token's text.
+    let (st, v) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": "One, two,", "sampling_params": {"max_new_tokens": 3, "temperature": 0},
+            "return_logprob": true, "top_logprobs_num": 2, "logprob_start_len": 0,
+            "return_text_in_logprobs": true})
+        .to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    let m = &v["meta_info"];
+    let spelled: String = m["output_token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[2].as_str().unwrap())
+        .collect();
+    assert_eq!(spelled, v["text"].as_str().unwrap(), "{m}");
+    assert!(m["output_top_logprobs"][0][0][2].is_string(), "{m}");
+    let prompt: String = m["input_token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[2].as_str().unwrap())
+        .collect();
+    assert_eq!(prompt, "One, two,");
+    // Without return_logprob the logprob fields have no effect (as in SGLang).
+    let (st, v) = post(
+        &s.base,
+        "/generate",
+        &json!({"text": "x", "sampling_params": {"max_new_tokens": 1}, "return_logprob": false,
+            "top_logprobs_num": 2, "logprob_start_len": 0})
+        .to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(v["meta_info"].get("output_token_logprobs").is_none(), "{v}");
     // Asked for wrongly: a 400 that names the field.
     for (path, body, param) in [
         (
@@ -576,11 +691,6 @@ fn top_logprobs_come_back_in_every_shape_and_agree_with_the_greedy_choice() {
             "/v1/completions",
             json!({"prompt": "x", "logprobs": 21}),
             "logprobs",
-        ),
-        (
-            "/generate",
-            json!({"text": "x", "top_logprobs_num": 2}),
-            "return_logprob",
         ),
         (
             "/generate",
@@ -686,20 +796,14 @@ fn input_logprobs_score_the_prompt_as_generation_scored_it() {
     assert!(lp["token_logprobs"][1].as_f64().unwrap() <= 0.0);
     assert!(lp["top_logprobs"][1].as_object().unwrap().len() <= 2);
     assert_eq!(v["choices"][0]["text"], prompt);
-    // Misuse is refused by name.
-    for (body, param) in [
-        (
-            json!({"text": "x", "logprob_start_len": 0}),
-            "logprob_start_len",
-        ),
-        (
-            json!({"text": "x", "return_logprob": true, "logprob_start_len": -3}),
-            "logprob_start_len",
-        ),
-    ] {
-        let (st, v) = post(&s.base, "/generate", &body.to_string());
-        assert_eq!((st, &v["error"]["param"]), (400, &json!(param)), "{v}");
-    }
+    // Misuse is refused by name (without return_logprob the field has no effect, as in SGLang).
+    let body = json!({"text": "x", "return_logprob": true, "logprob_start_len": -3});
+    let (st, v) = post(&s.base, "/generate", &body.to_string());
+    assert_eq!(
+        (st, &v["error"]["param"]),
+        (400, &json!("logprob_start_len")),
+        "{v}"
+    );
     let (st, v) = post(
         &s.base,
         "/generate",

@@ -563,11 +563,6 @@ fn fields_the_server_does_not_honour_are_refused_by_name() {
             "structural_tag",
         ),
         (
-            "/generate",
-            json!({"text": "x", "logprob_start_len": 0}),
-            "logprob_start_len",
-        ),
-        (
             "/v1/completions",
             json!({"prompt": "x", "stream": true, "stream_options": {"continuous_usage_stats": true}}),
             "continuous_usage_stats",

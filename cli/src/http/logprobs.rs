@@ -27,6 +27,11 @@ pub struct Tokens<'a> {
     pub alternatives: &'a [TokenAlternatives],
 }
 
+/// One token's text, decoded alone.
+pub fn token_text(engine: &Engine, id: u32) -> String {
+    text_of(engine, id)
+}
+
 fn text_of(engine: &Engine, id: u32) -> String {
     engine.tokenizer().decode(&[id], false).unwrap_or_default()
 }
@@ -121,8 +126,8 @@ pub fn chat(engine: &Engine, t: &Tokens) -> ChatLogprobs {
     ChatLogprobs { content }
 }
 
-/// One SGLang `(logprob, token id, text)` triple; the text is not returned (SGLang's
-/// `return_text_in_logprobs` is not supported).
+/// One SGLang `(logprob, token id, text)` triple; the text only with
+/// `return_text_in_logprobs`.
 pub type Triple = (f32, u32, Option<String>);
 
 /// A prompt token's `(logprob, id, text)`: the first prompt token has no logprob.

@@ -114,11 +114,12 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A response id unique within this process: `{prefix}-{n}`.
+/// A response id unique within this process: `{prefix}{n}` (prefixes as OpenAI's: `chatcmpl-`,
+/// `resp_`, `call_`, ...).
 fn response_id(prefix: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     format!(
-        "{prefix}-{}",
+        "{prefix}{}",
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
@@ -136,7 +137,8 @@ fn app(st: Shared) -> Router {
     let open = Router::new().route("/health", get(service::health));
     let tenant = Router::new()
         .route("/v1/models", get(service::models))
-        .route("/v1/models/{id}", get(service::model_card))
+        // `{*id}`: model ids may contain `/` (Hugging Face repository names).
+        .route("/v1/models/{*id}", get(service::model_card))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(responses::create))

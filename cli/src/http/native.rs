@@ -11,7 +11,7 @@ use super::structured::StructuredFields;
 use super::Shared;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use engine::{Completion, FinishReason, Input, StreamEvent};
+use engine::{Completion, Engine, FinishReason, Input, StreamEvent};
 use engine::{MAX_LOGPROB_TOKEN_IDS, MAX_TOP_LOGPROBS};
 use futures_util::stream::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,7 @@ pub struct GenerateBody {
     top_logprobs_num: Option<usize>,
     token_ids_logprob: Option<Vec<i64>>,
     logprob_start_len: Option<i64>,
+    return_text_in_logprobs: Option<bool>,
     extra_key: Option<String>,
     cache_salt: Option<String>,
     #[serde(flatten)]
@@ -146,7 +147,8 @@ struct MetaInfo {
     finish_reason: Option<NativeFinish>,
     #[serde(skip_serializing_if = "Option::is_none")]
     e2e_latency: Option<f64>,
-    /// (logprob, token id, token text) triples, SGLang's shape; the text is not returned.
+    /// (logprob, token id, token text) triples, SGLang's shape; the text only with
+    /// `return_text_in_logprobs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     output_token_logprobs: Option<Vec<Triple>>,
     /// Per position, the `top_logprobs_num` most likely tokens.
@@ -295,13 +297,15 @@ pub async fn generate(
     }
     st.metrics.request_started();
     let list = batch || n > 1;
+    let want_text = b.return_text_in_logprobs.unwrap_or(false);
     if b.stream.unwrap_or(false) {
-        return Ok(stream(st, jobs, ids, list, want_lp));
+        return Ok(stream(st, jobs, ids, list, want_lp, want_text));
     }
+    let texts = want_text.then_some(&*st.engine);
     let mut outs = Vec::with_capacity(jobs.len());
     for f in jobs::complete_all(jobs).await? {
         st.metrics.observe(&f.completion);
-        outs.push(whole(&f.completion, &ids[f.index], want_lp));
+        outs.push(whole(&f.completion, &ids[f.index], want_lp, texts));
     }
     if list {
         return Ok(axum::Json(outs).into_response());
@@ -313,20 +317,18 @@ pub async fn generate(
 }
 
 /// `top_logprobs_num` and `token_ids_logprob`, which only mean something with
-/// `return_logprob` (SGLang ignores them without it; radixserve says so).
+/// `return_logprob`: without it they have no effect, as in SGLang (whose clients send them
+/// with `return_logprob: false`).
 fn alternatives_of(
     st: &Shared,
     b: &GenerateBody,
     want_lp: bool,
 ) -> Result<(usize, Vec<u32>), ApiError> {
+    if !want_lp {
+        return Ok((0, Vec::new()));
+    }
     let top = b.top_logprobs_num.unwrap_or(0);
     let asked = b.token_ids_logprob.as_deref().unwrap_or_default();
-    if !want_lp && (top > 0 || !asked.is_empty()) {
-        return Err(ApiError::bad(
-            "top_logprobs_num and token_ids_logprob need return_logprob: true",
-        )
-        .param("return_logprob"));
-    }
     if top > MAX_TOP_LOGPROBS {
         return Err(ApiError::bad(format!(
             "top_logprobs_num must be at most {MAX_TOP_LOGPROBS}"
@@ -345,15 +347,13 @@ fn alternatives_of(
 }
 
 /// SGLang's `logprob_start_len`: -1 (the default) scores no prompt token; from a position
-/// on, the prompt is scored, which needs `return_logprob`.
+/// on, the prompt is scored when `return_logprob` is set (without it, no effect, as in
+/// SGLang).
 fn logprob_start_of(b: &GenerateBody, want_lp: bool) -> Result<Option<usize>, ApiError> {
     match b.logprob_start_len {
         None | Some(-1) => Ok(None),
         Some(n) if n >= 0 && want_lp => Ok(Some(n as usize)),
-        Some(n) if n >= 0 => Err(
-            ApiError::bad("logprob_start_len needs return_logprob: true")
-                .param("logprob_start_len"),
-        ),
+        Some(n) if n >= 0 => Ok(None),
         Some(_) => Err(
             ApiError::bad("logprob_start_len must be -1 or a prompt position")
                 .param("logprob_start_len"),
@@ -362,7 +362,35 @@ fn logprob_start_of(b: &GenerateBody, want_lp: bool) -> Result<Option<usize>, Ap
 }
 
 /// A finished sequence's response.
-fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
+/// Writes each logprob triple's token text (SGLang's `return_text_in_logprobs`).
+fn fill_texts(m: &mut MetaInfo, engine: &Engine) {
+    let text = |id: u32| Some(logprobs::token_text(engine, id));
+    let lists = m
+        .output_top_logprobs
+        .iter_mut()
+        .chain(m.output_token_ids_logprobs.iter_mut())
+        .flatten()
+        .chain(
+            m.input_top_logprobs
+                .iter_mut()
+                .chain(m.input_token_ids_logprobs.iter_mut())
+                .flatten()
+                .flatten(),
+        );
+    for t in m
+        .output_token_logprobs
+        .iter_mut()
+        .flatten()
+        .chain(lists.flatten())
+    {
+        t.2 = text(t.1);
+    }
+    for t in m.input_token_logprobs.iter_mut().flatten() {
+        t.2 = text(t.1);
+    }
+}
+
+fn whole(c: &Completion, rid: &str, want_lp: bool, texts: Option<&Engine>) -> GenerateOwned {
     let mut m = meta(
         rid,
         c.usage.prompt_tokens,
@@ -388,6 +416,9 @@ fn whole(c: &Completion, rid: &str, want_lp: bool) -> GenerateOwned {
             m.input_token_ids_logprobs = any(&input.asked).then_some(input.asked);
             m.input_token_logprobs = Some(input.tokens);
         }
+        if let Some(engine) = texts {
+            fill_texts(&mut m, engine);
+        }
     }
     GenerateOwned {
         text: c.text.clone(),
@@ -406,6 +437,7 @@ fn stream(
     ids: Vec<String>,
     list: bool,
     want_lp: bool,
+    want_text: bool,
 ) -> Response {
     let keep_alive = st.limits.sse_keep_alive;
     let prompt_tokens: Vec<usize> = jobs.iter().map(|j| j.stream.prompt_tokens()).collect();
@@ -428,7 +460,7 @@ fn stream(
                 st.metrics.observe(c);
                 GenerateOwned {
                     index: list.then_some(index),
-                    ..whole(c, rid, want_lp)
+                    ..whole(c, rid, want_lp, want_text.then_some(&*st.engine))
                 }
             }
             StreamEvent::Failed(e) => return sse::Item::Fail(ApiError::from(e.clone())),

@@ -74,7 +74,11 @@ impl Header {
     fn new(st: &Shared, api: Api, logprobs: bool) -> Self {
         Header {
             api,
-            id: response_id(if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
+            id: response_id(if api == Api::Chat {
+                "chatcmpl-"
+            } else {
+                "cmpl-"
+            }),
             created: now_secs(),
             model: st.engine.info().model_name.clone(),
             logprobs,
@@ -350,9 +354,9 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                 .map(|f| {
                     let mut finish = openai_finish(&f.completion.finish_reason);
                     let (content, calls) = match h.tools {
-                        Some(max) => {
-                            tools::parse_calls(&f.completion.text, max, &mut || response_id("call"))
-                        }
+                        Some(max) => tools::parse_calls(&f.completion.text, max, &mut || {
+                            response_id("call_")
+                        }),
                         None => (f.completion.text.clone(), Vec::new()),
                     };
                     if !calls.is_empty() && finish == "stop" {
@@ -383,6 +387,17 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
 
 /// One streamed chunk for a choice's event; `None` when there is nothing to send.
 fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<String> {
+    chunk_finishing(st, h, index, ev, None)
+}
+
+/// [`chunk`], with `finish` as the finish reason of a delta's chunk (its choice's last).
+fn chunk_finishing(
+    st: &Shared,
+    h: &Header,
+    index: usize,
+    ev: &StreamEvent,
+    finish: Option<&'static str>,
+) -> Option<String> {
     let none = logprobs::Tokens {
         ids: &[],
         logprobs: &[],
@@ -401,7 +416,7 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
                 logprobs: &d.logprobs,
                 alternatives: &d.alternatives,
             },
-            None,
+            finish,
         ),
         StreamEvent::Done(c) => (None, none, Some(openai_finish(&c.finish_reason))),
         StreamEvent::Failed(_) => return None,
@@ -422,7 +437,7 @@ fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<Stri
             vec![ChatChunkChoice {
                 index,
                 delta: ChatDelta {
-                    content: text,
+                    content: text.map(Some),
                     ..ChatDelta::default()
                 },
                 logprobs: with_lp.then(|| logprobs::chat(&st.engine, &toks)),
@@ -454,7 +469,7 @@ fn tool_chunks(
         }
         StreamEvent::Done(c) => {
             let max = h.tools.unwrap_or(usize::MAX);
-            let (content, calls) = splitter.finish(max, &mut || response_id("call"));
+            let (content, calls) = splitter.finish(max, &mut || response_id("call_"));
             let mut finish = openai_finish(&c.finish_reason);
             if !calls.is_empty() && finish == "stop" {
                 finish = "tool_calls";
@@ -475,7 +490,7 @@ fn tool_chunks(
             if !content.is_empty() {
                 out.extend(delta(
                     ChatDelta {
-                        content: Some(content),
+                        content: Some(Some(content)),
                         ..ChatDelta::default()
                     },
                     None,
@@ -502,6 +517,34 @@ fn tool_chunks(
     }
 }
 
+/// Completions streamed with `logprobs`: each choice's last token chunk carries its finish
+/// reason, so that every chunk has logprobs (SGLang's shape; its clients read them from every
+/// chunk). Each token chunk therefore waits for the choice's next event.
+fn finish_on_last_token(
+    st: &Shared,
+    h: &Header,
+    index: usize,
+    ev: StreamEvent,
+    held: &mut HashMap<usize, StreamEvent>,
+) -> Vec<String> {
+    match ev {
+        StreamEvent::Delta(_) => held
+            .insert(index, ev)
+            .and_then(|prev| chunk(st, h, index, &prev))
+            .into_iter()
+            .collect(),
+        StreamEvent::Done(ref c) => {
+            let finish = openai_finish(&c.finish_reason);
+            held.remove(&index)
+                .and_then(|last| chunk_finishing(st, h, index, &last, Some(finish)))
+                .or_else(|| chunk(st, h, index, &ev))
+                .into_iter()
+                .collect()
+        }
+        StreamEvent::Failed(_) => Vec::new(),
+    }
+}
+
 /// The role-only first chunk of each streamed chat choice (as OpenAI, vLLM and SGLang send).
 fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
     if h.api != Api::Chat {
@@ -515,8 +558,8 @@ fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
                     index: j.index,
                     delta: ChatDelta {
                         role: Some("assistant"),
-                        content: Some(String::new()),
-                        tool_calls: None,
+                        content: Some(None),
+                        ..ChatDelta::default()
                     },
                     logprobs: None,
                     finish_reason: None,
@@ -610,6 +653,7 @@ fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Respons
     let h2 = h.clone();
     let mut splitters: HashMap<usize, tools::Splitter> = HashMap::new();
     let mut echoed: HashSet<usize> = HashSet::new();
+    let mut held: HashMap<usize, StreamEvent> = HashMap::new();
     let events = jobs::merged_events(jobs).map(move |(index, prompt, ev)| {
         if let StreamEvent::Done(c) = &ev {
             st2.metrics.observe(c);
@@ -621,6 +665,10 @@ fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Respons
             ev if h2.score_prompt && echoed.insert(index) => {
                 sse::Item::Data(echo_with_logprobs(&st2, &h2, index, prompt, &ev), totals)
             }
+            ev if h2.api == Api::Completions && h2.logprobs => sse::Item::Data(
+                finish_on_last_token(&st2, &h2, index, ev, &mut held),
+                totals,
+            ),
             ev if h2.tools.is_some() => {
                 let splitter = splitters.entry(index).or_default();
                 sse::Item::Data(tool_chunks(&st2, &h2, index, &ev, splitter), totals)

@@ -204,8 +204,12 @@ pub struct ChatChoice {
 pub struct ChatDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
+    /// Absent, `null` (the role-only first chunk, as SGLang and llama.cpp send it) or text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    pub content: Option<Option<String>>,
+    /// Always `null`: radixserve runs no reasoning parser (SGLang sends the key in every
+    /// delta, and its clients read it).
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<StreamToolCall>>,
 }
@@ -238,6 +242,8 @@ pub struct ModelCard {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
+    /// The model the id serves (SGLang and vLLM name it here too).
+    pub root: String,
     pub max_model_len: usize,
 }
 

@@ -70,8 +70,43 @@ pub struct ResponsesRequest {
     store: Option<bool>,
     /// `{"format": ...}`: structured output.
     text: Option<serde_json::Value>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    /// Inert without `tools` (which this endpoint does not take): only `"auto"` and `"none"`.
+    tool_choice: Option<serde_json::Value>,
+    /// Inert without `tools`.
+    parallel_tool_calls: Option<bool>,
+    /// Only `"disabled"` (the default): a conversation too long is refused, never cut.
+    truncation: Option<String>,
+    /// `include_usage` only; the final response always carries `usage`.
+    stream_options: Option<params::StreamOptions>,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+impl ResponsesRequest {
+    /// Refuses the values of the tool and truncation fields this endpoint cannot honour.
+    fn check_inert_fields(&self) -> Result<(), ApiError> {
+        if let Some(choice) = &self.tool_choice {
+            if !matches!(choice.as_str(), Some("auto" | "none")) {
+                return Err(ApiError::bad(
+                    "tool_choice other than \"auto\" or \"none\" needs tools, which /v1/responses does not take",
+                )
+                .param("tool_choice"));
+            }
+        }
+        let _ = self.parallel_tool_calls;
+        if self.truncation.as_deref().is_some_and(|t| t != "disabled") {
+            return Err(ApiError::bad(
+                "truncation \"disabled\" only: radixserve refuses a conversation too long rather than cutting it",
+            )
+            .param("truncation"));
+        }
+        if let Some(o) = &self.stream_options {
+            params::reject_unknown(&o.unknown, "/v1/responses stream_options")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Clone)]
@@ -103,6 +138,9 @@ struct ResponseUsage {
     output_tokens: usize,
     total_tokens: usize,
     input_tokens_details: InputDetails,
+    /// SGLang's names for the same counts, which its clients read.
+    prompt_tokens: usize,
+    completion_tokens: usize,
 }
 
 #[derive(Serialize, Clone)]
@@ -244,6 +282,8 @@ fn object(
             input_tokens_details: InputDetails {
                 cached_tokens: c.usage.cached_tokens,
             },
+            prompt_tokens: c.usage.prompt_tokens,
+            completion_tokens: c.usage.completion_tokens,
         }),
     }
 }
@@ -256,10 +296,17 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     params::reject_unknown(&b.unknown, "/v1/responses")?;
     check_model(&st, b.model.as_deref())?;
+    b.check_inert_fields()?;
     // The conversation so far (stored without instructions: as in OpenAI's API, a response's
     // instructions are not carried over to the next one).
     let mut messages = match &b.previous_response_id {
         None => Vec::new(),
+        Some(prev) if !prev.starts_with("resp_") => {
+            return Err(ApiError::bad(format!(
+                "previous_response_id {prev:?} is not a response id (they start with \"resp_\")"
+            ))
+            .param("previous_response_id"))
+        }
         Some(prev) => st.responses.get(&caller.tenant, prev).ok_or_else(|| {
             ApiError::not_found(format!("no stored response {prev:?}"))
                 .param("previous_response_id")
@@ -276,6 +323,8 @@ pub async fn create(
         max_tokens: b.max_output_tokens,
         temperature: b.temperature,
         top_p: b.top_p,
+        frequency_penalty: b.frequency_penalty,
+        presence_penalty: b.presence_penalty,
         ..OpenAiSampling::default()
     };
     let grammar = b
@@ -297,8 +346,8 @@ pub async fn create(
         .ok_or_else(|| ApiError::internal("no sequence was started"))?;
     st.metrics.request_started();
     let ids = ResponseIds {
-        id: response_id("resp"),
-        msg_id: response_id("msg"),
+        id: response_id("resp_"),
+        msg_id: response_id("msg_"),
         model: st.engine.info().model_name.clone(),
         previous: b.previous_response_id,
     };
@@ -431,6 +480,12 @@ fn opening(seq: &mut Sequencer, ids: &ResponseIds) -> Vec<Event> {
     vec![
         seq.event(
             "response.created",
+            StreamBody::Response {
+                response: ids.object(None),
+            },
+        ),
+        seq.event(
+            "response.in_progress",
             StreamBody::Response {
                 response: ids.object(None),
             },

@@ -47,6 +47,7 @@ fn card(st: &Shared) -> ModelCard {
         object: "model",
         created: now_secs(),
         owned_by: "radixserve",
+        root: info.model_name.clone(),
         max_model_len: info.context_length,
     }
 }

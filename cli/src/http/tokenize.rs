@@ -19,12 +19,15 @@ pub enum TokenizePrompt {
     Many(Vec<String>),
 }
 
-/// `/tokenize` request: SGLang's (`prompt`, one or several) or vLLM's chat form (`messages`).
+/// `/tokenize` request: SGLang's (`prompt`, one or several), vLLM's chat form (`messages`), or
+/// llama.cpp's (`content`, `add_special`).
 #[derive(Deserialize)]
 pub struct TokenizeRequest {
     model: Option<String>,
+    #[serde(alias = "content")]
     prompt: Option<TokenizePrompt>,
     messages: Option<Vec<RequestMessage>>,
+    #[serde(alias = "add_special")]
     add_special_tokens: Option<bool>,
     add_generation_prompt: Option<bool>,
     continue_final_message: Option<bool>,
