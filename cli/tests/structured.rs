@@ -163,6 +163,22 @@ name ::= [A-Z] [a-z]{1,6}"#;
     );
     assert_eq!(st, 200, "{v}");
     check_person(v["text"].as_str().unwrap());
+    // llama.cpp's GBNF `grammar` on chat.
+    let (st, v) = post(
+        &s.base,
+        "/v1/chat/completions",
+        &chat(
+            "Say a.",
+            json!({"grammar": "root ::= \"a\"{5,5}", "max_tokens": 6}),
+        )
+        .to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(texts(&v)[0], "aaaaa");
+    assert!(
+        v["system_fingerprint"].as_str().unwrap().starts_with('b'),
+        "{v}"
+    );
     // Any JSON object.
     let (st, v) = post(
         &s.base,

@@ -169,25 +169,64 @@ impl Context {
     fn gather(&mut self, k_pool: &KvPool, v_pool: &KvPool, slots: &[u32], width: usize) {
         self.k.resize(slots.len() * width, 0.0);
         self.v.resize(slots.len() * width, 0.0);
-        for (li, &s) in slots.iter().enumerate() {
-            let (off, row) = (s as usize * width, li * width..(li + 1) * width);
-            k_pool.read(off, &mut self.k[row.clone()]);
-            v_pool.read(off, &mut self.v[row]);
-        }
+        k_pool.read_rows(slots, width, &mut self.k);
+        v_pool.read_rows(slots, width, &mut self.v);
     }
 }
 
-/// Causal attention of one query row over the first `l` rows of its sequence's context
-/// (itself last).
+/// Where a query row reads its context's K and V.
+enum Source<'a> {
+    /// Its sequence's rows, gathered once for all of the sequence's query rows (prefill).
+    Gathered(&'a Context),
+    /// Straight from the pools, one KV head at a time into a small scratch buffer (a decode
+    /// row: gathering the whole context would only add memory traffic).
+    Pools {
+        k: &'a KvPool,
+        v: &'a KvPool,
+        slots: &'a [u32],
+        scratch: &'a mut Context,
+    },
+}
+
+/// Causal attention of one query row's heads that share KV head `j`, over the first `l` rows
+/// of its sequence's context (itself last). One task per (row, KV head), so that even a
+/// single decode row keeps every core busy.
 struct AttendRow<'a> {
     cfg: &'a LlamaConfig,
-    /// The query, already rounded to the cache's type.
+    /// KV head `j`'s query heads, already rounded to the cache's type.
     q: &'a [f32],
-    ctx: &'a Context,
+    j: usize,
+    source: Source<'a>,
     l: usize,
     width: usize,
     dtype: KvDtype,
     out: &'a mut [f32],
+}
+
+impl AttendRow<'_> {
+    /// KV head `j`'s K and V rows: `(k, v, stride)`, row `li` at `li * stride`.
+    fn head_rows(&mut self, j: usize) -> (&[f32], &[f32], usize) {
+        let hd = self.cfg.head_dim;
+        let (l, width) = (self.l, self.width);
+        match &mut self.source {
+            Source::Gathered(ctx) => (&ctx.k[j * hd..], &ctx.v[j * hd..], width),
+            Source::Pools {
+                k,
+                v,
+                slots,
+                scratch,
+            } => {
+                scratch.k.resize(l * hd, 0.0);
+                scratch.v.resize(l * hd, 0.0);
+                for (li, &s) in slots[..l].iter().enumerate() {
+                    let off = s as usize * width + j * hd;
+                    k.read(off, &mut scratch.k[li * hd..(li + 1) * hd]);
+                    v.read(off, &mut scratch.v[li * hd..(li + 1) * hd]);
+                }
+                (&scratch.k[..], &scratch.v[..], hd)
+            }
+        }
+    }
 }
 
 impl WithSimd for AttendRow<'_> {
@@ -196,38 +235,37 @@ impl WithSimd for AttendRow<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(mut self, simd: S) {
         let c = self.cfg;
-        let q = self.q;
+        let qg = self.q;
         let (h, kvh, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let g = h / kvh;
         let scale = 1.0 / (hd as f32).sqrt();
-        let (l, width) = (self.l, self.width);
+        let (l, j) = (self.l, self.j);
         let mut scores = vec![0f32; g * l];
         self.out.fill(0.0);
-        for j in 0..kvh {
-            // Scores of the `g` query heads that share KV head `j`, one K row read for all.
-            let qg = &q[j * g * hd..(j + 1) * g * hd];
-            for li in 0..l {
-                let k = &self.ctx.k[li * width + j * hd..li * width + (j + 1) * hd];
-                if g == 3 {
-                    let r = micro::<S, 3, 1>(simd, qg, k, hd);
-                    for (a, ra) in r.iter().enumerate() {
-                        scores[a * l + li] = ra[0] * scale;
-                    }
-                } else {
-                    for a in 0..g {
-                        scores[a * l + li] = dot(simd, &qg[a * hd..(a + 1) * hd], k) * scale;
-                    }
+        // Scores of the `g` query heads that share KV head `j`, one K row read for all.
+        let (krows, _, stride) = self.head_rows(j);
+        for li in 0..l {
+            let k = &krows[li * stride..li * stride + hd];
+            if g == 3 {
+                let r = micro::<S, 3, 1>(simd, qg, k, hd);
+                for (a, ra) in r.iter().enumerate() {
+                    scores[a * l + li] = ra[0] * scale;
+                }
+            } else {
+                for a in 0..g {
+                    scores[a * l + li] = dot(simd, &qg[a * hd..(a + 1) * hd], k) * scale;
                 }
             }
-            for (a, p) in scores.chunks_exact_mut(l).enumerate() {
-                self.head(simd, j, j * g + a, p);
-            }
+        }
+        for (a, p) in scores.chunks_exact_mut(l).enumerate() {
+            self.head(simd, j, a, p);
         }
     }
 }
 
 impl AttendRow<'_> {
-    /// Softmax of query head `head`'s scores `p` (over KV head `j`'s keys) and its output.
+    /// Softmax of the group's query head `head`'s scores `p` (over KV head `j`'s keys) and its
+    /// output.
     #[inline(always)]
     fn head<S: Simd>(&mut self, simd: S, j: usize, head: usize, p: &mut [f32]) {
         let hd = self.cfg.head_dim;
@@ -242,8 +280,12 @@ impl AttendRow<'_> {
         for pi in p.iter_mut() {
             *pi = self.dtype.round(*pi * inv);
         }
+        let (v, stride) = match &self.source {
+            Source::Gathered(ctx) => (&ctx.v[j * hd..], self.width),
+            // Filled for head `j` by `head_rows` before the scores.
+            Source::Pools { scratch, .. } => (&scratch.v[..], hd),
+        };
         let o = &mut self.out[head * hd..(head + 1) * hd];
-        let (v, stride) = (&self.ctx.v[j * hd..], self.width);
         // Register accumulators for the usual head sizes; the plain loop otherwise.
         let done = match hd / S::F32_LANES {
             8 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 8>(simd, p, v, stride, o),
@@ -328,26 +370,43 @@ impl HostModel {
                 }
             }
             let (k_pool, v_pool, dtype) = (&kv.k[li], &kv.v[li], kv.dtype);
+            // Sequences with several query rows read their context once for all of them.
             contexts
                 .par_iter_mut()
                 .zip(batch.seqs.par_iter())
+                .filter(|(_, s)| s.token_ids.len() > 1)
                 .for_each(|(ctx, s)| ctx.gather(k_pool, v_pool, &s.slot_row, width));
             let mut attn = vec![0f32; t * h * hd];
-            attn.par_chunks_mut(h * hd)
-                .zip(qkv.par_chunks(qkv_w))
-                .zip(rows.par_iter())
-                .for_each(|((out, row), &(si, i))| {
+            let group = h / kvh * hd;
+            attn.par_chunks_mut(group).enumerate().for_each_init(
+                Context::default,
+                |scratch, (task, out)| {
+                    let (r, j) = (task / kvh, task % kvh);
+                    let (si, i) = rows[r];
+                    let row = &qkv[r * qkv_w..(r + 1) * qkv_w];
                     let s = &batch.seqs[si];
+                    let source = if s.token_ids.len() > 1 {
+                        Source::Gathered(&contexts[si])
+                    } else {
+                        Source::Pools {
+                            k: k_pool,
+                            v: v_pool,
+                            slots: &s.slot_row,
+                            scratch,
+                        }
+                    };
                     Arch::new().dispatch(AttendRow {
                         cfg: c,
-                        q: &row[..h * hd],
-                        ctx: &contexts[si],
+                        q: &row[j * group..(j + 1) * group],
+                        j,
+                        source,
                         l: s.slot_row.len() - s.token_ids.len() + i + 1,
                         width,
                         dtype,
                         out,
                     });
-                });
+                },
+            );
             let o = layer.wo.forward(&attn, t);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;

@@ -117,6 +117,21 @@ impl KvPool {
         }
     }
 
+    /// Reads the rows of `slots` (each `width` values) into `dst` as f32, converting each run
+    /// of consecutive slots (a prompt's slots usually are) in one call.
+    pub(crate) fn read_rows(&self, slots: &[u32], width: usize, dst: &mut [f32]) {
+        let mut i = 0;
+        while i < slots.len() {
+            let mut j = i + 1;
+            while j < slots.len() && slots[j] == slots[j - 1].wrapping_add(1) {
+                j += 1;
+            }
+            let off = slots[i] as usize * width;
+            self.read(off, &mut dst[i * width..j * width]);
+            i = j;
+        }
+    }
+
     /// Reads `dst.len()` values at offset `off` as f32.
     pub(crate) fn read(&self, off: usize, dst: &mut [f32]) {
         use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
@@ -152,6 +167,15 @@ mod tests {
             let mut zero = vec![1f32; 30];
             pool.read(0, &mut zero);
             assert!(zero.iter().all(|&z| z == 0.0));
+            // Rows by slot, in runs and out of order: the same values as row by row.
+            let slots = [3u32, 4, 5, 1, 9, 8];
+            let mut rows = vec![0f32; slots.len() * 10];
+            pool.read_rows(&slots, 10, &mut rows);
+            for (k, &s) in slots.iter().enumerate() {
+                let mut one = vec![0f32; 10];
+                pool.read(s as usize * 10, &mut one);
+                assert_eq!(rows[k * 10..(k + 1) * 10], one[..], "{dtype} slot {s}");
+            }
         }
         assert_eq!("half".parse::<KvDtype>().ok(), Some(KvDtype::F16));
         assert_eq!("BF16".parse::<KvDtype>().ok(), Some(KvDtype::Bf16));

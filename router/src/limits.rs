@@ -44,8 +44,13 @@ impl TokenLimit {
                 self.max_total()
             )
         };
+        let asked = if max_new_tokens == 0 {
+            String::new()
+        } else {
+            format!(" plus max_tokens ({max_new_tokens})")
+        };
         Err(RouterError::InvalidRequest(format!(
-            "the prompt ({prompt_len} tokens) plus max_tokens ({max_new_tokens}) exceeds {what}"
+            "the prompt ({prompt_len} tokens){asked} exceeds {what}"
         )))
     }
 }

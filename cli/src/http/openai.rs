@@ -100,11 +100,15 @@ impl Header {
             object,
             created: self.created,
             model: self.model.clone(),
+            system_fingerprint: SYSTEM_FINGERPRINT,
             choices,
             usage: None,
         }
     }
 }
+
+/// `system_fingerprint` of every completion: the build.
+const SYSTEM_FINGERPRINT: &str = concat!("b", env!("CARGO_PKG_VERSION"), "-radixserve");
 
 /// `POST /v1/completions`.
 pub async fn completions(

@@ -230,6 +230,8 @@ pub struct Envelope<C> {
     pub object: &'static str,
     pub created: u64,
     pub model: String,
+    /// An opaque build identifier (llama.cpp's clients expect its `b...` build-tag form).
+    pub system_fingerprint: &'static str,
     pub choices: Vec<C>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageBody>,

@@ -1,6 +1,7 @@
 //! Structured-output fields, in every spelling clients use, read into one [`GrammarSpec`]:
 //! OpenAI's `response_format` (with llama.cpp's `schema` beside the type), SGLang's `regex`,
-//! `ebnf` and `json_schema`, and vLLM's `guided_*` fields. A request names at most one.
+//! `ebnf` and `json_schema`, vLLM's `guided_*` fields and llama.cpp's `grammar`. A request
+//! names at most one.
 
 use super::error::ApiError;
 use engine::GrammarSpec;
@@ -26,6 +27,8 @@ pub struct StructuredFields {
     pub guided_choice: Option<Vec<String>>,
     /// vLLM: a GBNF grammar.
     pub guided_grammar: Option<String>,
+    /// llama.cpp: a GBNF grammar.
+    pub grammar: Option<String>,
 }
 
 impl StructuredFields {
@@ -57,6 +60,9 @@ impl StructuredFields {
         }
         if let Some(g) = &self.guided_grammar {
             found.push(("guided_grammar", GrammarSpec::Ebnf(g.clone())));
+        }
+        if let Some(g) = &self.grammar {
+            found.push(("grammar", GrammarSpec::Ebnf(g.clone())));
         }
         match found.len() {
             0 | 1 => Ok(found.pop().map(|(_, s)| s)),
