@@ -2,14 +2,10 @@
 
 use super::*;
 
-#[test]
-fn matches_naive_product_for_odd_shapes() {
-    let (inp, out) = (37, 70);
-    let w: Vec<f32> = (0..inp * out)
-        .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
-        .collect();
-    let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
-    for m in [1, 2, 3, 4, 5, 8, 11] {
+/// `lin.forward` against the naive product with the weights `w`, for each row count in `ms`.
+fn assert_matches_naive_product(lin: &HostLinear, w: &[f32], ms: &[usize], what: &str) {
+    let (inp, out) = (lin.inp(), lin.out());
+    for &m in ms {
         let x: Vec<f32> = (0..m * inp)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.2)
             .collect();
@@ -17,10 +13,23 @@ fn matches_naive_product_for_odd_shapes() {
         for i in 0..m {
             for n in 0..out {
                 let want: f32 = (0..inp).map(|k| x[i * inp + k] * w[n * inp + k]).sum();
-                assert!((y[i * out + n] - want).abs() < 1e-4, "m{m} i{i} n{n}");
+                assert!(
+                    (y[i * out + n] - want).abs() < 1e-4,
+                    "{what} m{m} i{i} n{n}"
+                );
             }
         }
     }
+}
+
+#[test]
+fn matches_naive_product_for_odd_shapes() {
+    let (inp, out) = (37, 70);
+    let w: Vec<f32> = (0..inp * out)
+        .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
+        .collect();
+    let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
+    assert_matches_naive_product(&lin, &w, &[1, 2, 3, 4, 5, 8, 11], "f32");
     assert!(HostLinear::new(2, 2, vec![0.0; 3]).is_none());
 }
 
@@ -57,18 +66,7 @@ fn quantised_blocks_are_detected_and_exact() {
             lin.w.expand_row(n, inp, &mut row);
             assert_eq!(row, w[n * inp..(n + 1) * inp], "{fmt} row {n}");
         }
-        for m in [1, 2, 3, 4, 5, 7, 9] {
-            let x: Vec<f32> = (0..m * inp)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.2)
-                .collect();
-            let y = lin.forward(&x, m);
-            for i in 0..m {
-                for n in 0..out {
-                    let want: f32 = (0..inp).map(|k| x[i * inp + k] * w[n * inp + k]).sum();
-                    assert!((y[i * out + n] - want).abs() < 1e-4, "{fmt} m{m} i{i} n{n}");
-                }
-            }
-        }
+        assert_matches_naive_product(&lin, &w, &[1, 2, 3, 4, 5, 7, 9], fmt);
     }
     // Values that are not blocks stay f32.
     let w: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
