@@ -956,3 +956,67 @@ fn streamed_logprobs_cover_every_token_even_when_its_text_is_held_back() {
         .unwrap() as usize;
     assert_eq!(scored, usage, "{chunks:?}");
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn score_gives_label_probabilities_per_item() {
+    let s = server();
+    let (_, tok) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": [" Yes", " No"], "add_special_tokens": false}).to_string(),
+    );
+    let labels: Vec<u64> = (0..2)
+        .map(|i| tok["tokens"][i][0].as_u64().unwrap())
+        .collect();
+    let body = |softmax: bool| {
+        json!({"query": "Is Paris the capital of France? Answer:", "items": ["", " Think, then answer:"],
+            "label_token_ids": labels, "apply_softmax": softmax})
+        .to_string()
+    };
+    let (st, raw) = post(&s.base, "/v1/score", &body(false));
+    assert_eq!(st, 200, "{raw}");
+    let (st, soft) = post(&s.base, "/v1/score", &body(true));
+    assert_eq!(st, 200, "{soft}");
+    assert_eq!(raw["object"], "scoring");
+    for i in 0..2 {
+        let p: Vec<f64> = (0..2)
+            .map(|j| raw["scores"][i][j].as_f64().unwrap())
+            .collect();
+        let q: Vec<f64> = (0..2)
+            .map(|j| soft["scores"][i][j].as_f64().unwrap())
+            .collect();
+        assert!(p.iter().all(|&x| x > 0.0 && x <= 1.0), "{raw}");
+        assert!((q.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{soft}");
+        // The softmax over the labels is the probabilities renormalised.
+        let total: f64 = p.iter().sum();
+        for j in 0..2 {
+            assert!((q[j] - p[j] / total).abs() < 1e-6, "{raw} {soft}");
+        }
+    }
+    // The same through token ids, item first.
+    let (_, ids) = post(
+        &s.base,
+        "/tokenize",
+        &json!({"prompt": ["Answer:", " Is Paris the capital of France?"], "add_special_tokens": false}).to_string(),
+    );
+    let (st, v) = post(
+        &s.base,
+        "/v1/score",
+        &json!({"query": ids["tokens"][0], "items": [ids["tokens"][1]], "item_first": true,
+            "label_token_ids": labels})
+        .to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["scores"][0].as_array().unwrap().len(), 2);
+    // An out-of-vocabulary label: a 400 with SGLang's flat error body.
+    let (st, v) = post(
+        &s.base,
+        "/v1/score",
+        &json!({"query": "x", "items": ["y"], "label_token_ids": [999999]}).to_string(),
+    );
+    assert_eq!(st, 400);
+    assert_eq!(v["type"], "BadRequestError");
+    assert!(v["message"].as_str().unwrap().contains("999999"), "{v}");
+    assert_eq!(v["error"]["param"], "label_token_ids");
+}

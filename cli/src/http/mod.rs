@@ -19,6 +19,7 @@ mod openai_types;
 mod params;
 mod responses;
 mod rids;
+mod score;
 mod service;
 mod shutdown;
 mod sse;
@@ -142,6 +143,7 @@ fn app(st: Shared) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(responses::create))
+        .route("/v1/score", post(score::score))
         // The paths llama.cpp's clients use.
         .route("/models", get(service::models))
         .route("/completions", post(openai::completions))
