@@ -402,6 +402,7 @@ fn responses_api_answers_streams_and_continues_a_conversation_from_the_cache() {
     for (field, value) in [
         ("tool_choice", json!("required")),
         ("truncation", json!("auto")),
+        ("stream_options", json!({"include_usage": false})),
     ] {
         let mut bad = sdk.clone();
         bad[field] = value;

@@ -78,7 +78,7 @@ pub struct ResponsesRequest {
     parallel_tool_calls: Option<bool>,
     /// Only `"disabled"` (the default): a conversation too long is refused, never cut.
     truncation: Option<String>,
-    /// `include_usage` only; the final response always carries `usage`.
+    /// `include_usage: true` only: the final response always carries `usage`.
     stream_options: Option<params::StreamOptions>,
     #[serde(flatten)]
     unknown: Unknown,
@@ -95,7 +95,6 @@ impl ResponsesRequest {
                 .param("tool_choice"));
             }
         }
-        let _ = self.parallel_tool_calls;
         if self.truncation.as_deref().is_some_and(|t| t != "disabled") {
             return Err(ApiError::bad(
                 "truncation \"disabled\" only: radixserve refuses a conversation too long rather than cutting it",
@@ -104,6 +103,12 @@ impl ResponsesRequest {
         }
         if let Some(o) = &self.stream_options {
             params::reject_unknown(&o.unknown, "/v1/responses stream_options")?;
+            if o.include_usage == Some(false) {
+                return Err(ApiError::bad(
+                    "include_usage: false cannot be honoured: a response always carries its usage",
+                )
+                .param("stream_options"));
+            }
         }
         Ok(())
     }
