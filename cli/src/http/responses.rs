@@ -74,8 +74,9 @@ pub struct ResponsesRequest {
     presence_penalty: Option<f32>,
     /// Inert without `tools` (which this endpoint does not take): only `"auto"` and `"none"`.
     tool_choice: Option<serde_json::Value>,
-    /// Inert without `tools`.
-    parallel_tool_calls: Option<bool>,
+    /// Inert without `tools` (which this endpoint does not take): accepted, never read.
+    #[serde(rename = "parallel_tool_calls")]
+    _parallel_tool_calls: Option<bool>,
     /// Only `"disabled"` (the default): a conversation too long is refused, never cut.
     truncation: Option<String>,
     /// `include_usage: true` only: the final response always carries `usage`.
