@@ -76,11 +76,31 @@ pub struct EngineArgs {
     /// Check the complete KV accounting after every scheduler step (slower; for debugging).
     #[arg(long)]
     pub check_invariants: bool,
+    /// A directory for the disk tier of the KV cache: prefixes evicted from memory are written
+    /// there (in the background) and loaded back when a request needs them, and the whole
+    /// cache is written there at shutdown and restored at the next start. Off by default.
+    #[arg(long)]
+    pub kv_cache_dir: Option<PathBuf>,
+    /// Size bound of the disk tier, in GB (10^9 bytes); least recently used blocks go first.
+    #[arg(long, default_value_t = engine_defaults().kv_cache_disk_bytes as f64 / 1e9)]
+    pub kv_cache_disk_gb: f64,
+    /// When cached prefixes go to the disk tier: write_through (as soon as they are cached;
+    /// the default) or write_back (when evicted from memory, and all at shutdown).
+    #[arg(long, alias = "hicache-write-policy", default_value_t = engine_defaults().kv_cache_write_policy)]
+    pub kv_cache_write_policy: engine::WritePolicy,
     /// Let special tokens spelled inside chat message content (`<|im_end|>`) act as control
     /// tokens, as other servers do. Only for trusted callers: by default message content is
     /// always plain text, so no user can forge a system or assistant turn.
     #[arg(long)]
     pub trust_message_content: bool,
+}
+
+/// `--kv-cache-disk-gb` in bytes.
+fn disk_bytes(gb: f64) -> Result<u64> {
+    if !gb.is_finite() || gb <= 0.0 || gb > 1e6 {
+        bail!("--kv-cache-disk-gb must be a positive number of GB, not {gb}");
+    }
+    Ok((gb * 1e9) as u64)
 }
 
 impl EngineArgs {
@@ -124,6 +144,9 @@ impl EngineArgs {
             context_length: self.context_length,
             check_invariants: self.check_invariants,
             trust_message_content: self.trust_message_content,
+            kv_cache_dir: self.kv_cache_dir.clone(),
+            kv_cache_disk_bytes: disk_bytes(self.kv_cache_disk_gb)?,
+            kv_cache_write_policy: self.kv_cache_write_policy,
         })
     }
 
@@ -139,6 +162,16 @@ impl EngineArgs {
             engine.info().kv_capacity_tokens,
             engine.info().context_length
         );
+        if let Some(d) = &engine.info().disk_tier {
+            eprintln!(
+                "disk tier {}: {} blocks of {} tokens restored, bound {:.1} GB, {}",
+                d.dir.display(),
+                d.restored_blocks,
+                d.block_tokens,
+                d.capacity_bytes as f64 / 1e9,
+                d.policy
+            );
+        }
         Ok(engine)
     }
 }

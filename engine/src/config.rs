@@ -41,6 +41,14 @@ pub struct EngineConfig {
     pub context_length: Option<usize>,
     /// Check the full KV accounting after every scheduler step.
     pub check_invariants: bool,
+    /// The disk tier's directory (`--kv-cache-dir`): evicted prefixes go there instead of
+    /// being dropped, and the cache is written there at shutdown and restored at start.
+    /// `None` keeps the cache in memory only.
+    pub kv_cache_dir: Option<PathBuf>,
+    /// The disk tier's size bound in bytes (`--kv-cache-disk-gb`).
+    pub kv_cache_disk_bytes: u64,
+    /// When cached prefixes are written to the disk tier (`--kv-cache-write-policy`).
+    pub kv_cache_write_policy: page_manager::tier::WritePolicy,
     /// Let special-token spellings in chat message content act as control tokens (what other
     /// servers do). Off by default: only the chat template's own markup yields control tokens.
     pub trust_message_content: bool,
@@ -81,6 +89,9 @@ impl Default for EngineConfig {
             context_length: None,
             check_invariants: cfg!(debug_assertions),
             trust_message_content: false,
+            kv_cache_dir: None,
+            kv_cache_disk_bytes: 16_000_000_000,
+            kv_cache_write_policy: page_manager::tier::WritePolicy::WriteThrough,
         }
     }
 }

@@ -5,10 +5,11 @@ use crate::device::Device;
 use crate::error::{EngineError, StartError};
 use crate::stream::{GenerationStream, InFlight, StreamParts};
 use crate::tokenizer::Tokenizer;
-use crate::types::{Completion, EngineStats, GenerateRequest, Input, ModelInfo};
+use crate::types::{Completion, DiskTierInfo, EngineStats, GenerateRequest, Input, ModelInfo};
 use crate::worker::{Command, Worker};
 use constrained::{Compiler, GrammarSpec, Vocabulary};
 use crossbeam_channel::{unbounded, Sender};
+use page_manager::tier::DiskTier;
 use page_manager::{KvCapacity, KvDims};
 use router::{ModelRunner, Req, Scheduler, SchedulerConfig, TokenLimit};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -124,6 +125,7 @@ impl Engine {
             kv_cache_dtype: dtype,
             eos_token_ids: eos.clone(),
             has_chat_template: tokenizer.chat_template.is_some(),
+            disk_tier: None,
         };
         let scheduler = SchedulerConfig {
             page_size: config.page_size,
@@ -140,6 +142,25 @@ impl Engine {
             ..SchedulerConfig::default()
         };
         let runner = executor::Executor::new(model, capacity.storage_slots);
+        let layout = crate::disk::Layout {
+            architecture: &info.architecture,
+            dims,
+            dtype: dtype.name(),
+            page_size: config.page_size,
+            block_tokens: 0,
+        };
+        let bytes_per_token = router::KvTransfer::kv_bytes_per_token(&runner);
+        let tier = crate::disk::open_tier(&config, layout, bytes_per_token)?;
+        let info = ModelInfo {
+            disk_tier: tier.as_ref().map(|t| DiskTierInfo {
+                dir: t.config().dir.clone(),
+                policy: t.config().policy,
+                block_tokens: t.config().block_tokens,
+                capacity_bytes: t.config().capacity_bytes,
+                restored_blocks: t.stats().restored_blocks,
+            }),
+            ..info
+        };
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             kv_tokens = capacity.num_slots,
@@ -155,7 +176,7 @@ impl Engine {
                 .saturating_add(config.max_queued_requests),
             trust_message_content: config.trust_message_content,
         };
-        Self::with_runner(runner, tokenizer, setup)
+        Self::with_runner_and_tier(runner, tokenizer, setup, tier)
     }
 
     /// Starts an engine over any runner: the executor, or a deterministic fake in tests.
@@ -164,7 +185,34 @@ impl Engine {
         tokenizer: impl Tokenizer + 'static,
         setup: RunnerSetup,
     ) -> Result<Self, StartError> {
-        let scheduler = Scheduler::new(setup.scheduler)?;
+        Self::with_runner_and_tier(runner, tokenizer, setup, None)
+    }
+
+    /// [`Engine::with_runner`] with a disk tier below the KV pool; the runner must copy its
+    /// K/V ([`ModelRunner::kv_transfer`]) in the layout the tier was opened for.
+    pub fn with_runner_and_tier<R: ModelRunner + Send + 'static>(
+        mut runner: R,
+        tokenizer: impl Tokenizer + 'static,
+        setup: RunnerSetup,
+        tier: Option<DiskTier>,
+    ) -> Result<Self, StartError> {
+        let mut scheduler = Scheduler::new(setup.scheduler)?;
+        if let Some(tier) = tier {
+            let want = tier.config().bytes_per_token;
+            match runner.kv_transfer().map(|x| x.kv_bytes_per_token()) {
+                Some(have) if have == want => scheduler.attach_disk_tier(tier)?,
+                Some(have) => {
+                    return Err(StartError::Device(format!(
+                        "the disk tier stores {want} bytes of K/V per token, the runner {have}"
+                    )))
+                }
+                None => {
+                    return Err(StartError::Device(
+                        "this runner cannot copy its K/V, so it cannot use a disk tier".into(),
+                    ))
+                }
+            }
+        }
         let limit = scheduler.token_limit();
         let (tx, rx) = unbounded();
         let stats = Arc::new(Mutex::new(EngineStats::default()));

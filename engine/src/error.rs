@@ -19,6 +19,9 @@ pub enum StartError {
     /// The scheduler thread could not be started.
     #[error("could not start the scheduler thread")]
     Thread(#[from] std::io::Error),
+    /// The disk tier could not be opened.
+    #[error("could not open the disk tier")]
+    Tier(#[from] page_manager::tier::TierError),
     /// The requested device cannot be used here.
     #[error("device unavailable: {0}")]
     Device(String),

@@ -49,7 +49,7 @@
 //!         model_path: "fake".into(), model_name: "fake".into(), vocab_size: 3,
 //!         context_length: 64, kv_capacity_tokens: 128, page_size: 1,
 //!         architecture: "fake".into(), quantization: "none".into(),
-//!         kv_cache_dtype: Default::default(), eos_token_ids: vec![], has_chat_template: false,
+//!         kv_cache_dtype: Default::default(), eos_token_ids: vec![], has_chat_template: false, disk_tier: None,
 //!     },
 //!     scheduler: SchedulerConfig { num_pages: 128, context_length: 64, ..Default::default() },
 //!     max_in_flight: 8,
@@ -67,6 +67,7 @@
 mod config;
 mod detok;
 mod device;
+mod disk;
 mod engine;
 mod error;
 mod stream;
@@ -82,11 +83,13 @@ pub use error::{EngineError, StartError};
 pub use stream::GenerationStream;
 pub use tokenizer::Tokenizer;
 pub use types::{
-    Completion, Delta, EngineStats, GenerateRequest, Input, ModelInfo, StreamEvent, Usage,
+    Completion, Delta, DiskTierInfo, EngineStats, GenerateRequest, Input, ModelInfo, StreamEvent,
+    Usage,
 };
 
 pub use constrained::{compact_json, GrammarError, GrammarSpec};
 pub use executor::{ChatMessage, ExecutorError, KvDtype, TextTokenizer};
+pub use page_manager::tier::{TierStats, WritePolicy};
 pub use radix_tree::{EvictionPolicy, Namespace};
 pub use router::{
     FinishReason, Policy, SampledToken, SamplingParams, StopConditions, TokenAlternatives,

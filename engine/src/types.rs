@@ -35,6 +35,23 @@ pub struct ModelInfo {
     pub eos_token_ids: Vec<u32>,
     /// Whether a chat template is available.
     pub has_chat_template: bool,
+    /// The disk tier below the KV pool, when there is one.
+    pub disk_tier: Option<DiskTierInfo>,
+}
+
+/// How the disk tier is set up (its live counters are in [`EngineStats::tier`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskTierInfo {
+    /// The directory.
+    pub dir: PathBuf,
+    /// When blocks are written.
+    pub policy: page_manager::tier::WritePolicy,
+    /// Tokens per block.
+    pub block_tokens: usize,
+    /// The size bound.
+    pub capacity_bytes: u64,
+    /// Blocks found on disk at start (restored from the last run).
+    pub restored_blocks: u64,
 }
 
 /// The prompt of a request.
@@ -177,4 +194,6 @@ pub struct EngineStats {
     pub steps: u64,
     /// Cache namespaces alive in the radix tree (the shared one included).
     pub namespaces: usize,
+    /// The disk tier's counters, when there is one.
+    pub tier: Option<page_manager::tier::TierStats>,
 }

@@ -88,7 +88,26 @@ impl<R: ModelRunner> Worker<R> {
             }
             self.step();
         }
+        self.snapshot();
         tracing::info!("scheduler thread stopped");
+    }
+
+    /// Writes the cache to the disk tier, if there is one, for the next start.
+    fn snapshot(&mut self) {
+        if self.sched.kv().disk_tier().is_none() {
+            return;
+        }
+        let Some(xfer) = self.runner.kv_transfer() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let blocks = self.sched.snapshot(xfer);
+        tracing::info!(
+            blocks,
+            seconds = started.elapsed().as_secs_f64(),
+            "cache written to disk for the next start"
+        );
+        self.publish_stats();
     }
 
     fn step(&mut self) {
@@ -173,6 +192,7 @@ impl<R: ModelRunner> Worker<R> {
                 running: self.sched.num_running(),
                 steps: self.steps,
                 namespaces: self.sched.kv().tree().num_namespaces(),
+                tier: self.sched.kv().tier_stats(),
             };
         }
     }

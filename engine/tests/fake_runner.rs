@@ -93,6 +93,7 @@ fn start(
         kv_cache_dtype: Default::default(),
         eos_token_ids: vec![7],
         has_chat_template: false,
+        disk_tier: None,
     };
     let scheduler = SchedulerConfig {
         page_size: 1,

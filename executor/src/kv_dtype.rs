@@ -117,6 +117,35 @@ impl KvPool {
         }
     }
 
+    /// Appends `len` stored values at offset `off` to `out` as little-endian bytes of the
+    /// pool's type.
+    pub(crate) fn read_raw(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        match self {
+            KvPool::F32(v) => v[off..off + len]
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            KvPool::F16(v) | KvPool::Bf16(v) => v[off..off + len]
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+    }
+
+    /// Stores values given as little-endian bytes of the pool's type at offset `off`.
+    pub(crate) fn write_raw(&mut self, off: usize, bytes: &[u8]) {
+        match self {
+            KvPool::F32(v) => {
+                for (d, b) in v[off..].iter_mut().zip(bytes.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            KvPool::F16(v) | KvPool::Bf16(v) => {
+                for (d, b) in v[off..].iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = u16::from_le_bytes([b[0], b[1]]);
+                }
+            }
+        }
+    }
+
     /// Reads the rows of `slots` (each `width` values) into `dst` as f32, converting each run
     /// of consecutive slots (a prompt's slots usually are) in one call.
     pub(crate) fn read_rows(&self, slots: &[u32], width: usize, dst: &mut [f32]) {

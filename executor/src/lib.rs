@@ -40,6 +40,7 @@ mod error;
 mod gguf;
 mod host;
 mod kernels;
+mod kv_cache;
 mod kv_dtype;
 mod model;
 mod runner;
@@ -53,8 +54,9 @@ pub use error::{ExecutorError, Result};
 pub use gguf::writer as gguf_writer;
 pub use gguf::{GgmlType, GgufFile, GgufValue, TensorInfo};
 pub use kernels::HostLinear;
+pub use kv_cache::KvCache;
 pub use kv_dtype::KvDtype;
-pub use model::{KvCache, LlamaModel};
+pub use model::LlamaModel;
 pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor, ModelFormat};
 pub use tokenizer::{
     render_chat_template, ChatMessage, ChatTemplate, TextTokenizer, SPECIAL_TOKEN_MARKER,

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::batch::{ForwardBatch, SequenceInput};
 use crate::error::{ExecutorError, Result};
-use crate::host::{Embedding, HostKv, HostLayer, HostModel};
+use crate::host::{Embedding, HostLayer, HostModel};
 use crate::kernels::HostLinear;
+use crate::kv_cache::{assign_rows, KvCache};
 use crate::kv_dtype::KvDtype;
 use crate::scoring::score_targets;
 use router::SampledToken;
@@ -18,73 +19,6 @@ use router::SampledToken;
 /// input logprobs.
 pub type Scored = (Vec<Option<Vec<f32>>>, Vec<Vec<SampledToken>>);
 use crate::weights::{HostMatrix, LlamaConfig, LlamaWeights, RopeStyle};
-
-/// Per-layer K and V pools, `[num_slots, kv_heads * head_dim]` each; slot 0 is the padding target.
-#[derive(Debug, Clone)]
-pub struct KvCache<B: Backend> {
-    k: Vec<Tensor<B, 2>>,
-    v: Vec<Tensor<B, 2>>,
-    num_slots: usize,
-    /// Host pools instead of backend tensors (models with host kernels).
-    host: Option<HostKv>,
-}
-
-impl<B: Backend> KvCache<B> {
-    /// Allocates zeroed pools of `num_slots` slots (slot 0 included) for `config`.
-    pub fn new(config: &LlamaConfig, num_slots: usize, device: &B::Device) -> Self {
-        let width = config.num_kv_heads * config.head_dim;
-        let make = || {
-            (0..config.num_layers)
-                .map(|_| Tensor::<B, 2>::zeros([num_slots.max(1), width], device))
-                .collect()
-        };
-        Self {
-            k: make(),
-            v: make(),
-            num_slots: num_slots.max(1),
-            host: None,
-        }
-    }
-
-    /// Allocates zeroed host pools of `dtype` values (for the host forward of
-    /// [`LlamaModel::with_host_kernels`]).
-    pub fn new_host(config: &LlamaConfig, num_slots: usize, dtype: KvDtype) -> Self {
-        Self {
-            k: Vec::new(),
-            v: Vec::new(),
-            num_slots: num_slots.max(1),
-            host: Some(HostKv::new(config, num_slots.max(1), dtype)),
-        }
-    }
-
-    /// Whether the pools live in host memory.
-    pub fn is_host(&self) -> bool {
-        self.host.is_some()
-    }
-
-    /// Pool size in slots (slot 0 included).
-    pub fn num_slots(&self) -> usize {
-        self.num_slots
-    }
-
-    /// K rows of `layer` at `slots` (for tests and debugging).
-    pub fn read_k(&self, layer: usize, slots: &[usize]) -> Result<Vec<f32>> {
-        if let Some(h) = &self.host {
-            let pool = h.k.get(layer).ok_or(ExecutorError::NoLayer(layer))?;
-            let mut out = vec![0f32; slots.len() * h.width];
-            for (row, &s) in out.chunks_exact_mut(h.width).zip(slots) {
-                if (s + 1) * h.width > pool.len() {
-                    return Err(ExecutorError::KvMismatch("slot outside the pool"));
-                }
-                pool.read(s * h.width, row);
-            }
-            return Ok(out);
-        }
-        let t = self.k.get(layer).ok_or(ExecutorError::NoLayer(layer))?;
-        let dev = t.device();
-        to_vec(t.clone().select(0, index(slots, &dev)))
-    }
-}
 
 #[derive(Clone)]
 struct Layer<B: Backend> {
@@ -138,19 +72,23 @@ impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
     }
 }
 
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+pub(crate) fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .to_vec::<f32>()
         .map_err(|e| ExecutorError::Readback(format!("{e:?}")))
 }
 
-fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+pub(crate) fn index<B: Backend>(ids: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(v, [ids.len()]), device)
 }
 
-fn tensor2<B: Backend>(data: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+pub(crate) fn tensor2<B: Backend>(
+    data: Vec<f32>,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
@@ -627,7 +565,6 @@ impl<B: Backend> LlamaModel<B> {
         let cos = self.rope_cos.clone().select(0, pos_idx.clone());
         let sin = self.rope_sin.clone().select(0, pos_idx);
         let slot_idx = index::<B>(&out_slots, dev);
-        let placeholder = Tensor::<B, 2>::zeros([1, 1], dev);
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_eps);
             let host = layer.host.as_ref();
@@ -643,21 +580,9 @@ impl<B: Backend> LlamaModel<B> {
             let v = qkv.narrow(1, (h + kvh) * hd, kvh * hd);
             let q = self.rope(q, &cos, &sin).reshape([t, h * hd]);
             let k = self.rope(k, &cos, &sin).reshape([t, kvh * hd]);
-            // Write K/V at the output slots. 0.21's select_assign only adds, so first add -old
-            // (x + -x is exactly 0) and then new (0 + new is exactly new): a reused slot holds
-            // exactly the new value, with no rounding from an `old + (new - old)` update.
-            // The pool is moved out (not cloned) so that the backend can update it in place
-            // instead of copying the whole pool.
-            let old_k = kv.k[li].clone().select(0, slot_idx.clone());
-            let old_v = kv.v[li].clone().select(0, slot_idx.clone());
-            let pool_k = std::mem::replace(&mut kv.k[li], placeholder.clone());
-            kv.k[li] = pool_k
-                .select_assign(0, slot_idx.clone(), old_k.neg(), IndexingUpdateOp::Add)
-                .select_assign(0, slot_idx.clone(), k, IndexingUpdateOp::Add);
-            let pool_v = std::mem::replace(&mut kv.v[li], placeholder.clone());
-            kv.v[li] = pool_v
-                .select_assign(0, slot_idx.clone(), old_v.neg(), IndexingUpdateOp::Add)
-                .select_assign(0, slot_idx.clone(), v, IndexingUpdateOp::Add);
+            // Write K/V at the output slots (exactly: a reused slot holds the new value).
+            assign_rows(&mut kv.k[li], slot_idx.clone(), k);
+            assign_rows(&mut kv.v[li], slot_idx.clone(), v);
             let parts: Vec<Tensor<B, 2>> = groups
                 .iter()
                 .map(|g| self.attend_group(&q, &kv.k[li], &kv.v[li], g))

@@ -7,7 +7,8 @@ use burn::tensor::backend::Backend;
 use crate::batch::{ForwardBatch, StepOutput};
 use crate::error::{ExecutorError, Result};
 use crate::gguf::GgufFile;
-use crate::model::{KvCache, LlamaModel};
+use crate::kv_cache::KvCache;
+use crate::model::LlamaModel;
 use crate::sampling::sample;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::LlamaWeights;
@@ -67,6 +68,37 @@ impl<B: Backend> router::ModelRunner for Executor<B> {
             ExecutorError::InvalidBatch(b) => router::ModelError::InvalidBatch(b),
             other => router::ModelError::runner(other),
         })
+    }
+
+    fn kv_transfer(&mut self) -> Option<&mut dyn router::KvTransfer> {
+        Some(self)
+    }
+}
+
+/// The disk tier's copies, in [`KvCache`]'s byte layout.
+impl<B: Backend> router::KvTransfer for Executor<B> {
+    fn kv_bytes_per_token(&self) -> usize {
+        self.kv.bytes_per_token()
+    }
+
+    fn read_kv(
+        &self,
+        slots: &[u32],
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), router::TransferError> {
+        self.kv
+            .read_bytes(slots, out)
+            .map_err(|e| router::TransferError(Box::new(e)))
+    }
+
+    fn write_kv(
+        &mut self,
+        slots: &[u32],
+        data: &[u8],
+    ) -> std::result::Result<(), router::TransferError> {
+        self.kv
+            .write_bytes(slots, data)
+            .map_err(|e| router::TransferError(Box::new(e)))
     }
 }
 

@@ -69,13 +69,17 @@
 //! * `allocator.rs`: [`SlotAllocator`]; `req_to_token.rs`: [`ReqToTokenPool`];
 //!   `capacity.rs`: [`KvCapacity`]; `error.rs`: [`KvError`].
 //! * `manager/`: [`KvCacheManager`], split into its types and accessors (`mod.rs`), the request
-//!   lifecycle (`lifecycle.rs`) and the accounting check (`accounting.rs`).
+//!   lifecycle (`lifecycle.rs`), the accounting check (`accounting.rs`) and the disk tier's
+//!   part of the lifecycle (`tiers.rs`).
+//! * `tier/`: the disk tier ([`tier::DiskTier`]): block keys, the block file format, the
+//!   store with its writer thread, and the [`tier::KvTransfer`] seam to the executor.
 
 mod allocator;
 mod capacity;
 mod error;
 mod manager;
 mod req_to_token;
+pub mod tier;
 
 pub use allocator::{AllocatorState, SlotAllocator};
 pub use capacity::{KvCapacity, KvDims};

@@ -78,4 +78,4 @@ pub use dump::{NodeSnapshot, TreeSnapshot};
 pub use error::{IntegrityError, RadixError};
 pub use key::{KeyRef, Namespace, RadixKey, Token};
 pub use policy::{EvictionKey, EvictionPolicy, EvictionStrategy, NodeStats, UnknownPolicy};
-pub use tree::{CacheStats, InsertOutcome, MatchResult, NodeId, RadixCache};
+pub use tree::{CacheStats, InsertOutcome, MatchResult, NodeId, PrefixPath, RadixCache};

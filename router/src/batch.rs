@@ -2,6 +2,7 @@
 
 use crate::constraint::SharedMask;
 use crate::Slot;
+use page_manager::tier::KvTransfer;
 use radix_tree::Token;
 
 /// What kind of step a batch is.
@@ -527,16 +528,30 @@ pub trait ModelRunner {
     /// Computes the batch's new tokens (writing their K/V at `out_slots`) and returns one sampled
     /// token for every sequence with `sample` set.
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError>;
+
+    /// The runner's K/V pool as bytes, for the disk tier; `None` (the default) when the runner
+    /// cannot copy its K/V, which rules the disk tier out.
+    fn kv_transfer(&mut self) -> Option<&mut dyn KvTransfer> {
+        None
+    }
 }
 
 impl<R: ModelRunner + ?Sized> ModelRunner for &mut R {
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError> {
         (**self).forward(batch)
     }
+
+    fn kv_transfer(&mut self) -> Option<&mut dyn KvTransfer> {
+        (**self).kv_transfer()
+    }
 }
 
 impl<R: ModelRunner + ?Sized> ModelRunner for Box<R> {
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, ModelError> {
         (**self).forward(batch)
+    }
+
+    fn kv_transfer(&mut self) -> Option<&mut dyn KvTransfer> {
+        (**self).kv_transfer()
     }
 }

@@ -85,5 +85,6 @@ pub use scheduler::{
     retract_ratio, retraction_order, Counters, Event, Scheduler, SchedulerConfig, StepReport,
 };
 
+pub use page_manager::tier::{KvTransfer, TransferError};
 pub use page_manager::Slot;
 pub use radix_tree::{Namespace, Token};

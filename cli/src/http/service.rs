@@ -122,6 +122,21 @@ struct ServerInfoBody {
     num_running: usize,
     draining: bool,
     version: &'static str,
+    /// The disk tier (`--kv-cache-dir`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kv_cache_disk: Option<DiskInfo>,
+}
+
+/// The disk tier in `/get_server_info`.
+#[derive(Serialize)]
+struct DiskInfo {
+    dir: String,
+    write_policy: String,
+    block_tokens: usize,
+    capacity_bytes: u64,
+    bytes: u64,
+    blocks: u64,
+    restored_blocks: u64,
 }
 
 /// `GET /get_server_info` (also `/server_info`).
@@ -142,6 +157,15 @@ pub async fn server_info(State(st): State<Shared>) -> Response {
         num_running: s.running,
         draining: st.draining.load(Ordering::Acquire),
         version: env!("CARGO_PKG_VERSION"),
+        kv_cache_disk: info.disk_tier.as_ref().map(|d| DiskInfo {
+            dir: d.dir.display().to_string(),
+            write_policy: d.policy.to_string(),
+            block_tokens: d.block_tokens,
+            capacity_bytes: d.capacity_bytes,
+            bytes: s.tier.map_or(0, |t| t.bytes),
+            blocks: s.tier.map_or(0, |t| t.blocks),
+            restored_blocks: s.tier.map_or(0, |t| t.restored_blocks),
+        }),
     })
     .into_response()
 }

@@ -77,6 +77,7 @@ impl KvCacheManager {
         self.tree
             .check_integrity()
             .map_err(|e| KvError::Accounting(e.to_string()))?;
+        self.check_tier()?;
         let mut owners = self.free_page_owners();
         self.claim_tree_pages(&mut owners)?;
         let mut active = 0;

@@ -27,11 +27,15 @@ impl KvCacheManager {
         tokens: &[Token],
         max_prefix: Option<usize>,
     ) -> PrefixHit {
-        let mut limit = tokens.len().saturating_sub(1);
-        if let Some(m) = max_prefix {
-            limit = limit.min(m);
-        }
+        let limit = Self::prefix_limit(tokens.len(), max_prefix);
         self.match_prefix(namespace, &tokens[..limit])
+    }
+
+    /// How much of a `len`-token request may come from the cache: `len - 1` tokens (one is
+    /// computed for its logits), and no more than `max_prefix`.
+    pub fn prefix_limit(len: usize, max_prefix: Option<usize>) -> usize {
+        let limit = len.saturating_sub(1);
+        max_prefix.map_or(limit, |m| limit.min(m))
     }
 
     /// Admits a request with a prefix found by a match: locks the prefix, takes a row and writes
@@ -61,7 +65,7 @@ impl KvCacheManager {
 
     /// Makes `pages` pages free, evicting unlocked cached prefixes if the free list is short
     /// (only the shortfall). Fails without evicting anything if even eviction cannot make room.
-    fn ensure_free_pages(&mut self, pages: usize) -> Result<(), KvError> {
+    pub(super) fn ensure_free_pages(&mut self, pages: usize) -> Result<(), KvError> {
         let free = self.alloc.free_pages();
         if free >= pages {
             return Ok(());
@@ -74,7 +78,7 @@ impl KvCacheManager {
                 available: self.allocatable_size(),
             });
         }
-        let evicted = self.tree.evict((pages - free) * p);
+        let evicted = self.evict_tree((pages - free) * p);
         tracing::debug!(tokens = evicted.len(), "evicted cached prefixes");
         self.alloc.free_now(&evicted)?;
         Ok(())
@@ -83,7 +87,7 @@ impl KvCacheManager {
     /// Evicts at least `tokens` unlocked cached tokens (whole leaves) back to the free list;
     /// returns how many went.
     pub fn evict(&mut self, tokens: usize) -> Result<usize, KvError> {
-        let evicted = self.tree.evict(tokens);
+        let evicted = self.evict_tree(tokens);
         self.alloc.free_now(&evicted)?;
         Ok(evicted.len())
     }
@@ -160,6 +164,12 @@ impl KvCacheManager {
             .write(row, info.protected_len, &tree_slots[info.protected_len..])?;
         self.tree.inc_lock_ref(out.last_node)?;
         self.tree.dec_lock_ref(info.last_node)?;
+        self.write_through(
+            &info.namespace,
+            &tokens[..keys_len],
+            out.last_node,
+            info.protected_len,
+        )?;
         let info = self.row_mut(row)?;
         info.protected_len = keys_len;
         info.last_node = out.last_node;
@@ -188,6 +198,12 @@ impl KvCacheManager {
         to_free.extend_from_slice(&kv[keys_len..]);
         self.alloc.free(&to_free)?;
         self.tree.dec_lock_ref(info.last_node)?;
+        self.write_through(
+            &info.namespace,
+            &tokens[..keys_len],
+            out.last_node,
+            info.protected_len,
+        )?;
         self.drop_row(row)
     }
 
@@ -211,7 +227,8 @@ impl KvCacheManager {
         Ok(())
     }
 
-    /// Empties the cache (SGLang's `flush_cache`): refused while any request holds KV.
+    /// Empties the cache (SGLang's `flush_cache`), every tier of it: refused while any
+    /// request holds KV.
     pub fn flush(&mut self) -> Result<(), KvError> {
         if self.active > 0 {
             return Err(KvError::Busy {
@@ -221,6 +238,7 @@ impl KvCacheManager {
         self.tree.reset();
         self.alloc.clear();
         self.table.clear();
+        self.flush_tier();
         Ok(())
     }
 

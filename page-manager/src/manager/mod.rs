@@ -9,10 +9,13 @@
 //! * `lifecycle`: match, admit, allocate, `cache_unfinished` / `cache_finished`, release and
 //!   flush;
 //! * `accounting`: [`Accounting`] and [`KvCacheManager::check_accounting`], the leak check the
-//!   tests run after every step.
+//!   tests run after every step;
+//! * `tiers`: the disk tier below the pool (writing evicted or cached blocks, loading them
+//!   back at admission, the shutdown snapshot).
 
 mod accounting;
 mod lifecycle;
+mod tiers;
 
 pub use accounting::Accounting;
 
@@ -71,6 +74,8 @@ pub struct KvCacheManager {
     table: ReqToTokenPool,
     rows: Vec<Option<RowInfo>>,
     active: usize,
+    /// The disk tier, when one is attached.
+    tier: Option<tiers::Tiering>,
 }
 
 impl KvCacheManager {
@@ -99,6 +104,7 @@ impl KvCacheManager {
             table: ReqToTokenPool::new(config.max_rows, config.max_context),
             rows: vec![None; config.max_rows],
             active: 0,
+            tier: None,
         })
     }
 

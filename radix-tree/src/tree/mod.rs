@@ -10,7 +10,8 @@
 //! * `insert`: [`RadixCache::insert`] and [`RadixCache::insert_with_priority`];
 //! * `locks`: [`RadixCache::inc_lock_ref`] and [`RadixCache::dec_lock_ref`];
 //! * `evict`: the evictable-leaf set, access statistics and [`RadixCache::evict`];
-//! * `check`: [`RadixCache::check_integrity`], which every test runs after each step.
+//! * `check`: [`RadixCache::check_integrity`], which every test runs after each step;
+//! * `paths`: whole root-to-leaf paths ([`PrefixPath`]) for eviction and snapshots.
 //!
 //! Nodes are addressed internally by their `u32` slot index; the public [`NodeId`] adds the
 //! slot's generation so that handles to removed nodes are detected.
@@ -22,6 +23,9 @@ mod evict;
 mod insert;
 mod locks;
 mod matching;
+mod paths;
+
+pub use paths::PrefixPath;
 
 use crate::error::RadixError;
 use crate::key::{Namespace, Token};

@@ -1,6 +1,6 @@
 //! Decode: one new token for every running request (SGLang's decode half of the loop).
 
-use super::forward::{forward, SAMPLED};
+use super::forward::SAMPLED;
 use super::{Admitted, Scheduler, StepReport, ROW_IN_USE};
 use crate::batch::{ForwardBatch, ForwardMode, ModelRunner, SequenceInput, StepOutput};
 use crate::request::FinishReason;
@@ -29,7 +29,7 @@ impl Scheduler {
         self.counters.decode_steps += 1;
         self.counters.decode_batch_seqs += n as u64;
         self.counters.tokens_computed += n as u64;
-        match forward(runner, &fb) {
+        match self.run_forward(runner, &fb) {
             Ok(output) => self.place_decoded(output),
             Err(e) => {
                 report.error = Some(e.to_string());

@@ -6,7 +6,7 @@ use crate::request::FinishReason;
 
 /// Runs the batch and checks the answer's shape: one entry per sequence, and a token for every
 /// sequence that samples. Callers rely on both.
-pub(super) fn forward<R: ModelRunner + ?Sized>(
+fn forward<R: ModelRunner + ?Sized>(
     runner: &mut R,
     fb: &ForwardBatch,
 ) -> Result<StepOutput, ModelError> {
@@ -42,6 +42,19 @@ pub(super) fn forward<R: ModelRunner + ?Sized>(
 pub(super) const SAMPLED: &str = "forward() checked that every sampled sequence has a token";
 
 impl Scheduler {
+    /// Copies the blocks waiting for the disk tier out of the pool (the forward may overwrite
+    /// their slots), then runs the batch.
+    pub(super) fn run_forward<R: ModelRunner + ?Sized>(
+        &mut self,
+        runner: &mut R,
+        fb: &ForwardBatch,
+    ) -> Result<StepOutput, ModelError> {
+        if let Some(xfer) = runner.kv_transfer() {
+            self.kv.flush_copy_outs(xfer);
+        }
+        forward(runner, fb)
+    }
+
     /// A failed forward: its requests end with an abort and their KV is freed, not cached.
     pub(super) fn fail_batch(&mut self, seqs: Vec<Admitted>, e: &ModelError) {
         tracing::error!(error = %e, "forward failed; aborting its requests");

@@ -34,6 +34,7 @@ use crate::error::RouterError;
 use crate::limits::TokenLimit;
 use crate::policy::{order_policy, OrderPolicy, Policy};
 use crate::request::{FinishReason, Req, ReqId, ReqStatus};
+use page_manager::tier::{DiskTier, KvTransfer};
 use page_manager::{Accounting, KvCacheManager, KvError, RowId};
 use retract::NewTokenRatio;
 use std::collections::HashSet;
@@ -220,6 +221,19 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Adds a disk tier below the KV pool (see [`page_manager::tier`]); the runner passed to
+    /// [`Scheduler::step`] must then offer [`ModelRunner::kv_transfer`].
+    pub fn attach_disk_tier(&mut self, tier: DiskTier) -> Result<(), RouterError> {
+        self.kv.attach_disk_tier(tier)?;
+        Ok(())
+    }
+
+    /// Writes every cached prefix that is not on disk yet (a graceful shutdown's snapshot);
+    /// returns the blocks written. Without a disk tier, does nothing.
+    pub fn snapshot(&mut self, xfer: &dyn KvTransfer) -> usize {
+        self.kv.snapshot(xfer)
+    }
+
     /// Checks the KV accounting (every slot in exactly one place), that every admitted request
     /// holds one row, and that each request's status says where it is.
     pub fn check_invariants(&self) -> Result<Accounting, RouterError> {
@@ -261,7 +275,7 @@ impl Scheduler {
         runner: &mut R,
     ) -> Result<Option<StepReport>, RouterError> {
         self.apply_pending_finishes();
-        let report = if let Some(batch) = self.prefill_batch() {
+        let report = if let Some(batch) = self.prefill_batch(runner.kv_transfer()) {
             Some(self.run_extend(batch, runner))
         } else if !self.running.is_empty() {
             self.run_decode(runner)

@@ -2,7 +2,7 @@
 //! admit requests while the [`PrefillAdder`] budgets allow, compute their uncached prompt (or one
 //! chunk of it) and cache what was computed.
 
-use super::forward::{forward, SAMPLED};
+use super::forward::SAMPLED;
 use super::{Admitted, Scheduler, StepReport, ROW_IN_USE};
 use crate::adder::{AddResult, Plan, PrefillAdder};
 use crate::batch::{
@@ -10,7 +10,8 @@ use crate::batch::{
 };
 use crate::policy::OrderCtx;
 use crate::request::{FinishReason, ReqStatus};
-use page_manager::{KvError, RowId, Slot};
+use page_manager::tier::KvTransfer;
+use page_manager::{KvCacheManager, KvError, RowId, Slot};
 
 /// A request taken into this step's prefill batch.
 pub(super) struct Admission {
@@ -51,7 +52,12 @@ impl Scheduler {
 
     /// Forms the next prefill batch: the chunked request's next chunk first, then waiting
     /// requests in policy order while the budgets allow. `None` when nothing is admitted.
-    pub(super) fn prefill_batch(&mut self) -> Option<Vec<Admission>> {
+    ///
+    /// With a disk tier, `xfer` loads prefixes found on disk at admission.
+    pub(super) fn prefill_batch(
+        &mut self,
+        xfer: Option<&mut dyn KvTransfer>,
+    ) -> Option<Vec<Admission>> {
         if self.waiting.is_empty() && self.chunked.is_none() {
             return None;
         }
@@ -82,7 +88,7 @@ impl Scheduler {
             && !self.waiting.is_empty()
         {
             self.order_waiting();
-            let grants = self.admit_waiting(&mut adder, batch.len());
+            let grants = self.admit_waiting(&mut adder, batch.len(), xfer);
             // Admission stops at the first request that does not fit: the grants are the head.
             let admitted = self.waiting.drain(..grants.len());
             batch.extend(admitted.zip(grants).map(|(req, g)| Admission {
@@ -110,13 +116,18 @@ impl Scheduler {
 
     /// Admits waiting requests from the head of the queue while they fit and the batch has
     /// room; `in_batch` requests are already in the batch.
-    fn admit_waiting(&mut self, adder: &mut PrefillAdder, in_batch: usize) -> Vec<Grant> {
+    fn admit_waiting(
+        &mut self,
+        adder: &mut PrefillAdder,
+        in_batch: usize,
+        mut xfer: Option<&mut dyn KvTransfer>,
+    ) -> Vec<Grant> {
         let mut grants: Vec<Grant> = Vec::new();
         for i in 0..self.waiting.len() {
             if self.running.len() + in_batch + grants.len() >= self.cfg.max_running_requests {
                 break;
             }
-            let Some((grant, result)) = self.try_admit(i, adder) else {
+            let Some((grant, result)) = self.try_admit(i, adder, xfer.as_deref_mut()) else {
                 break;
             };
             grants.push(grant);
@@ -129,13 +140,31 @@ impl Scheduler {
 
     /// Tries to admit waiting request `i`: match (L-1 rule), lock, budget. Returns its grant and
     /// the budget state, or `None` when it does not fit (nothing is held then).
-    fn try_admit(&mut self, i: usize, adder: &mut PrefillAdder) -> Option<(Grant, AddResult)> {
+    fn try_admit<'t>(
+        &mut self,
+        i: usize,
+        adder: &mut PrefillAdder,
+        xfer: Option<&mut (dyn KvTransfer + 't)>,
+    ) -> Option<(Grant, AddResult)> {
         let tokens = self.waiting[i].all_tokens();
         let req = &self.waiting[i];
         let (id, max_new_left) = (req.id, req.max_new_left());
-        let hit = self
-            .kv
-            .match_request_prefix(&req.namespace, &tokens, req.max_cached_prefix());
+        let mut hit =
+            self.kv
+                .match_request_prefix(&req.namespace, &tokens, req.max_cached_prefix());
+        if let Some(xfer) = xfer {
+            let limit = KvCacheManager::prefix_limit(tokens.len(), req.max_cached_prefix());
+            match self
+                .kv
+                .extend_from_disk(&req.namespace, &tokens, limit, hit, xfer)
+            {
+                Ok(h) => hit = h,
+                Err(e) => {
+                    self.kv_fault(Some(id), "loading a prefix from disk", e);
+                    return None;
+                }
+            }
+        }
         let extend = tokens.len() - hit.len;
         if adder
             .precheck(extend, max_new_left, self.kv.allocatable_size())
@@ -199,7 +228,7 @@ impl Scheduler {
         self.counters.prefill_steps += 1;
         self.counters.prefill_batch_seqs += seqs.len() as u64;
         self.counters.tokens_computed += report.tokens_computed as u64;
-        match forward(runner, &fb) {
+        match self.run_forward(runner, &fb) {
             Ok(output) => self.place_extended(seqs, &fb, output),
             Err(e) => {
                 report.error = Some(e.to_string());
