@@ -217,6 +217,8 @@ impl Engine {
         let (tx, rx) = unbounded();
         let stats = Arc::new(Mutex::new(EngineStats::default()));
         let worker = Worker::new(scheduler, runner, Arc::clone(&stats));
+        // Stats describe the engine from the moment it exists, not from the thread's start.
+        worker.publish_stats();
         let thread = std::thread::Builder::new()
             .name("radixserve-scheduler".into())
             .spawn(move || worker.run(rx))?;

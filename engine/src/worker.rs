@@ -182,7 +182,7 @@ impl<R: ModelRunner> Worker<R> {
         }
     }
 
-    fn publish_stats(&self) {
+    pub(crate) fn publish_stats(&self) {
         if let Ok(mut s) = self.stats.lock() {
             *s = EngineStats {
                 counters: self.sched.counters(),
