@@ -6,21 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{assert_idle_accounting, model_path};
+
 use engine::{
     ChatMessage, Engine, EngineConfig, GenerateRequest, Input, SamplingParams, WritePolicy,
 };
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-fn model_path() -> std::path::PathBuf {
-    let p = EngineConfig::default().model;
-    assert!(
-        p.exists(),
-        "{} not found: run `cargo xtask fetch-model` (cargo xtask test-all does)",
-        p.display()
-    );
-    p
-}
 
 /// A pool of about 700 tokens (f16 K/V of this model is 23,040 bytes per token), so that a
 /// few long prompts evict each other.
@@ -55,8 +48,8 @@ fn prompts() -> Vec<Input> {
     let mut out: Vec<Input> = (0..3)
         .map(|t| {
             Input::Chat(vec![
-                ChatMessage::new("system", &system_prompt(t)),
-                ChatMessage::new("user", &format!("Which form do I need for request {t}?")),
+                ChatMessage::new("system", system_prompt(t)),
+                ChatMessage::new("user", format!("Which form do I need for request {t}?")),
             ])
         })
         .collect();
@@ -74,21 +67,8 @@ fn greedy_tokens(e: &Engine, input: &Input) -> Vec<u32> {
     e.generate_blocking(r).unwrap().token_ids
 }
 
-fn wait_idle(e: &Engine) -> engine::EngineStats {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = e.stats();
-        if s.waiting == 0 && s.running == 0 && s.kv.active_rows == 0 {
-            assert_eq!(s.kv.available + s.kv.evictable, s.kv.capacity, "{s:?}");
-            return s;
-        }
-        assert!(Instant::now() < deadline, "engine did not become idle");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn disk_hits(e: &Engine) -> u64 {
-    wait_idle(e).tier.unwrap().hit_tokens
+    assert_idle_accounting(e).tier.unwrap().hit_tokens
 }
 
 fn check_tier(policy: WritePolicy) {
@@ -109,7 +89,7 @@ fn check_tier(policy: WritePolicy) {
             }
         }
         assert!(disk_hits(&e) > 0, "nothing was loaded from disk");
-        let s = wait_idle(&e).tier.unwrap();
+        let s = assert_idle_accounting(&e).tier.unwrap();
         assert_eq!(s.corrupt_blocks, 0);
         // Dropping the engine writes the cache out for the next start.
     }
@@ -121,7 +101,7 @@ fn check_tier(policy: WritePolicy) {
     assert!(disk_hits(&e) > 0, "the restored cache was not used");
     // A flush empties every tier.
     e.flush_cache().unwrap();
-    let s = wait_idle(&e).tier.unwrap();
+    let s = assert_idle_accounting(&e).tier.unwrap();
     assert_eq!((s.blocks, s.bytes), (0, 0));
 }
 
@@ -152,7 +132,7 @@ fn a_directory_from_another_layout_is_discarded() {
     };
     let e = Engine::new(other).unwrap();
     assert_eq!(e.info().disk_tier.as_ref().unwrap().restored_blocks, 0);
-    let s = wait_idle(&e).tier.unwrap();
+    let s = assert_idle_accounting(&e).tier.unwrap();
     assert!(
         s.corrupt_blocks > 0,
         "the foreign blocks were not discarded"

@@ -5,23 +5,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{assert_idle_accounting, model_path};
+
 use engine::{
     ChatMessage, Engine, EngineConfig, FinishReason, GenerateRequest, Input, Namespace,
     SamplingParams, StreamEvent,
 };
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-
-/// The default model; panics (failing the test) when it is absent.
-fn model_path() -> std::path::PathBuf {
-    let p = EngineConfig::default().model;
-    assert!(
-        p.exists(),
-        "{} not found: run `cargo xtask fetch-model` (cargo xtask test-all does)",
-        p.display()
-    );
-    p
-}
 
 fn config(model: std::path::PathBuf, disable_cache: bool) -> EngineConfig {
     EngineConfig {
@@ -47,28 +39,6 @@ fn greedy(input: Input, max: usize) -> GenerateRequest {
     r.sampling = SamplingParams::greedy();
     r.stop.max_new_tokens = max;
     r
-}
-
-fn wait_idle(e: &Engine) -> engine::EngineStats {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = e.stats();
-        if s.waiting == 0 && s.running == 0 && s.kv.active_rows == 0 {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "engine did not become idle: {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn assert_idle_accounting(e: &Engine) {
-    let s = wait_idle(e);
-    assert_eq!(s.kv.protected, 0);
-    assert_eq!(s.kv.private, 0);
-    assert_eq!(s.kv.available + s.kv.evictable, s.kv.capacity, "{s:?}");
 }
 
 #[test]

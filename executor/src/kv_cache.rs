@@ -207,3 +207,87 @@ impl<B: Backend> KvCache<B> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::RopeStyle;
+    use crate::CpuBackend;
+
+    fn config() -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 8,
+            hidden_size: 8,
+            intermediate_size: 8,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 4,
+            rms_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position: 16,
+            rope_style: RopeStyle::Neox,
+        }
+    }
+
+    /// Fills every slot of every layer with distinct values, as a forward would.
+    fn fill(kv: &mut KvCache<CpuBackend>, slots: usize) {
+        let width = 4;
+        let per_token = kv.bytes_per_token();
+        let mut all = Vec::new();
+        for s in 0..slots {
+            let mut token = Vec::new();
+            for l in 0..2 {
+                for which in 0..2 {
+                    for i in 0..width {
+                        let x = (s * 100 + l * 10 + which * 5 + i) as f32 * 0.25 - 7.0;
+                        match kv.host.as_ref().map(|h| h.dtype) {
+                            Some(KvDtype::F16) => {
+                                token.extend_from_slice(&half::f16::from_f32(x).to_le_bytes())
+                            }
+                            Some(KvDtype::Bf16) => {
+                                token.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes())
+                            }
+                            _ => token.extend_from_slice(&x.to_le_bytes()),
+                        }
+                    }
+                }
+            }
+            assert_eq!(token.len(), per_token);
+            all.extend_from_slice(&token);
+        }
+        let ids: Vec<u32> = (0..slots as u32).collect();
+        kv.write_bytes(&ids, &all).unwrap();
+    }
+
+    #[test]
+    fn kv_bytes_round_trip_between_slots_in_every_pool_type() {
+        let device = Default::default();
+        let caches = [
+            KvCache::<CpuBackend>::new(&config(), 6, &device),
+            KvCache::new_host(&config(), 6, KvDtype::F32),
+            KvCache::new_host(&config(), 6, KvDtype::F16),
+            KvCache::new_host(&config(), 6, KvDtype::Bf16),
+        ];
+        for mut kv in caches {
+            let value = if kv.is_host() {
+                kv.host.as_ref().unwrap().dtype.bytes()
+            } else {
+                4
+            };
+            assert_eq!(kv.bytes_per_token(), 2 * 2 * 4 * value);
+            fill(&mut kv, 6);
+            let mut out = Vec::new();
+            kv.read_bytes(&[1, 2, 3], &mut out).unwrap();
+            // Copy slots 1..4 onto 5, 4, 0 (out of order) and read them back.
+            kv.write_bytes(&[5, 4, 0], &out).unwrap();
+            let mut back = Vec::new();
+            kv.read_bytes(&[5, 4, 0], &mut back).unwrap();
+            assert_eq!(back, out);
+            assert_eq!(kv.read_k(0, &[5]).unwrap(), kv.read_k(0, &[1]).unwrap());
+            // Wrong sizes and slots outside the pool are refused.
+            assert!(kv.write_bytes(&[1], &out).is_err());
+            assert!(kv.read_bytes(&[6], &mut Vec::new()).is_err());
+        }
+    }
+}

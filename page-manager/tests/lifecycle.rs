@@ -7,35 +7,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use page_manager::{KvCacheManager, KvError, ManagerConfig, RowId, Slot};
+mod common;
+
+use common::{prefix_hashes, Active, Content};
+
+use page_manager::{KvCacheManager, KvError, ManagerConfig, Slot};
 use proptest::prelude::*;
 use radix_tree::{EvictionPolicy, Namespace};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-
-/// Identity of the KV a slot holds: a hash of (namespace, tokens up to and including it).
-type Content = u64;
-
-fn prefix_hashes(ns: u8, tokens: &[u32]) -> Vec<Content> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ ns as u64;
-    tokens
-        .iter()
-        .map(|&t| {
-            h = (h ^ (t as u64 + 1)).wrapping_mul(0x0100_0000_01b3);
-            h
-        })
-        .collect()
-}
-
-struct Active {
-    row: RowId,
-    ns: u8,
-    /// Prompt then outputs; KV exists for `tokens[..kv_len]`.
-    tokens: Vec<u32>,
-    prompt_len: usize,
-    max_new: usize,
-}
 
 struct Sim {
     m: KvCacheManager,

@@ -12,27 +12,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{prefix_hashes, Active, Content};
+
 use page_manager::tier::{DiskTier, KvTransfer, TierConfig, TransferError, WritePolicy};
-use page_manager::{KvCacheManager, KvError, ManagerConfig, RowId, Slot};
+use page_manager::{KvCacheManager, KvError, ManagerConfig, Slot};
 use proptest::prelude::*;
 use radix_tree::{EvictionPolicy, Namespace};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
-
-type Content = u64;
-
-fn prefix_hashes(ns: u8, tokens: &[u32]) -> Vec<Content> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ ns as u64;
-    tokens
-        .iter()
-        .map(|&t| {
-            h = (h ^ (t as u64 + 1)).wrapping_mul(0x0100_0000_01b3);
-            h
-        })
-        .collect()
-}
 
 /// The executor's pool: 8 bytes of "K/V" per token.
 #[derive(Default)]
@@ -56,14 +47,6 @@ impl KvTransfer for Pool {
         }
         Ok(())
     }
-}
-
-struct Active {
-    row: RowId,
-    ns: u8,
-    tokens: Vec<u32>,
-    prompt_len: usize,
-    max_new: usize,
 }
 
 struct Sim {

@@ -19,10 +19,7 @@ fn peer_dir() -> Result<PathBuf> {
 /// `bench/peer_bench.py` with `extra` passed through.
 pub fn bench_peer(extra: &[String]) -> Result<()> {
     let root = workspace_root();
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "radixserve-cli"]);
-    run("cargo build --release -p radixserve-cli", build)?;
-    let model = fetch_model()?;
+    let model = build_release_with_model()?;
     let peer = peer_dir()?;
     let python = peer.join("bin").join("python");
     let installed = Command::new(&python)
@@ -50,4 +47,31 @@ pub fn bench_peer(extra: &[String]) -> Result<()> {
         .env("PEER_DIR", &peer)
         .current_dir(&root);
     run("bench/peer_bench.py", bench).context("the side-by-side benchmark")
+}
+
+/// Builds radixserve (release), fetches the model and runs `bench/disk_tier_bench.py` (the
+/// disk tier: restart restored against cold, and a multi-turn workload 4x the pool) with
+/// `extra` passed through; the table goes into docs/benchmarks.md.
+pub fn bench_tiers(extra: &[String]) -> Result<()> {
+    let root = workspace_root();
+    let model = build_release_with_model()?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut bench = Command::new(python);
+    bench
+        .arg(root.join("bench").join("disk_tier_bench.py"))
+        .arg("--radixserve")
+        .arg(root.join("target").join("release").join("radixserve"))
+        .arg("--model")
+        .arg(&model)
+        .args(extra)
+        .current_dir(&root);
+    run("bench/disk_tier_bench.py", bench).context("the disk tier benchmark")
+}
+
+/// Builds the release binary and fetches the default model; returns the model's path.
+fn build_release_with_model() -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "radixserve-cli"]);
+    run("cargo build --release -p radixserve-cli", build)?;
+    fetch_model()
 }

@@ -14,6 +14,9 @@
 //! * `bench-peer [ARGS]` — radixserve and llama.cpp's server side by side on the shared-prefix
 //!   workloads (llama.cpp is built once into the cache); writes the table into
 //!   docs/benchmarks.md. Extra arguments go to `bench/peer_bench.py`.
+//! * `bench-tiers [ARGS]` — the disk tier: the first request after a restart, restored against
+//!   cold, and a multi-turn workload 4x the pool with and without the tier; writes the table
+//!   into docs/benchmarks.md. Extra arguments go to `bench/disk_tier_bench.py`.
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -42,10 +45,11 @@ fn main() -> Result<()> {
         Some("serve") => serve(&args[1..]),
         Some("peer-tests") => peer::peer_tests(&args[1..]),
         Some("bench-peer") => bench::bench_peer(&args[1..]),
+        Some("bench-tiers") => bench::bench_tiers(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test-all | fetch-model | serve [radixserve serve flags] \
-                 | peer-tests [peer-tests/run.py flags] | bench-peer [bench/peer_bench.py flags]>"
+                 | peer-tests [peer-tests/run.py flags] | bench-peer [bench/peer_bench.py flags] | bench-tiers [bench/disk_tier_bench.py flags]>"
             );
             std::process::exit(2);
         }

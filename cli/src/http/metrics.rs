@@ -108,88 +108,102 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
 /// The disk tier's counters and gauges (only with `--kv-cache-dir`). Prompt tokens it served
 /// are part of `prefix_cache_hit_tokens_total` too: that counts hits in every tier.
 fn render_tier(t: &engine::TierStats, out: &mut String) {
-    let mut metric = |kind: &str, name: &str, help: &str, v: String| {
+    let metrics = [
+        (
+            "counter",
+            "disk_hit_tokens_total",
+            "Prompt tokens loaded from the disk tier at admission.",
+            t.hit_tokens.to_string(),
+        ),
+        (
+            "counter",
+            "disk_loads_total",
+            "Prefixes loaded from the disk tier.",
+            t.loads.to_string(),
+        ),
+        (
+            "counter",
+            "disk_load_seconds_total",
+            "Seconds spent loading prefixes from the disk tier (read, check, copy into the pool).",
+            t.load_seconds.to_string(),
+        ),
+        (
+            "counter",
+            "disk_blocks_written_total",
+            "K/V blocks written to the disk tier.",
+            t.blocks_written.to_string(),
+        ),
+        (
+            "counter",
+            "disk_bytes_written_total",
+            "Bytes written to the disk tier.",
+            t.bytes_written.to_string(),
+        ),
+        (
+            "counter",
+            "disk_blocks_read_total",
+            "K/V blocks read from the disk tier.",
+            t.blocks_read.to_string(),
+        ),
+        (
+            "counter",
+            "disk_bytes_read_total",
+            "Bytes read from the disk tier.",
+            t.bytes_read.to_string(),
+        ),
+        (
+            "counter",
+            "disk_writes_dropped_total",
+            "K/V blocks not written: the write queue was full or the write failed.",
+            t.writes_dropped.to_string(),
+        ),
+        (
+            "counter",
+            "disk_blocks_evicted_total",
+            "K/V blocks deleted to keep the disk tier within its bound.",
+            t.blocks_evicted.to_string(),
+        ),
+        (
+            "counter",
+            "disk_corrupt_blocks_total",
+            "Block files found damaged, half-written or foreign, and deleted.",
+            t.corrupt_blocks.to_string(),
+        ),
+        (
+            "gauge",
+            "disk_blocks",
+            "K/V blocks on disk.",
+            t.blocks.to_string(),
+        ),
+        (
+            "gauge",
+            "disk_bytes",
+            "Bytes of K/V blocks on disk.",
+            t.bytes.to_string(),
+        ),
+        (
+            "gauge",
+            "disk_capacity_bytes",
+            "The disk tier's size bound.",
+            t.capacity_bytes.to_string(),
+        ),
+        (
+            "gauge",
+            "disk_restored_blocks",
+            "Blocks found on disk at start.",
+            t.restored_blocks.to_string(),
+        ),
+        (
+            "gauge",
+            "disk_write_queue_bytes",
+            "Bytes waiting to be written.",
+            t.pending_bytes.to_string(),
+        ),
+    ];
+    for (kind, name, help, v) in metrics {
         out.push_str(&format!(
             "# HELP radixserve_{name} {help}\n# TYPE radixserve_{name} {kind}\nradixserve_{name} {v}\n"
         ));
-    };
-    let counters = [
-        (
-            "disk_hit_tokens_total",
-            "Prompt tokens loaded from the disk tier at admission.",
-            t.hit_tokens,
-        ),
-        (
-            "disk_loads_total",
-            "Prefixes loaded from the disk tier.",
-            t.loads,
-        ),
-        (
-            "disk_blocks_written_total",
-            "K/V blocks written to the disk tier.",
-            t.blocks_written,
-        ),
-        (
-            "disk_bytes_written_total",
-            "Bytes written to the disk tier.",
-            t.bytes_written,
-        ),
-        (
-            "disk_blocks_read_total",
-            "K/V blocks read from the disk tier.",
-            t.blocks_read,
-        ),
-        (
-            "disk_bytes_read_total",
-            "Bytes read from the disk tier.",
-            t.bytes_read,
-        ),
-        (
-            "disk_writes_dropped_total",
-            "K/V blocks not written: the write queue was full or the write failed.",
-            t.writes_dropped,
-        ),
-        (
-            "disk_blocks_evicted_total",
-            "K/V blocks deleted to keep the disk tier within its bound.",
-            t.blocks_evicted,
-        ),
-        (
-            "disk_corrupt_blocks_total",
-            "Block files found damaged, half-written or foreign, and deleted.",
-            t.corrupt_blocks,
-        ),
-    ];
-    for (name, help, v) in counters {
-        metric("counter", name, help, v.to_string());
-    }
-    metric(
-        "counter",
-        "disk_load_seconds_total",
-        "Seconds spent loading prefixes from the disk tier (read, check, copy into the pool).",
-        t.load_seconds.to_string(),
-    );
-    let gauges = [
-        ("disk_blocks", "K/V blocks on disk.", t.blocks),
-        ("disk_bytes", "Bytes of K/V blocks on disk.", t.bytes),
-        (
-            "disk_capacity_bytes",
-            "The disk tier's size bound.",
-            t.capacity_bytes,
-        ),
-        (
-            "disk_restored_blocks",
-            "Blocks found on disk at start.",
-            t.restored_blocks,
-        ),
-        (
-            "disk_write_queue_bytes",
-            "Bytes waiting to be written.",
-            t.pending_bytes,
-        ),
-    ];
-    for (name, help, v) in gauges {
-        metric("gauge", name, help, v.to_string());
     }
 }
 

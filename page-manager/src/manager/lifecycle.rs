@@ -164,12 +164,7 @@ impl KvCacheManager {
             .write(row, info.protected_len, &tree_slots[info.protected_len..])?;
         self.tree.inc_lock_ref(out.last_node)?;
         self.tree.dec_lock_ref(info.last_node)?;
-        self.write_through(
-            &info.namespace,
-            &tokens[..keys_len],
-            out.last_node,
-            info.protected_len,
-        )?;
+        self.write_through(&info, &tokens[..keys_len], out.last_node)?;
         let info = self.row_mut(row)?;
         info.protected_len = keys_len;
         info.last_node = out.last_node;
@@ -198,12 +193,7 @@ impl KvCacheManager {
         to_free.extend_from_slice(&kv[keys_len..]);
         self.alloc.free(&to_free)?;
         self.tree.dec_lock_ref(info.last_node)?;
-        self.write_through(
-            &info.namespace,
-            &tokens[..keys_len],
-            out.last_node,
-            info.protected_len,
-        )?;
+        self.write_through(&info, &tokens[..keys_len], out.last_node)?;
         self.drop_row(row)
     }
 

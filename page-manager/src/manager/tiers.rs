@@ -6,7 +6,7 @@
 //! list at once, but the pool is only written by a forward or by a load, and the scheduler
 //! calls [`KvCacheManager::flush_copy_outs`] before every forward, as a load does itself.
 
-use super::{KvCacheManager, PrefixHit};
+use super::{KvCacheManager, PrefixHit, RowInfo};
 use crate::error::KvError;
 use crate::tier::keys::CopyOut;
 use crate::tier::{block_keys, DiskTier, KvTransfer, TierStats, WritePolicy};
@@ -121,14 +121,13 @@ impl KvCacheManager {
         out
     }
 
-    /// After an insert that ends at `last_node`: under `write_through`, queues the inserted
-    /// blocks past `start` for writing.
+    /// After a row's `tokens` were inserted, ending at `last_node`: under `write_through`,
+    /// queues the blocks past the row's already cached part for writing.
     pub(super) fn write_through(
         &mut self,
-        namespace: &Namespace,
+        row: &RowInfo,
         tokens: &[Token],
         last_node: NodeId,
-        start: usize,
     ) -> Result<(), KvError> {
         let Some(tier) = self.tier.as_mut() else {
             return Ok(());
@@ -137,10 +136,10 @@ impl KvCacheManager {
             return Ok(());
         }
         let path = PrefixPath {
-            namespace: namespace.clone(),
+            namespace: row.namespace.clone(),
             tokens: tokens.to_vec(),
             values: self.tree.path_values(last_node)?,
-            start,
+            start: row.protected_len,
         };
         tier.record(&path);
         Ok(())

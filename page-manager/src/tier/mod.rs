@@ -19,19 +19,26 @@
 //! The radix tree does no I/O (it hands over the paths it evicts); the executor only copies
 //! K/V between its pool and bytes ([`KvTransfer`]); this module owns the files.
 
+mod config;
 mod file;
 pub(crate) mod keys;
 mod store;
+mod writer;
 
+pub use config::{TierConfig, TierError, TierStats, WritePolicy};
 pub use keys::{block_keys, namespace_digest, BlockKey};
-pub use store::{DiskTier, TierConfig, TierError, TierStats, WritePolicy};
+pub use store::DiskTier;
 
 use crate::Slot;
 
-/// Tokens per block for a page size: the smallest multiple of the page that holds 64 tokens.
+/// Tokens per block for a page size: the smallest multiple of the page that holds 16 tokens.
+///
+/// Small blocks lose little of a prefix (a trailing part block is never written: at most 15
+/// tokens to recompute after a restart) and cost one small file each (368 KB for the default
+/// model's f16 K/V); larger pages make larger blocks.
 pub fn block_tokens_for(page_size: usize) -> usize {
     let p = page_size.max(1);
-    64usize.div_ceil(p) * p
+    16usize.div_ceil(p) * p
 }
 
 /// A copy between the executor's K/V pool and bytes failed.

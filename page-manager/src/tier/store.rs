@@ -1,126 +1,22 @@
-//! The disk store: an index of block files under one directory, a writer thread fed by a
-//! byte-bounded queue, and the restore scan that rebuilds the index after a restart.
+//! The disk store: the index of the block files under one directory and the handle the
+//! scheduler thread uses, with a writer thread (`writer.rs`) fed by a byte-bounded queue.
 //!
 //! The scheduler thread looks blocks up and reads them; only the writer thread creates files,
 //! and it alone enforces the size bound (deleting least recently used blocks). A read that
 //! loses a race with that deletion is a miss, never an error.
 
+use super::config::{TierConfig, TierError, TierStats};
 use super::file;
 use super::keys::BlockKey;
+use super::writer::{restore, write_loop};
 use radix_tree::Token;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
-/// When cached blocks go to disk (SGLang's `--hicache-write-policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WritePolicy {
-    /// As soon as a prefix enters the cache: a restart or an eviction loses nothing written.
-    #[default]
-    WriteThrough,
-    /// Only when eviction removes a prefix from memory (and for all of them at shutdown).
-    WriteBack,
-}
-
-impl std::str::FromStr for WritePolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "write_through" => Ok(WritePolicy::WriteThrough),
-            "write_back" => Ok(WritePolicy::WriteBack),
-            other => Err(format!(
-                "unknown write policy {other:?} (supported: write_through, write_back)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for WritePolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WritePolicy::WriteThrough => "write_through",
-            WritePolicy::WriteBack => "write_back",
-        })
-    }
-}
-
-/// How to open a [`DiskTier`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TierConfig {
-    /// The directory (created if missing). One server per directory.
-    pub dir: PathBuf,
-    /// The most bytes of block files kept; least recently used blocks go first.
-    pub capacity_bytes: u64,
-    /// When blocks are written.
-    pub policy: WritePolicy,
-    /// Tokens per block: a multiple of the page size.
-    pub block_tokens: usize,
-    /// K/V bytes of one token in the executor's layout.
-    pub bytes_per_token: usize,
-    /// Identifies the model file, architecture, K/V dtype and page size: blocks written under
-    /// another fingerprint are never used.
-    pub fingerprint: [u8; 32],
-    /// The most bytes waiting for the writer; a block beyond that is not written (counted as
-    /// dropped), so a slow disk never holds up a forward or grows memory.
-    pub queue_bytes: usize,
-}
-
-/// Counters of the disk tier (monotonic unless said otherwise).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TierStats {
-    /// Blocks on disk now.
-    pub blocks: u64,
-    /// Bytes on disk now.
-    pub bytes: u64,
-    /// The size bound.
-    pub capacity_bytes: u64,
-    /// Blocks and bytes written.
-    pub blocks_written: u64,
-    /// Bytes written.
-    pub bytes_written: u64,
-    /// Blocks and bytes read back into the pool.
-    pub blocks_read: u64,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Prompt tokens served from disk.
-    pub hit_tokens: u64,
-    /// Loads (one per admitted prefix that came from disk) and their total time.
-    pub loads: u64,
-    /// Seconds spent in those loads (reading, checking, copying into the pool).
-    pub load_seconds: f64,
-    /// Blocks not written because the queue was full, or that failed to write.
-    pub writes_dropped: u64,
-    /// Blocks deleted to keep within the size bound.
-    pub blocks_evicted: u64,
-    /// Block files found damaged or foreign (and deleted).
-    pub corrupt_blocks: u64,
-    /// Blocks found on disk when the tier was opened.
-    pub restored_blocks: u64,
-    /// Bytes waiting for the writer now.
-    pub pending_bytes: u64,
-}
-
-/// Errors opening or clearing the tier.
-#[derive(Debug, thiserror::Error)]
-pub enum TierError {
-    /// A directory operation failed.
-    #[error("disk tier {path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The failure.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The configuration cannot work.
-    #[error("disk tier: {0}")]
-    Config(String),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TierError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TierError + '_ {
     move |source| TierError::Io {
         path: path.to_path_buf(),
         source,
@@ -128,19 +24,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TierError + '_ {
 }
 
 #[derive(Debug, Default)]
-struct Index {
+pub(super) struct Index {
     /// Block → (file bytes, LRU stamp).
-    entries: HashMap<BlockKey, (u64, u64)>,
-    lru: BTreeSet<(u64, BlockKey)>,
+    pub(super) entries: HashMap<BlockKey, (u64, u64)>,
+    pub(super) lru: BTreeSet<(u64, BlockKey)>,
     clock: u64,
-    bytes: u64,
+    pub(super) bytes: u64,
     /// Blocks queued or being written.
-    pending: HashSet<BlockKey>,
-    stats: TierStats,
+    pub(super) pending: HashSet<BlockKey>,
+    pub(super) stats: TierStats,
 }
 
 impl Index {
-    fn insert(&mut self, key: BlockKey, bytes: u64) {
+    pub(super) fn insert(&mut self, key: BlockKey, bytes: u64) {
         self.clock += 1;
         if let Some((old, stamp)) = self.entries.insert(key, (bytes, self.clock)) {
             self.lru.remove(&(stamp, key));
@@ -150,7 +46,7 @@ impl Index {
         self.bytes += bytes;
     }
 
-    fn remove(&mut self, key: BlockKey) -> bool {
+    pub(super) fn remove(&mut self, key: BlockKey) -> bool {
         match self.entries.remove(&key) {
             Some((bytes, stamp)) => {
                 self.lru.remove(&(stamp, key));
@@ -171,7 +67,7 @@ impl Index {
     }
 }
 
-enum Job {
+pub(super) enum Job {
     Write {
         key: BlockKey,
         tokens: Vec<Token>,
@@ -182,21 +78,21 @@ enum Job {
 }
 
 /// State shared by the tier's handle and its writer thread.
-struct Shared {
-    cfg: TierConfig,
-    blocks: PathBuf,
-    index: Mutex<Index>,
-    pending_bytes: AtomicUsize,
+pub(super) struct Shared {
+    pub(super) cfg: TierConfig,
+    pub(super) blocks: PathBuf,
+    pub(super) index: Mutex<Index>,
+    pub(super) pending_bytes: AtomicUsize,
 }
 
 impl Shared {
-    fn index(&self) -> MutexGuard<'_, Index> {
+    pub(super) fn index(&self) -> MutexGuard<'_, Index> {
         // A panic while holding the lock leaves the index consistent enough to keep serving:
         // every mutation completes before it can panic.
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn path(&self, key: BlockKey) -> PathBuf {
+    pub(super) fn path(&self, key: BlockKey) -> PathBuf {
         self.blocks.join(format!("{}.kv", key.hex()))
     }
 }
@@ -411,154 +307,6 @@ impl Drop for DiskTier {
             if w.join().is_err() {
                 tracing::error!("the K/V writer thread had panicked");
             }
-        }
-    }
-}
-
-/// Rebuilds the index from the block files, oldest first; deletes what cannot be used.
-fn restore(shared: &Shared) -> Result<(), TierError> {
-    let cfg = &shared.cfg;
-    let dir = std::fs::read_dir(&shared.blocks).map_err(io_err(&shared.blocks))?;
-    let mut found: Vec<(SystemTime, BlockKey, u64)> = Vec::new();
-    let mut discarded = 0u64;
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let key = name.strip_suffix(".kv").and_then(BlockKey::from_hex);
-        let header = key.map(|_| file::read_header(&path, &cfg.fingerprint));
-        match (key, header) {
-            (Some(key), Some(Ok(Ok(h))))
-                if h.key == key && h.bytes_per_token == cfg.bytes_per_token =>
-            {
-                let mtime = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                found.push((mtime, key, h.file_len()));
-            }
-            _ => {
-                discarded += 1;
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot delete a stale file");
-                }
-            }
-        }
-    }
-    found.sort();
-    let mut ix = shared.index();
-    for (_, key, bytes) in found {
-        ix.insert(key, bytes);
-    }
-    ix.stats.restored_blocks = ix.entries.len() as u64;
-    ix.stats.corrupt_blocks += discarded;
-    drop(ix);
-    if discarded > 0 {
-        tracing::warn!(
-            files = discarded,
-            dir = %shared.blocks.display(),
-            "discarded K/V files that were damaged, half-written or from another model or layout"
-        );
-    }
-    let evicted = evict_to_bound(shared);
-    let ix = shared.index();
-    tracing::info!(
-        blocks = ix.entries.len(),
-        bytes = ix.bytes,
-        evicted,
-        "disk tier restored"
-    );
-    Ok(())
-}
-
-/// Deletes least recently used blocks until the bound holds; returns how many went.
-fn evict_to_bound(shared: &Shared) -> u64 {
-    let mut gone = 0;
-    loop {
-        let victim = {
-            let mut ix = shared.index();
-            if ix.bytes <= shared.cfg.capacity_bytes {
-                break;
-            }
-            let Some(&(_, key)) = ix.lru.first() else {
-                break;
-            };
-            ix.remove(key);
-            ix.stats.blocks_evicted += 1;
-            key
-        };
-        gone += 1;
-        let path = shared.path(victim);
-        if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot delete an evicted K/V block");
-        }
-    }
-    gone
-}
-
-fn write_loop(shared: &Shared, jobs: &crossbeam_channel::Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
-        match job {
-            Job::Write { key, tokens, kv } => {
-                write_block(shared, key, &tokens, &kv);
-                shared.pending_bytes.fetch_sub(kv.len(), Ordering::AcqRel);
-            }
-            Job::Sync(done) => {
-                let _ = done.send(());
-            }
-            Job::Clear(done) => {
-                clear_all(shared);
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-fn write_block(shared: &Shared, key: BlockKey, tokens: &[Token], kv: &[u8]) {
-    let bytes = file::encode(&shared.cfg.fingerprint, key, tokens, kv);
-    let len = bytes.len() as u64;
-    if len > shared.cfg.capacity_bytes {
-        let mut ix = shared.index();
-        ix.pending.remove(&key);
-        ix.stats.writes_dropped += 1;
-        return;
-    }
-    let path = shared.path(key);
-    let tmp = path.with_extension("tmp");
-    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));
-    let mut ix = shared.index();
-    ix.pending.remove(&key);
-    match written {
-        Ok(()) => {
-            ix.insert(key, len);
-            ix.stats.blocks_written += 1;
-            ix.stats.bytes_written += len;
-        }
-        Err(e) => {
-            ix.stats.writes_dropped += 1;
-            drop(ix);
-            let _ = std::fs::remove_file(&tmp);
-            tracing::warn!(path = %path.display(), error = %e, "writing a K/V block failed");
-            return;
-        }
-    }
-    drop(ix);
-    evict_to_bound(shared);
-}
-
-fn clear_all(shared: &Shared) {
-    let keys: Vec<BlockKey> = {
-        let mut ix = shared.index();
-        let keys = ix.entries.keys().copied().collect();
-        ix.entries.clear();
-        ix.lru.clear();
-        ix.bytes = 0;
-        keys
-    };
-    for key in keys {
-        let path = shared.path(key);
-        if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot delete a K/V block");
         }
     }
 }
