@@ -227,6 +227,7 @@ mod tests {
             rope_theta: 10_000.0,
             max_position: 16,
             rope_style: RopeStyle::Neox,
+            rope_scaling: Default::default(),
         }
     }
 

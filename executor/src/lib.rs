@@ -43,6 +43,7 @@ mod kernels;
 mod kv_cache;
 mod kv_dtype;
 mod model;
+mod rope;
 mod runner;
 mod sampling;
 mod scoring;
@@ -57,6 +58,7 @@ pub use kernels::HostLinear;
 pub use kv_cache::KvCache;
 pub use kv_dtype::KvDtype;
 pub use model::LlamaModel;
+pub use rope::{Llama3Scaling, RopeScaling};
 pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor, ModelFormat};
 pub use tokenizer::{
     render_chat_template, ChatMessage, ChatTemplate, TextTokenizer, SPECIAL_TOKEN_MARKER,

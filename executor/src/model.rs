@@ -158,18 +158,11 @@ impl<B: Backend> LlamaModel<B> {
         let head = weights.lm_head.as_ref().unwrap_or(&weights.embedding);
         let lm_head = tensor2(head.transposed(), [d, vocab], device);
         let embedding = tensor2(weights.embedding.data, [vocab, d], device);
-        // RoPE tables [max_position, head_dim / 2]: angle = pos * theta^(-2i/head_dim).
+        // RoPE tables [max_position, head_dim / 2]: angle = pos * inv_freq(i), scaled.
         let half = c.head_dim / 2;
-        let mut cos = Vec::with_capacity(c.max_position * half);
-        let mut sin = Vec::with_capacity(c.max_position * half);
-        for pos in 0..c.max_position {
-            for i in 0..half {
-                let inv = (c.rope_theta as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
-                let a = pos as f64 * inv;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
-        }
+        let (cos, sin) = c
+            .rope_scaling
+            .tables(c.rope_theta, c.head_dim, c.max_position);
         Ok(Self {
             rope_cos: tensor2(cos, [c.max_position, half], device),
             rope_sin: tensor2(sin, [c.max_position, half], device),

@@ -7,6 +7,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ExecutorError, Result};
 use crate::gguf::{GgufFile, GgufValue};
+use crate::rope::{Llama3Scaling, RopeScaling};
 
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub struct LlamaConfig {
     pub max_position: usize,
     /// Pairing convention of RoPE for these weights.
     pub rope_style: RopeStyle,
+    /// RoPE frequency scaling (plain by default).
+    pub rope_scaling: RopeScaling,
 }
 
 impl LlamaConfig {
@@ -73,7 +76,7 @@ impl LlamaConfig {
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_layers == 0 {
             return bad("zero-sized model".into());
         }
-        Ok(())
+        self.rope_scaling.validate(self.head_dim)
     }
 
     /// Reads the config of a GGUF Llama/Qwen2/Mistral model.
@@ -86,27 +89,7 @@ impl LlamaConfig {
         };
         let k = |s: &str| format!("{arch}.{s}");
         let us = |s: &str| g.get_u64(&k(s)).map(|v| v as usize);
-        // Plain RoPE only: a scaled one would be silently wrong past the original context.
-        let scaling = k("rope.scaling.type");
-        if let Some(kind) = g
-            .get(&scaling)
-            .and_then(GgufValue::as_str)
-            .filter(|t| *t != "none")
-        {
-            return Err(ExecutorError::Metadata {
-                key: scaling,
-                problem: format!("RoPE scaling {kind:?} is not supported (plain RoPE only)"),
-            });
-        }
-        // Llama 3.1's scaling travels as per-frequency factors in a tensor.
-        if g.tensor_info("rope_freqs.weight").is_some() {
-            return Err(ExecutorError::Metadata {
-                key: "rope_freqs.weight".into(),
-                problem: "RoPE frequency factors (Llama 3.1 style scaling) are not supported \
-                          (plain RoPE only)"
-                    .into(),
-            });
-        }
+        let mut rope_scaling = gguf_rope_scaling(g, &k)?;
         let hidden_size = us("embedding_length")?;
         let num_heads = us("attention.head_count")?;
         let num_kv_heads = us("attention.head_count_kv").unwrap_or(num_heads);
@@ -132,6 +115,15 @@ impl LlamaConfig {
             rope_theta: g.get_f64(&k("rope.freq_base")).unwrap_or(10_000.0) as f32,
             max_position: us("context_length").unwrap_or(4096),
             rope_style,
+            rope_scaling: RopeScaling::none(),
+        };
+        // Llama 3.1+ GGUFs carry their scaling as per-frequency divisors in a tensor.
+        if g.tensor_info("rope_freqs.weight").is_some() {
+            rope_scaling.freq_factors = Some(g.dequantize("rope_freqs.weight")?.1);
+        }
+        let cfg = Self {
+            rope_scaling,
+            ..cfg
         };
         cfg.validate()?;
         Ok(cfg)
@@ -178,13 +170,17 @@ impl LlamaConfig {
         };
         let hidden_size = get("hidden_size")?;
         let num_heads = get("num_attention_heads")?;
-        // Plain RoPE only: a scaled one would be silently wrong past the original context.
-        if let Some(r) = v.get("rope_scaling").filter(|r| !r.is_null()) {
-            return Err(ExecutorError::Json {
-                path: path.to_path_buf(),
-                message: format!("rope_scaling {r} is not supported (plain RoPE only)"),
-            });
-        }
+        let rope_theta = f("rope_theta", 10_000.0);
+        let head_dim = get("head_dim").unwrap_or(hidden_size / num_heads.max(1));
+        let rope_scaling = match v.get("rope_scaling").filter(|r| !r.is_null()) {
+            None => RopeScaling::none(),
+            Some(r) => {
+                hf_rope_scaling(r, rope_theta, head_dim).map_err(|message| ExecutorError::Json {
+                    path: path.to_path_buf(),
+                    message,
+                })?
+            }
+        };
         let cfg = Self {
             vocab_size: get("vocab_size")?,
             hidden_size,
@@ -192,11 +188,12 @@ impl LlamaConfig {
             num_layers: get("num_hidden_layers")?,
             num_heads,
             num_kv_heads: get("num_key_value_heads").unwrap_or(num_heads),
-            head_dim: get("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
+            head_dim,
             rms_eps: f("rms_norm_eps", 1e-6) as f32,
-            rope_theta: f("rope_theta", 10_000.0) as f32,
+            rope_theta: rope_theta as f32,
             max_position: get("max_position_embeddings").unwrap_or(4096),
             rope_style: RopeStyle::Neox,
+            rope_scaling,
         };
         cfg.validate()?;
         let tied = v
@@ -204,6 +201,56 @@ impl LlamaConfig {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
         Ok((cfg, tied))
+    }
+}
+
+/// GGUF `{arch}.rope.scaling.*`: none or linear; anything else is refused by name.
+fn gguf_rope_scaling(g: &GgufFile, k: &dyn Fn(&str) -> String) -> Result<RopeScaling> {
+    let key = k("rope.scaling.type");
+    match g.get(&key).and_then(GgufValue::as_str) {
+        None | Some("none") => Ok(RopeScaling::none()),
+        Some("linear") => Ok(RopeScaling::linear(
+            g.get_f64(&k("rope.scaling.factor"))? as f32
+        )),
+        Some(kind) => Err(ExecutorError::Metadata {
+            key,
+            problem: format!("RoPE scaling {kind:?} is not supported (none, linear, rope_freqs)"),
+        }),
+    }
+}
+
+/// Hugging Face `rope_scaling`: `linear` and `llama3`; anything else is refused by name.
+fn hf_rope_scaling(
+    r: &serde_json::Value,
+    theta: f64,
+    head_dim: usize,
+) -> std::result::Result<RopeScaling, String> {
+    let kind = r
+        .get("rope_type")
+        .or_else(|| r.get("type"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let num = |key: &str| {
+        r.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| format!("rope_scaling {kind:?} needs a numeric {key}"))
+    };
+    match kind {
+        "default" => Ok(RopeScaling::none()),
+        "linear" => Ok(RopeScaling::linear(num("factor")? as f32)),
+        "llama3" => Ok(RopeScaling::llama3(
+            theta,
+            head_dim,
+            Llama3Scaling {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_position: num("original_max_position_embeddings")?,
+            },
+        )),
+        _ => Err(format!(
+            "rope_scaling {r} is not supported (supported: linear, llama3)"
+        )),
     }
 }
 

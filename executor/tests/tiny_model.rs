@@ -19,6 +19,7 @@ fn config(style: RopeStyle) -> LlamaConfig {
         rope_theta: 10_000.0,
         max_position: 64,
         rope_style: style,
+        rope_scaling: Default::default(),
     }
 }
 
@@ -592,42 +593,37 @@ fn gguf_with_unsupported_architecture_is_rejected() {
 }
 
 #[test]
-fn rope_scaling_is_refused_rather_than_ignored() {
+fn unsupported_rope_scaling_is_refused_by_name() {
     use executor::{gguf_writer as writer, GgufFile, GgufValue};
     let img = writer::build(
         &[
             ("general.architecture", GgufValue::String("llama".into())),
-            (
-                "llama.rope.scaling.type",
-                GgufValue::String("linear".into()),
-            ),
+            ("llama.rope.scaling.type", GgufValue::String("yarn".into())),
         ],
         &[],
     );
     let g = GgufFile::parse(img).expect("parses");
-    let err = LlamaWeights::from_gguf(&g).expect_err("scaled RoPE");
-    assert!(err.to_string().contains("linear"), "{err}");
-    // Llama 3.1's frequency factors.
-    let img = writer::build(
-        &[("general.architecture", GgufValue::String("llama".into()))],
-        &[writer::RawTensor {
-            name: "rope_freqs.weight".into(),
-            dims: vec![4],
-            type_id: 0,
-            bytes: vec![0; 16],
-        }],
-    );
-    let g = GgufFile::parse(img).expect("parses");
-    let err = LlamaWeights::from_gguf(&g).expect_err("frequency factors");
-    assert!(err.to_string().contains("rope_freqs"), "{err}");
+    let err = LlamaWeights::from_gguf(&g).expect_err("YaRN");
+    assert!(err.to_string().contains("yarn"), "{err}");
     let dir = std::env::temp_dir().join(format!("radixserve-rope-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let config = serde_json::json!({"model_type": "llama", "vocab_size": 61, "hidden_size": 32,
-        "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "rope_scaling": {"rope_type": "llama3", "factor": 8.0}});
-    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
-    let err = LlamaConfig::from_hf_config(&dir.join("config.json")).expect_err("scaled RoPE");
-    assert!(err.to_string().contains("rope_scaling"), "{err}");
+    for (scaling, named) in [
+        (
+            serde_json::json!({"rope_type": "dynamic", "factor": 2.0}),
+            "dynamic",
+        ),
+        (
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+            "low_freq_factor",
+        ),
+    ] {
+        let config = serde_json::json!({"model_type": "llama", "vocab_size": 61,
+            "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "rope_scaling": scaling});
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+        let err = LlamaConfig::from_hf_config(&dir.join("config.json")).expect_err("refused");
+        assert!(err.to_string().contains(named), "{err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,0 +1,170 @@
+//! RoPE frequencies and their scaling for contexts beyond the original training length.
+//!
+//! Supported, as llama.cpp and Hugging Face transformers apply them:
+//! * linear scaling (`rope_scaling.type = linear`, GGUF `rope.scaling.type = linear`): every
+//!   frequency divided by the factor, i.e. positions compressed by it;
+//! * per-frequency divisors: GGUF `rope_freqs.weight` (how Llama 3.1+ GGUFs carry their
+//!   scaling), and Hugging Face `rope_type = llama3`, whose divisors are computed here with the
+//!   same formula transformers uses.
+//!
+//! Others (`dynamic` NTK, `yarn`, `longrope`, ...) are refused by name where the configuration
+//! is read, never silently ignored.
+
+use crate::error::{ExecutorError, Result};
+
+/// How RoPE frequencies are scaled; the default is plain RoPE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeScaling {
+    /// Linear factor (1 for none): every frequency is divided by it.
+    pub linear: f32,
+    /// One divisor per frequency pair (`head_dim / 2` of them), or none.
+    pub freq_factors: Option<Vec<f32>>,
+}
+
+/// The parameters of Llama 3.1's `llama3` scaling (Hugging Face `rope_scaling`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3Scaling {
+    /// How much longer the new context is.
+    pub factor: f64,
+    /// Wavelengths longer than `original / low_freq_factor` are divided by `factor`.
+    pub low_freq_factor: f64,
+    /// Wavelengths shorter than `original / high_freq_factor` are kept.
+    pub high_freq_factor: f64,
+    /// The context the model was trained with.
+    pub original_max_position: f64,
+}
+
+impl Default for RopeScaling {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl RopeScaling {
+    /// Plain RoPE.
+    pub fn none() -> Self {
+        RopeScaling {
+            linear: 1.0,
+            freq_factors: None,
+        }
+    }
+
+    /// Linear scaling by `factor`.
+    pub fn linear(factor: f32) -> Self {
+        RopeScaling {
+            linear: factor,
+            freq_factors: None,
+        }
+    }
+
+    /// The divisors of Llama 3.1's scaling for `head_dim` and base `theta`: wavelengths below
+    /// `original / high_freq_factor` are kept, those above `original / low_freq_factor` divided
+    /// by `factor`, and those between blended smoothly (transformers'
+    /// `_compute_llama3_parameters`).
+    pub fn llama3(theta: f64, head_dim: usize, p: Llama3Scaling) -> Self {
+        let factors = (0..head_dim / 2)
+            .map(|i| {
+                let freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                let new = if wavelen < p.original_max_position / p.high_freq_factor {
+                    freq
+                } else if wavelen > p.original_max_position / p.low_freq_factor {
+                    freq / p.factor
+                } else {
+                    let smooth = (p.original_max_position / wavelen - p.low_freq_factor)
+                        / (p.high_freq_factor - p.low_freq_factor);
+                    (1.0 - smooth) * freq / p.factor + smooth * freq
+                };
+                (freq / new) as f32
+            })
+            .collect();
+        RopeScaling {
+            linear: 1.0,
+            freq_factors: Some(factors),
+        }
+    }
+
+    /// Checks the values against the head dimension.
+    pub fn validate(&self, head_dim: usize) -> Result<()> {
+        let bad = |problem: String| {
+            Err(ExecutorError::Metadata {
+                key: "rope scaling".into(),
+                problem,
+            })
+        };
+        if !(self.linear.is_finite() && self.linear > 0.0) {
+            return bad(format!("linear factor {} is not positive", self.linear));
+        }
+        if let Some(f) = &self.freq_factors {
+            if f.len() != head_dim / 2 {
+                return bad(format!(
+                    "{} frequency factors for a head dimension of {head_dim}",
+                    f.len()
+                ));
+            }
+            if let Some(x) = f.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                return bad(format!("frequency factor {x} is not positive"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The inverse frequency of pair `i` of `head_dim`, scaled.
+    pub fn inv_freq(&self, theta: f32, head_dim: usize, i: usize) -> f64 {
+        let base = (theta as f64).powf(-2.0 * i as f64 / head_dim as f64);
+        let factor = self
+            .freq_factors
+            .as_ref()
+            .and_then(|f| f.get(i))
+            .map_or(1.0, |&x| x as f64);
+        base / (self.linear as f64 * factor)
+    }
+
+    /// The cos and sin tables, `[max_position][head_dim / 2]` each, row `pos` holding the
+    /// angles `pos * inv_freq(i)`.
+    pub fn tables(&self, theta: f32, head_dim: usize, max_position: usize) -> (Vec<f32>, Vec<f32>) {
+        let half = head_dim / 2;
+        let inv: Vec<f64> = (0..half)
+            .map(|i| self.inv_freq(theta, head_dim, i))
+            .collect();
+        let mut cos = Vec::with_capacity(max_position * half);
+        let mut sin = Vec::with_capacity(max_position * half);
+        for pos in 0..max_position {
+            for &f in &inv {
+                let a = pos as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        (cos, sin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_keeps_high_frequencies_and_divides_low_ones() {
+        let s = RopeScaling::llama3(
+            10_000.0,
+            8,
+            Llama3Scaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position: 64.0,
+            },
+        );
+        let f = s.freq_factors.clone().unwrap_or_default();
+        // Wavelengths 6.3 (kept), 62.8 (blended), 628 and 6283 (divided by 8).
+        assert_eq!(f[0], 1.0);
+        assert!(f[1] > 1.0 && f[1] < 8.0, "{f:?}");
+        assert_eq!(&f[2..], &[8.0, 8.0]);
+        assert!(s.validate(8).is_ok());
+        assert!(s.validate(16).is_err());
+        assert!(RopeScaling::linear(0.0).validate(8).is_err());
+        let lin = RopeScaling::linear(4.0);
+        assert_eq!(lin.inv_freq(10_000.0, 8, 0), 0.25);
+    }
+}
