@@ -20,10 +20,13 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rope")
 }
 
+/// llama.cpp's logits at some positions: (position, logits).
+type Rows = Vec<(usize, Vec<f32>)>;
+
 struct Fixture {
     tokens: Vec<u32>,
-    /// (position, llama.cpp's logits there) per model file.
-    models: Vec<(String, Vec<(usize, Vec<f32>)>)>,
+    /// The positions' logits per model file.
+    models: Vec<(String, Rows)>,
 }
 
 fn load() -> Fixture {
@@ -40,7 +43,7 @@ fn load() -> Fixture {
         .expect("models")
         .values()
         .map(|m| {
-            let mut rows: Vec<(usize, Vec<f32>)> = m["logits"]
+            let mut rows: Rows = m["logits"]
                 .as_object()
                 .expect("logits")
                 .iter()
