@@ -19,6 +19,9 @@ use crate::weights::{LlamaConfig, RopeStyle};
 pub(crate) struct HostLayer {
     pub attn_norm: Vec<f32>,
     pub bqkv: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of queries and keys (Qwen3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
     pub wqkv: HostLinear,
     pub wo: HostLinear,
     pub ffn_norm: Vec<f32>,
@@ -359,8 +362,14 @@ impl HostModel {
                     &self.sin[p * half..(p + 1) * half],
                 );
                 let (q, rest) = row.split_at_mut(h * hd);
+                if let Some(w) = &layer.q_norm {
+                    q.copy_from_slice(&rms_norm_rows(q, w, c.rms_eps));
+                }
                 rope(q, h, hd, cs, sn, c.rope_style);
                 let (k, v) = rest.split_at_mut(kvh * hd);
+                if let Some(w) = &layer.k_norm {
+                    k.copy_from_slice(&rms_norm_rows(k, w, c.rms_eps));
+                }
                 rope(k, kvh, hd, cs, sn, c.rope_style);
                 let slot = out_slots[r];
                 kv.k[li].write(slot * width, k);

@@ -25,6 +25,9 @@ struct Layer<B: Backend> {
     attn_norm: Tensor<B, 1>,
     wqkv: Tensor<B, 2>,
     bqkv: Option<Tensor<B, 1>>,
+    /// Per-head RMSNorm weights of queries and keys (Qwen3).
+    q_norm: Option<Tensor<B, 1>>,
+    k_norm: Option<Tensor<B, 1>>,
     wo: Tensor<B, 2>,
     ffn_norm: Tensor<B, 1>,
     w_gate_up: Tensor<B, 2>,
@@ -120,6 +123,21 @@ fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Tensor<B, 1>, eps: f32) -> Tensor<B
     x.mul(inv).mul(w.clone().unsqueeze_dim(0))
 }
 
+/// `[t, heads * hd]` rows as `[t, heads, hd]`, each head RMS-normalised with `w` when given.
+fn head_norm<B: Backend>(
+    x: Tensor<B, 2>,
+    w: &Option<Tensor<B, 1>>,
+    heads: usize,
+    eps: f32,
+) -> Tensor<B, 3> {
+    let [t, width] = x.dims();
+    let hd = width / heads;
+    match w {
+        Some(w) => rms_norm(x.reshape([t * heads, hd]), w, eps).reshape([t, heads, hd]),
+        None => x.reshape([t, heads, hd]),
+    }
+}
+
 impl<B: Backend> LlamaModel<B> {
     /// Uploads host weights (consumed) to `device`.
     pub fn new(weights: LlamaWeights, device: &B::Device) -> Result<Self> {
@@ -147,6 +165,8 @@ impl<B: Backend> LlamaModel<B> {
                 attn_norm: tensor1(lw.attn_norm, device),
                 wqkv: tensor2(qkv, qkv_shape, device),
                 bqkv,
+                q_norm: lw.q_norm.map(|w| tensor1(w, device)),
+                k_norm: lw.k_norm.map(|w| tensor1(w, device)),
                 wo: tensor2(wo, wo_shape, device),
                 ffn_norm: tensor1(lw.ffn_norm, device),
                 w_gate_up: tensor2(gu, gu_shape, device),
@@ -355,6 +375,8 @@ impl<B: Backend> LlamaModel<B> {
             layers.push(HostLayer {
                 attn_norm: to_vec(l.attn_norm.clone())?,
                 bqkv: l.bqkv.clone().map(to_vec).transpose()?,
+                q_norm: l.q_norm.clone().map(to_vec).transpose()?,
+                k_norm: l.k_norm.clone().map(to_vec).transpose()?,
                 wqkv: h.wqkv.clone(),
                 wo: h.wo.clone(),
                 ffn_norm: to_vec(l.ffn_norm.clone())?,
@@ -565,11 +587,18 @@ impl<B: Backend> LlamaModel<B> {
             if let Some(b) = &layer.bqkv {
                 qkv = qkv.add(b.clone().unsqueeze_dim(0));
             }
-            let q = qkv.clone().narrow(1, 0, h * hd).reshape([t, h, hd]);
-            let k = qkv
-                .clone()
-                .narrow(1, h * hd, kvh * hd)
-                .reshape([t, kvh, hd]);
+            let q = head_norm(
+                qkv.clone().narrow(1, 0, h * hd),
+                &layer.q_norm,
+                h,
+                c.rms_eps,
+            );
+            let k = head_norm(
+                qkv.clone().narrow(1, h * hd, kvh * hd),
+                &layer.k_norm,
+                kvh,
+                c.rms_eps,
+            );
             let v = qkv.narrow(1, (h + kvh) * hd, kvh * hd);
             let q = self.rope(q, &cos, &sin).reshape([t, h * hd]);
             let k = self.rope(k, &cos, &sin).reshape([t, kvh * hd]);

@@ -84,7 +84,7 @@ impl LlamaConfig {
         let arch = g.get_str("general.architecture")?.to_string();
         let rope_style = match arch.as_str() {
             "llama" | "mistral" => RopeStyle::Interleaved,
-            "qwen2" => RopeStyle::Neox,
+            "qwen2" | "qwen3" => RopeStyle::Neox,
             _ => return Err(ExecutorError::UnsupportedArchitecture(arch)),
         };
         let k = |s: &str| format!("{arch}.{s}");
@@ -151,7 +151,7 @@ impl LlamaConfig {
             .and_then(serde_json::Value::as_str)
             .unwrap_or("")
             .to_string();
-        if !matches!(model_type.as_str(), "llama" | "qwen2" | "mistral") {
+        if !matches!(model_type.as_str(), "llama" | "qwen2" | "qwen3" | "mistral") {
             return Err(ExecutorError::UnsupportedArchitecture(model_type));
         }
         let get = |key: &str| -> Result<usize> {
@@ -317,6 +317,10 @@ pub struct LayerWeights {
     pub w_up: HostMatrix,
     /// MLP down projection.
     pub w_down: HostMatrix,
+    /// Optional per-head RMSNorm of the queries before RoPE (Qwen3), `head_dim` values.
+    pub q_norm: Option<Vec<f32>>,
+    /// Optional per-head RMSNorm of the keys before RoPE (Qwen3), `head_dim` values.
+    pub k_norm: Option<Vec<f32>>,
 }
 
 /// All host weights of a Llama-family model.
@@ -444,6 +448,8 @@ const GGUF_NAMES: Names = Names {
             "ffn_norm" => "ffn_norm.weight",
             "w_gate" => "ffn_gate.weight",
             "w_up" => "ffn_up.weight",
+            "q_norm" => "attn_q_norm.weight",
+            "k_norm" => "attn_k_norm.weight",
             _ => "ffn_down.weight",
         };
         format!("blk.{i}.{n}")
@@ -467,6 +473,8 @@ const HF_NAMES: Names = Names {
             "ffn_norm" => "post_attention_layernorm.weight",
             "w_gate" => "mlp.gate_proj.weight",
             "w_up" => "mlp.up_proj.weight",
+            "q_norm" => "self_attn.q_norm.weight",
+            "k_norm" => "self_attn.k_norm.weight",
             _ => "mlp.down_proj.weight",
         };
         format!("model.layers.{i}.{n}")
@@ -503,6 +511,8 @@ fn load_all(
             w_gate: src.matrix(&n("w_gate"), ff, d)?,
             w_up: src.matrix(&n("w_up"), ff, d)?,
             w_down: src.matrix(&n("w_down"), d, ff)?,
+            q_norm: src.opt_vector(&n("q_norm"), c.head_dim)?,
+            k_norm: src.opt_vector(&n("k_norm"), c.head_dim)?,
         });
     }
     let final_norm = src.vector(names.final_norm, d)?;

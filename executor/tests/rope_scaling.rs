@@ -5,131 +5,22 @@
 //! (cache off) and extending a cached 80-token prefix (cache on). The Hugging Face `llama3`
 //! formula gives the divisors the GGUF carries.
 
-use executor::{
-    CpuBackend, GgufFile, KvDtype, Llama3Scaling, LlamaConfig, LlamaModel, LlamaWeights,
-    RopeScaling,
-};
-use router::{ForwardBatch, ForwardMode, SequenceInput};
-use std::path::PathBuf;
+mod common;
 
-/// The largest difference allowed from llama.cpp's logits: both compute in f32 with an f32
-/// K/V cache, in different orders.
-const TOLERANCE: f32 = 2e-3;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rope")
-}
-
-/// llama.cpp's logits at some positions: (position, logits).
-type Rows = Vec<(usize, Vec<f32>)>;
-
-struct Fixture {
-    tokens: Vec<u32>,
-    /// The positions' logits per model file.
-    models: Vec<(String, Rows)>,
-}
-
-fn load() -> Fixture {
-    let text = std::fs::read_to_string(fixtures().join("logits.json")).expect("fixture");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let tokens = v["tokens"]
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .map(|t| t.as_u64().expect("id") as u32)
-        .collect();
-    let models = v["models"]
-        .as_object()
-        .expect("models")
-        .values()
-        .map(|m| {
-            let mut rows: Rows = m["logits"]
-                .as_object()
-                .expect("logits")
-                .iter()
-                .map(|(p, l)| {
-                    let row = l.as_array().expect("row");
-                    let row = row.iter().map(|x| x.as_f64().expect("f") as f32).collect();
-                    (p.parse().expect("position"), row)
-                })
-                .collect();
-            rows.sort_by_key(|r| r.0);
-            (m["file"].as_str().expect("file").to_string(), rows)
-        })
-        .collect();
-    Fixture { tokens, models }
-}
+use common::{check_against, load, max_diff};
+use executor::{GgufFile, Llama3Scaling, LlamaConfig, LlamaWeights, RopeScaling};
 
 fn weights(file: &str) -> LlamaWeights {
-    let g = GgufFile::open(&fixtures().join(file)).expect("gguf");
-    LlamaWeights::from_gguf(&g).expect("weights")
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn logits_at(
-    m: &LlamaModel<CpuBackend>,
-    kv: &mut executor::KvCache<CpuBackend>,
-    tokens: &[u32],
-    cached: usize,
-    p: usize,
-) -> Vec<f32> {
-    let slots: Vec<u32> = (1..=p as u32 + 1).collect();
-    let seq = SequenceInput::new(
-        tokens[cached..=p].to_vec(),
-        &slots[..cached],
-        &slots[cached..=p],
-        true,
-    );
-    let batch = ForwardBatch {
-        mode: ForwardMode::Extend,
-        seqs: vec![seq],
-    };
-    m.forward(&batch, kv).expect("forward")[0]
-        .clone()
-        .expect("logits")
+    let path = load("rope").dir.join(file);
+    LlamaWeights::from_gguf(&GgufFile::open(&path).expect("gguf")).expect("weights")
 }
 
 #[test]
 fn scaled_rope_matches_llama_cpp_with_the_cache_on_and_off() {
-    let f = load();
+    let f = load("rope");
     assert_eq!(f.models.len(), 3);
     for (file, rows) in &f.models {
-        let w = weights(file);
-        let burn = LlamaModel::<CpuBackend>::new(w, &Default::default()).expect("model");
-        let host = burn
-            .clone()
-            .with_host_kernels(8)
-            .expect("host")
-            .with_kv_dtype(KvDtype::F32)
-            .expect("f32 cache");
-        for (name, m) in [("burn", &burn), ("host", &host)] {
-            // Cache on: an 80-token prefix computed once, every later position extends it.
-            let mut cached_kv = m.new_kv_cache(256);
-            logits_at(m, &mut cached_kv, &f.tokens, 0, 79);
-            for (p, want) in rows {
-                let mut kv = m.new_kv_cache(256);
-                let off = logits_at(m, &mut kv, &f.tokens, 0, *p);
-                let d = max_diff(&off, want);
-                assert!(
-                    d < TOLERANCE,
-                    "{file} {name} position {p}: cache off differs by {d}"
-                );
-                if *p > 79 {
-                    let on = logits_at(m, &mut cached_kv, &f.tokens, 80, *p);
-                    let d = max_diff(&on, want);
-                    assert!(
-                        d < TOLERANCE,
-                        "{file} {name} position {p}: cache on differs by {d}"
-                    );
-                }
-            }
-        }
+        check_against(file, weights(file), &f.tokens, rows, 80);
     }
 }
 

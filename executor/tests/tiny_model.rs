@@ -60,6 +60,8 @@ fn random_weights(seed: u64, biases: bool, tied: bool) -> LlamaWeights {
             w_gate: mat(&mut rng, ff, d, 0.3),
             w_up: mat(&mut rng, ff, d, 0.3),
             w_down: mat(&mut rng, d, ff, 0.3),
+            q_norm: None,
+            k_norm: None,
         })
         .collect();
     LlamaWeights {

@@ -1,0 +1,31 @@
+//! Qwen3 (per-head q/k RMSNorm before RoPE, a head dimension unlike hidden / heads) against
+//! llama.cpp: a tiny random model as a GGUF and as a Hugging Face checkpoint in BF16 split over
+//! two safetensors shards, and the logits llama.cpp computed from the GGUF
+//! (`fixtures/make_qwen3_fixtures.py`). Both files load to the same weights and match llama.cpp
+//! on burn's forward and the host path, with the cache on and off.
+
+mod common;
+
+use common::{check_against, load};
+use executor::{GgufFile, LlamaWeights};
+
+#[test]
+fn qwen3_from_gguf_and_sharded_bf16_safetensors_matches_llama_cpp() {
+    let f = load("qwen3");
+    let (file, rows) = &f.models[0];
+    let gguf = LlamaWeights::from_gguf(&GgufFile::open(&f.dir.join(file)).expect("gguf"))
+        .expect("GGUF weights");
+    let hf = LlamaWeights::from_hf_dir(&f.dir.join("hf")).expect("safetensors weights");
+    assert_eq!(gguf.config, hf.config, "the two files describe one model");
+    assert_eq!(gguf.config.head_dim, 16);
+    assert!(gguf
+        .layers
+        .iter()
+        .all(|l| l.q_norm.is_some() && l.k_norm.is_some()));
+    assert_eq!(
+        gguf.layers[1].wq, hf.layers[1].wq,
+        "BF16 holds the same values"
+    );
+    check_against("qwen3.gguf", gguf, &f.tokens, rows, 48);
+    check_against("qwen3 safetensors", hf, &f.tokens, rows, 48);
+}
