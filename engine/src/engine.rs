@@ -28,6 +28,7 @@ pub struct Engine {
     next_id: AtomicU64,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
+    max_running: usize,
     trust_message_content: bool,
     /// Compiles structured-output grammars; built on the first request that needs it.
     grammars: OnceLock<Result<Compiler, String>>,
@@ -196,6 +197,7 @@ impl Engine {
         setup: RunnerSetup,
         tier: Option<DiskTier>,
     ) -> Result<Self, StartError> {
+        let max_running = setup.scheduler.max_running_requests;
         let mut scheduler = Scheduler::new(setup.scheduler)?;
         if let Some(tier) = tier {
             let want = tier.config().bytes_per_token;
@@ -232,6 +234,7 @@ impl Engine {
             next_id: AtomicU64::new(1),
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: setup.max_in_flight.max(1),
+            max_running,
             trust_message_content: setup.trust_message_content,
             grammars: OnceLock::new(),
         })
@@ -260,6 +263,11 @@ impl Engine {
     /// Requests submitted and not yet ended.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The most requests that run at once (`--max-running-requests`).
+    pub fn max_running_requests(&self) -> usize {
+        self.max_running
     }
 
     /// The most requests in flight at once (running plus queued).

@@ -11,6 +11,7 @@ mod auth;
 mod error;
 mod jobs;
 mod layers;
+mod llamacpp;
 mod logprobs;
 mod metrics;
 mod native;
@@ -149,6 +150,8 @@ fn app(st: Shared) -> Router {
         .route("/completions", post(openai::completions))
         .route("/chat/completions", post(openai::chat_completions))
         .route("/generate", post(native::generate).put(native::generate))
+        .route("/completion", post(llamacpp::completion))
+        .route("/slots", get(llamacpp::slots))
         .route("/abort_request", post(native::abort_request))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))

@@ -32,6 +32,8 @@ struct Body<U> {
     usage: Option<U>,
     totals: Totals,
     finished: bool,
+    /// End with `data: [DONE]` (the OpenAI and SGLang shapes; llama.cpp's native one has none).
+    done: bool,
 }
 
 impl<U: FnOnce(Totals) -> Option<String>> Body<U> {
@@ -60,7 +62,9 @@ impl<U: FnOnce(Totals) -> Option<String>> Body<U> {
                     if let Some(u) = self.usage.take().and_then(|u| u(self.totals)) {
                         out.push(Event::default().data(u));
                     }
-                    out.push(Event::default().data("[DONE]"));
+                    if self.done {
+                        out.push(Event::default().data("[DONE]"));
+                    }
                     return Some(out);
                 }
             }
@@ -74,12 +78,36 @@ where
     S: Stream<Item = Item> + Send + 'static,
     U: FnOnce(Totals) -> Option<String> + Send + 'static,
 {
+    build(first, events, usage, keep_alive, true)
+}
+
+/// An SSE response of `events` alone: no usage chunk and no `[DONE]` (llama.cpp's native
+/// streams), still ending with an error event if the engine fails.
+pub fn events_only<S>(events: S, keep_alive: Duration) -> Response
+where
+    S: Stream<Item = Item> + Send + 'static,
+{
+    build(Vec::new(), events, |_| None, keep_alive, false)
+}
+
+fn build<S, U>(
+    first: Vec<String>,
+    events: S,
+    usage: U,
+    keep_alive: Duration,
+    done: bool,
+) -> Response
+where
+    S: Stream<Item = Item> + Send + 'static,
+    U: FnOnce(Totals) -> Option<String> + Send + 'static,
+{
     let head = stream::iter(first.into_iter().map(|d| Event::default().data(d)));
     let body = Body {
         events: events.boxed(),
         usage: Some(usage),
         totals: (0, 0, 0),
         finished: false,
+        done,
     };
     let rest = stream::unfold(body, |mut b| async move {
         let out = b.next().await?;
