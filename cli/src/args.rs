@@ -76,6 +76,10 @@ pub struct EngineArgs {
     /// Check the complete KV accounting after every scheduler step (slower; for debugging).
     #[arg(long)]
     pub check_invariants: bool,
+    /// A chat template replacing the model's own: a Jinja file, Jinja text, or a name
+    /// (chatml, llama3, command-r, zephyr).
+    #[arg(long)]
+    pub chat_template: Option<String>,
     /// A directory for the disk tier of the KV cache: prefixes evicted from memory are written
     /// there (in the background) and loaded back when a request needs them, and the whole
     /// cache is written there at shutdown and restored at the next start. Off by default.
@@ -93,6 +97,26 @@ pub struct EngineArgs {
     /// always plain text, so no user can forge a system or assistant turn.
     #[arg(long)]
     pub trust_message_content: bool,
+}
+
+/// `--chat-template`'s Jinja source: a file's contents, a known name's template, or the
+/// argument itself when it is Jinja text.
+fn chat_template(value: &str) -> Result<String> {
+    let path = std::path::Path::new(value);
+    if path.is_file() {
+        return std::fs::read_to_string(path)
+            .with_context(|| format!("--chat-template: reading {}", path.display()));
+    }
+    if let Some(src) = engine::named_chat_template(value) {
+        return Ok(src.to_string());
+    }
+    if value.contains("{{") || value.contains("{%") {
+        return Ok(value.to_string());
+    }
+    bail!(
+        "--chat-template {value:?} is not a file, Jinja text or a known template ({})",
+        engine::CHAT_TEMPLATE_NAMES.join(", ")
+    )
 }
 
 /// `--kv-cache-disk-gb` in bytes.
@@ -144,6 +168,11 @@ impl EngineArgs {
             context_length: self.context_length,
             check_invariants: self.check_invariants,
             trust_message_content: self.trust_message_content,
+            chat_template: self
+                .chat_template
+                .as_deref()
+                .map(chat_template)
+                .transpose()?,
             kv_cache_dir: self.kv_cache_dir.clone(),
             kv_cache_disk_bytes: disk_bytes(self.kv_cache_disk_gb)?,
             kv_cache_write_policy: self.kv_cache_write_policy,

@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub context_length: Option<usize>,
     /// Check the full KV accounting after every scheduler step.
     pub check_invariants: bool,
+    /// A chat template (Jinja source) that replaces the model's own (`--chat-template`).
+    pub chat_template: Option<String>,
     /// The disk tier's directory (`--kv-cache-dir`): evicted prefixes go there instead of
     /// being dropped, and the cache is written there at shutdown and restored at start.
     /// `None` keeps the cache in memory only.
@@ -89,6 +91,7 @@ impl Default for EngineConfig {
             context_length: None,
             check_invariants: cfg!(debug_assertions),
             trust_message_content: false,
+            chat_template: None,
             kv_cache_dir: None,
             kv_cache_disk_bytes: 16_000_000_000,
             kv_cache_write_policy: page_manager::tier::WritePolicy::WriteThrough,

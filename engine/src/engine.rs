@@ -86,7 +86,10 @@ impl Engine {
     {
         let started = Instant::now();
         tracing::info!(model = %config.model.display(), device = %config.device, "loading model");
-        let (model, tokenizer) = executor::load_model::<B>(&config.model, &device)?;
+        let (model, mut tokenizer) = executor::load_model::<B>(&config.model, &device)?;
+        if let Some(template) = &config.chat_template {
+            tokenizer = tokenizer.with_chat_template(template.clone());
+        }
         let dtype = config.kv_dtype();
         let model = if config.device == Device::Cpu {
             model
@@ -281,6 +284,18 @@ impl Engine {
             .lock()
             .map(|t| t.as_ref().is_some_and(|h| !h.is_finished()))
             .unwrap_or(false)
+    }
+
+    /// Renders chat messages with the chat template, as text, with the generation prompt.
+    pub fn render_chat(&self, messages: &[executor::ChatMessage]) -> Result<String, EngineError> {
+        if messages.is_empty() {
+            return Err(EngineError::InvalidRequest(
+                "messages must not be empty".into(),
+            ));
+        }
+        self.tokenizer
+            .apply_chat_template(messages, true)
+            .map_err(|e| EngineError::InvalidRequest(e.to_string()))
     }
 
     /// Tokenizes a request's input (chat messages through the chat template).

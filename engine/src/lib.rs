@@ -88,7 +88,9 @@ pub use types::{
 };
 
 pub use constrained::{compact_json, GrammarError, GrammarSpec};
-pub use executor::{ChatMessage, ExecutorError, KvDtype, TextTokenizer};
+pub use executor::{
+    named_chat_template, ChatMessage, ExecutorError, KvDtype, TextTokenizer, CHAT_TEMPLATE_NAMES,
+};
 pub use page_manager::tier::{TierStats, WritePolicy};
 pub use radix_tree::{EvictionPolicy, Namespace};
 pub use router::{

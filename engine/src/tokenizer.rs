@@ -35,6 +35,19 @@ pub trait Tokenizer: Send + Sync {
     /// Decodes ids to text, leaving special tokens out when `skip_special_tokens`.
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError>;
 
+    /// Renders chat messages with the chat template, as text (llama.cpp's `/apply-template`).
+    /// The default refuses.
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ExecutorError> {
+        let _ = (messages, add_generation_prompt);
+        Err(ExecutorError::Template(
+            "this tokenizer has no chat template".into(),
+        ))
+    }
+
     /// The bytes each token id stands for, special tokens marked with a leading 0xFF: what
     /// structured output matches grammars against. `None` (the default) when the tokenizer
     /// cannot say, and then requests for structured output are refused.
@@ -67,6 +80,14 @@ impl Tokenizer for TextTokenizer {
 
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ExecutorError> {
         TextTokenizer::decode(self, ids, skip_special_tokens)
+    }
+
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ExecutorError> {
+        TextTokenizer::apply_chat_template(self, messages, add_generation_prompt)
     }
 
     fn token_bytes(&self) -> Option<Vec<Vec<u8>>> {

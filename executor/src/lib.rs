@@ -61,7 +61,8 @@ pub use model::LlamaModel;
 pub use rope::{Llama3Scaling, RopeScaling};
 pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor, ModelFormat};
 pub use tokenizer::{
-    render_chat_template, ChatMessage, ChatTemplate, TextTokenizer, SPECIAL_TOKEN_MARKER,
+    named_chat_template, render_chat_template, ChatMessage, ChatTemplate, TextTokenizer,
+    CHAT_TEMPLATE_NAMES, SPECIAL_TOKEN_MARKER,
 };
 pub use weights::{
     permute_for_interleaved_rope, HostMatrix, LayerWeights, LlamaConfig, LlamaWeights, RopeStyle,

@@ -2,9 +2,11 @@
 
 mod bytes;
 mod chat;
+mod named;
 mod spm;
 
 pub use bytes::SPECIAL_TOKEN_MARKER;
+pub use named::{named_chat_template, NAMES as CHAT_TEMPLATE_NAMES};
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -227,6 +229,14 @@ impl TextTokenizer {
     /// The underlying `tokenizers` object (for incremental detokenisation by callers).
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
+    }
+
+    /// The same tokenizer with another chat template (`--chat-template`): it replaces the one
+    /// the model file carries.
+    pub fn with_chat_template(mut self, source: String) -> Self {
+        self.chat_template = Some(source);
+        self.compiled_template = OnceLock::new();
+        self
     }
 
     /// Renders the model's chat template over `messages` (compiled once, on first use).

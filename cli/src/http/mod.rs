@@ -152,6 +152,7 @@ fn app(st: Shared) -> Router {
         .route("/generate", post(native::generate).put(native::generate))
         .route("/completion", post(llamacpp::completion))
         .route("/slots", get(llamacpp::slots))
+        .route("/apply-template", post(llamacpp::apply_template))
         .route("/abort_request", post(native::abort_request))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))

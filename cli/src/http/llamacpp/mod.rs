@@ -1,5 +1,5 @@
 //! llama.cpp's native API: `POST /completion` (its request and response shapes, streamed or
-//! not, one prompt or several) and `GET /slots`.
+//! not, one prompt or several), `GET /slots` and `POST /apply-template`.
 //!
 //! The request is turned into the same engine request as every other route (so it shares the
 //! prefix cache with them); the answer is shaped as llama-server's: `content`, `tokens`,
@@ -279,4 +279,24 @@ pub async fn slots(
         .map(|id| serde_json::json!({"id": id, "n_ctx": ctx, "is_processing": id < busy}))
         .collect();
     Ok(axum::Json(slots).into_response())
+}
+
+/// `POST /apply-template` request.
+#[derive(Deserialize)]
+pub struct ApplyTemplateBody {
+    messages: Vec<super::openai_types::RequestMessage>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// `POST /apply-template`: the chat template applied to `messages` (with the generation
+/// prompt), as text: what a chat request would compute, without running it.
+pub async fn apply_template(
+    State(st): State<Shared>,
+    JsonBody(b): JsonBody<ApplyTemplateBody>,
+) -> Result<Response, ApiError> {
+    params::reject_unknown(&b.unknown, "/apply-template")?;
+    let messages = super::openai::chat_messages(b.messages)?;
+    let prompt = st.engine.render_chat(&messages)?;
+    Ok(axum::Json(serde_json::json!({ "prompt": prompt })).into_response())
 }
