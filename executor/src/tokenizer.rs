@@ -4,9 +4,11 @@ mod bytes;
 mod chat;
 mod named;
 mod spm;
+mod template;
 
 pub use bytes::SPECIAL_TOKEN_MARKER;
 pub use named::{named_chat_template, NAMES as CHAT_TEMPLATE_NAMES};
+pub use template::{render_chat_template, ChatTemplate};
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -336,71 +338,6 @@ fn gguf_pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
              llama3, dbrx, smaug-bpe, qwen2, stablelm2)"
         ))),
     }
-}
-
-/// A Hugging Face style Jinja chat template, compiled once with minijinja.
-pub struct ChatTemplate {
-    env: minijinja::Environment<'static>,
-}
-
-impl std::fmt::Debug for ChatTemplate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").finish_non_exhaustive()
-    }
-}
-
-impl ChatTemplate {
-    /// Compiles `source`; a syntax error is [`ExecutorError::Template`].
-    pub fn new(source: &str) -> Result<Self> {
-        let mut env = minijinja::Environment::new();
-        env.set_trim_blocks(false);
-        env.set_lstrip_blocks(false);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| ExecutorError::Template(e.to_string()))?;
-        Ok(ChatTemplate { env })
-    }
-
-    /// Renders the template over `messages`.
-    pub fn render(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-        bos_token: &str,
-        eos_token: &str,
-    ) -> Result<String> {
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| ExecutorError::Template(e.to_string()))?;
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token,
-            eos_token => eos_token,
-        })
-        .map_err(|e| ExecutorError::Template(e.to_string()))
-    }
-}
-
-/// Compiles and renders a chat template in one go (for one-off renders; a tokenizer keeps its
-/// template compiled).
-pub fn render_chat_template(
-    template: &str,
-    messages: &[ChatMessage],
-    add_generation_prompt: bool,
-    bos_token: &str,
-    eos_token: &str,
-) -> Result<String> {
-    ChatTemplate::new(template)?.render(messages, add_generation_prompt, bos_token, eos_token)
 }
 
 #[cfg(test)]
