@@ -4,7 +4,8 @@
 //!
 //! Weights are kept in the most compact form that reproduces the f32 values *exactly*: when
 //! every 32-value block of a matrix is a GGUF Q4_1 block (`q * d + m`, `q` in 0..16, `d`, `m`
-//! f16) or a Q8_0 block (`q * d`, `q` an i8), the blocks are stored and expanded on the fly,
+//! f16) or a Q8_0 block (`q * d`, `q` an i8; Q4_0 and Q5_0 blocks are such blocks too, with
+//! smaller `q`), the blocks are stored and expanded on the fly,
 //! so a decode step reads 5.3x (Q4_1) or 3.6x (Q8_0) fewer bytes than with f32 weights and
 //! computes with the very same weight values. Anything else stays f32.
 //! The inner loops run under `pulp`'s runtime CPU-feature dispatch (AVX2 + FMA where present)
@@ -123,7 +124,13 @@ fn as_q8_0(v: &[f32]) -> Option<(f32, [i8; QK])> {
     if amax == 0.0 {
         return try_d(0.0).map(|q| (0.0, q));
     }
-    for top in [127.0f32, 128.0, 126.0] {
+    // Q8_0's own scales (the largest value over 127, 128 or 126 steps), then those of the
+    // narrower GGUF formats that are exact Q8_0 blocks too: Q4_0 (`(q - 8) * d`) and Q5_0
+    // (`(q - 16) * d`), whose largest value is k steps of d for some k up to 16.
+    for top in [127.0f32, 128.0, 126.0]
+        .into_iter()
+        .chain((1..=16).rev().map(|k| k as f32))
+    {
         for d in f16_candidates(amax / top) {
             if let Some(q) = try_d(d) {
                 return Some((d, q));

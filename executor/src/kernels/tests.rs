@@ -73,6 +73,31 @@ fn quantised_blocks_are_detected_and_exact() {
     assert_eq!(HostLinear::new(32, 2, w).expect("shape").format(), "f32");
 }
 
+#[test]
+fn q4_0_and_q5_0_blocks_run_as_exact_q8_0_blocks() {
+    let (inp, out) = (64, 33);
+    // GGUF Q5_0 (`(q - 16) * d`, q in 0..32) and Q4_0 (`(q - 8) * d`, q in 0..16) blocks; the
+    // largest magnitude differs from block to block (some never reach the format's extreme).
+    for (levels, offset) in [(32usize, 16i32), (16, 8)] {
+        let mut w = Vec::with_capacity(inp * out);
+        for b in 0..inp * out / QK {
+            let d = f16::from_f32(0.004 + (b % 9) as f32 * 0.0013).to_f32();
+            let span = levels - (b % 5);
+            for j in 0..QK {
+                let q = ((b * 7 + j * 13) % span) as i32;
+                w.push((q - offset) as f32 * d);
+            }
+        }
+        let lin = HostLinear::new(inp, out, w.clone()).expect("shape").exact();
+        assert_eq!(lin.format(), "q8_0", "{levels} levels");
+        let mut row = vec![0f32; inp];
+        for n in 0..out {
+            lin.w.expand_row(n, inp, &mut row);
+            assert_eq!(row, w[n * inp..(n + 1) * inp], "row {n}");
+        }
+    }
+}
+
 /// Activations with a spread of magnitudes per block (so block scales differ).
 fn activations(m: usize, inp: usize, seed: usize) -> Vec<f32> {
     (0..m * inp)
