@@ -73,6 +73,44 @@ impl std::fmt::Display for KvDtype {
     }
 }
 
+/// Plain values that travel as little-endian bytes.
+trait LeBytes: bytemuck::Pod {
+    fn le(self) -> Self;
+}
+
+impl LeBytes for f32 {
+    fn le(self) -> Self {
+        f32::from_bits(self.to_bits().to_le())
+    }
+}
+
+impl LeBytes for u16 {
+    fn le(self) -> Self {
+        self.to_le()
+    }
+}
+
+/// Appends `v` as little-endian bytes.
+fn extend_le<T: LeBytes>(out: &mut Vec<u8>, v: &[T]) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(v));
+    } else {
+        for x in v {
+            out.extend_from_slice(bytemuck::bytes_of(&x.le()));
+        }
+    }
+}
+
+/// Fills `dst` from little-endian bytes (exactly `dst`'s size).
+fn store_le<T: LeBytes>(dst: &mut [T], bytes: &[u8]) {
+    bytemuck::cast_slice_mut::<T, u8>(dst).copy_from_slice(bytes);
+    if !cfg!(target_endian = "little") {
+        for x in dst {
+            *x = x.le();
+        }
+    }
+}
+
 /// One layer's K or V pool: `[num_slots][width]` values of one [`KvDtype`].
 ///
 /// Half-width pools hold the raw bits (`u16`): a zeroed `Vec<u16>` comes from the allocator's
@@ -118,31 +156,19 @@ impl KvPool {
     }
 
     /// Appends `len` stored values at offset `off` to `out` as little-endian bytes of the
-    /// pool's type.
+    /// pool's type (one copy on little-endian machines).
     pub(crate) fn read_raw(&self, off: usize, len: usize, out: &mut Vec<u8>) {
         match self {
-            KvPool::F32(v) => v[off..off + len]
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            KvPool::F16(v) | KvPool::Bf16(v) => v[off..off + len]
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            KvPool::F32(v) => extend_le(out, &v[off..off + len]),
+            KvPool::F16(v) | KvPool::Bf16(v) => extend_le(out, &v[off..off + len]),
         }
     }
 
     /// Stores values given as little-endian bytes of the pool's type at offset `off`.
     pub(crate) fn write_raw(&mut self, off: usize, bytes: &[u8]) {
         match self {
-            KvPool::F32(v) => {
-                for (d, b) in v[off..].iter_mut().zip(bytes.chunks_exact(4)) {
-                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-            }
-            KvPool::F16(v) | KvPool::Bf16(v) => {
-                for (d, b) in v[off..].iter_mut().zip(bytes.chunks_exact(2)) {
-                    *d = u16::from_le_bytes([b[0], b[1]]);
-                }
-            }
+            KvPool::F32(v) => store_le(&mut v[off..off + bytes.len() / 4], bytes),
+            KvPool::F16(v) | KvPool::Bf16(v) => store_le(&mut v[off..off + bytes.len() / 2], bytes),
         }
     }
 
