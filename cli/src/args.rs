@@ -284,6 +284,11 @@ pub struct ServeArgs {
     /// served one, "default" or an empty one is a 404).
     #[arg(long)]
     pub lenient_model_name: bool,
+    /// Sampling defaults for requests that leave fields out, as a JSON object (vLLM's flag):
+    /// temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
+    /// frequency_penalty, max_new_tokens, seed. What a request sets always wins.
+    #[arg(long)]
+    pub override_generation_config: Option<String>,
     /// Seconds in-flight requests may run on after SIGTERM/SIGINT before they are aborted.
     #[arg(long, default_value_t = limit_defaults().shutdown_timeout.as_secs_f64())]
     pub shutdown_timeout: f64,
@@ -312,6 +317,10 @@ impl ServeArgs {
                 .collect(),
             admin_api_key: self.admin_api_key.clone().filter(|k| !k.is_empty()),
             lenient_model_name: self.lenient_model_name,
+            generation_defaults: match &self.override_generation_config {
+                None => http::GenerationDefaults::default(),
+                Some(json) => http::GenerationDefaults::parse(json).map_err(anyhow::Error::msg)?,
+            },
             limits: http::Limits {
                 max_request_bytes: self.max_request_bytes,
                 header_timeout: secs("header-timeout", self.header_timeout)?,

@@ -1021,3 +1021,31 @@ fn score_gives_label_probabilities_per_item() {
     assert!(v["message"].as_str().unwrap().contains("999999"), "{v}");
     assert_eq!(v["error"]["param"], "label_token_ids");
 }
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn server_side_generation_defaults_fill_what_requests_leave_out() {
+    let s = start(&[
+        "--override-generation-config",
+        r#"{"temperature": 1.0, "seed": 5, "max_new_tokens": 3}"#,
+    ]);
+    let ask = |body: Value| -> Value {
+        let (status, v) = post(&s.base, "/v1/completions", &body.to_string());
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let a = ask(json!({"prompt": "Once upon a time"}));
+    let b = ask(json!({"prompt": "Once upon a time"}));
+    assert_eq!(a["usage"]["completion_tokens"], 3, "{a}");
+    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"], "the default seed");
+    let longer = ask(json!({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}));
+    assert_eq!(longer["usage"]["completion_tokens"], 5, "the request wins");
+    drop(s);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_radixserve"))
+        .args(["serve", "--override-generation-config", r#"{"temprature": 1}"#, "--model"])
+        .arg(model_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("temprature"));
+}

@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod defaults;
 mod error;
 mod jobs;
 mod layers;
@@ -32,6 +33,7 @@ use anyhow::{Context, Result};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
+pub use defaults::GenerationDefaults;
 use engine::Engine;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -86,6 +88,8 @@ pub struct ServerOptions {
     pub admin_api_key: Option<String>,
     /// Accept any `model` name in requests.
     pub lenient_model_name: bool,
+    /// Sampling defaults for fields requests leave out (`--override-generation-config`).
+    pub generation_defaults: GenerationDefaults,
     /// Limits.
     pub limits: Limits,
 }
@@ -101,6 +105,8 @@ pub struct AppState {
     draining: AtomicBool,
     /// Accept any `model` name in requests.
     lenient_model_name: bool,
+    /// Sampling defaults for fields requests leave out.
+    defaults: GenerationDefaults,
     /// Client ids of the `/generate` requests in flight.
     rids: Arc<rids::Rids>,
     /// Stored Responses-API conversations.
@@ -203,6 +209,7 @@ pub async fn serve(engine: Arc<Engine>, opts: ServerOptions) -> Result<()> {
         started: Instant::now(),
         draining: AtomicBool::new(false),
         lenient_model_name: opts.lenient_model_name,
+        defaults: opts.generation_defaults.clone(),
         rids: Arc::default(),
         responses: responses::Store::default(),
     });

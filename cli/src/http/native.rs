@@ -267,7 +267,7 @@ pub async fn generate(
     let sp = b.sampling_params.take().unwrap_or_default();
     params::reject_unknown(&sp.unknown, "/generate sampling_params")?;
     let grammar = sp.structured.spec()?;
-    let sampling = sp.into_openai_with_n();
+    let sampling = st.defaults.apply(sp.into_openai_with_n());
     let n = sampling.n()?;
     params::check_sequences(inputs.len(), n)?;
     let rids = rids_of(b.rid.take(), inputs.len(), n)?;

@@ -131,7 +131,7 @@ pub async fn completions(
     }
     let want_lp = b.logprobs.is_some();
     let params = Params::from_openai(
-        &b.sampling,
+        &st.defaults.apply(b.sampling.clone()),
         DefaultMax::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS),
         want_lp,
     )?
@@ -250,7 +250,7 @@ pub async fn chat_completions(
         .param("top_logprobs"));
     }
     let params = Params::from_openai(
-        &b.sampling,
+        &st.defaults.apply(b.sampling.clone()),
         DefaultMax::Room(CHAT_DEFAULT_MAX_TOKENS),
         want_lp,
     )?

@@ -21,7 +21,7 @@ pub const MAX_SEQUENCES: usize = 64;
 pub const MAX_N: i64 = 16;
 
 /// One string or a list of them.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 pub enum StringOrList {
     /// One.
@@ -31,7 +31,7 @@ pub enum StringOrList {
 }
 
 /// `stream_options` of the OpenAI API.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct StreamOptions {
     /// Send a last chunk with the usage of the whole request.
     pub include_usage: Option<bool>,
@@ -40,7 +40,7 @@ pub struct StreamOptions {
 }
 
 /// Sampling fields shared by the OpenAI endpoints (and filled in by the native one).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct OpenAiSampling {
     pub max_tokens: Option<i64>,
     pub max_completion_tokens: Option<i64>,

@@ -340,7 +340,7 @@ pub async fn create(
         .transpose()?
         .flatten();
     let params = Params::from_openai(
-        &sampling,
+        &st.defaults.apply(sampling),
         DefaultMax::Room(DEFAULT_MAX_OUTPUT_TOKENS),
         false,
     )?

@@ -138,14 +138,15 @@ fn settings(st: &Shared, b: &mut CompletionBody) -> Result<(Params, Settings), A
         logit_bias: Some(bias),
         ..OpenAiSampling::default()
     };
+    let sampling = st.defaults.apply(sampling);
     let params = Params::from_openai(&sampling, DefaultMax::Room(UNBOUNDED_CAP), n_probs > 0)?
         .with_alternatives(n_probs, Vec::new())
         .with_grammar(b.structured.spec()?);
     let settings = Settings {
-        n_predict: b.n_predict.unwrap_or(-1),
-        seed: b.seed.unwrap_or(-1),
+        n_predict: sampling.max_tokens.unwrap_or(-1),
+        seed: sampling.seed.map_or(-1, |s| s as i64),
         temperature: params.sampling.temperature,
-        top_k: b.top_k.unwrap_or(0),
+        top_k: params.sampling.top_k as i64,
         top_p: params.sampling.top_p,
         min_p: params.sampling.min_p,
         n_probs,
