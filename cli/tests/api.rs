@@ -1037,12 +1037,20 @@ fn server_side_generation_defaults_fill_what_requests_leave_out() {
     let a = ask(json!({"prompt": "Once upon a time"}));
     let b = ask(json!({"prompt": "Once upon a time"}));
     assert_eq!(a["usage"]["completion_tokens"], 3, "{a}");
-    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"], "the default seed");
+    assert_eq!(
+        a["choices"][0]["text"], b["choices"][0]["text"],
+        "the default seed"
+    );
     let longer = ask(json!({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}));
     assert_eq!(longer["usage"]["completion_tokens"], 5, "the request wins");
     drop(s);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_radixserve"))
-        .args(["serve", "--override-generation-config", r#"{"temprature": 1}"#, "--model"])
+        .args([
+            "serve",
+            "--override-generation-config",
+            r#"{"temprature": 1}"#,
+            "--model",
+        ])
         .arg(model_path())
         .output()
         .unwrap();

@@ -146,3 +146,19 @@ mod tests {
         assert_eq!(choice_seed(7, 3), choice_seed(7, 3));
     }
 }
+
+/// A response body of finished sequences: the list when the request asked for several (a batch,
+/// or `n` > 1), else its one sequence.
+pub fn one_or_list<T: serde::Serialize>(
+    mut outs: Vec<T>,
+    list: bool,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if list {
+        return Ok(axum::Json(outs).into_response());
+    }
+    let one = outs
+        .pop()
+        .ok_or_else(|| ApiError::internal("no sequence was started"))?;
+    Ok(axum::Json(one).into_response())
+}

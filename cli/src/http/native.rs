@@ -307,13 +307,7 @@ pub async fn generate(
         st.metrics.observe(&f.completion);
         outs.push(whole(&f.completion, &ids[f.index], want_lp, texts));
     }
-    if list {
-        return Ok(axum::Json(outs).into_response());
-    }
-    let one = outs
-        .pop()
-        .ok_or_else(|| ApiError::internal("no sequence was started"))?;
-    Ok(axum::Json(one).into_response())
+    jobs::one_or_list(outs, list)
 }
 
 /// `top_logprobs_num` and `token_ids_logprob`, which only mean something with

@@ -195,13 +195,7 @@ pub async fn completion(
         let outcome = Outcome::of(&f.completion, &settings, &texts[f.index])?;
         outs.push(response::filter(outcome.to_json(&st), &fields));
     }
-    if list {
-        return Ok(axum::Json(outs).into_response());
-    }
-    let one = outs
-        .pop()
-        .ok_or_else(|| ApiError::internal("no sequence was started"))?;
-    Ok(axum::Json(one).into_response())
+    jobs::one_or_list(outs, list)
 }
 
 /// A fresh identifier for a private namespace.
