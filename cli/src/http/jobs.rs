@@ -134,19 +134,6 @@ impl UsageTally {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::choice_seed;
-
-    #[test]
-    fn choice_seeds_keep_the_first_and_differ_for_the_rest() {
-        assert_eq!(choice_seed(7, 0), 7);
-        let seeds: std::collections::BTreeSet<u64> = (0..16).map(|k| choice_seed(7, k)).collect();
-        assert_eq!(seeds.len(), 16);
-        assert_eq!(choice_seed(7, 3), choice_seed(7, 3));
-    }
-}
-
 /// A response body of finished sequences: the list when the request asked for several (a batch,
 /// or `n` > 1), else its one sequence.
 pub fn one_or_list<T: serde::Serialize>(
@@ -161,4 +148,17 @@ pub fn one_or_list<T: serde::Serialize>(
         .pop()
         .ok_or_else(|| ApiError::internal("no sequence was started"))?;
     Ok(axum::Json(one).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choice_seed;
+
+    #[test]
+    fn choice_seeds_keep_the_first_and_differ_for_the_rest() {
+        assert_eq!(choice_seed(7, 0), 7);
+        let seeds: std::collections::BTreeSet<u64> = (0..16).map(|k| choice_seed(7, k)).collect();
+        assert_eq!(seeds.len(), 16);
+        assert_eq!(choice_seed(7, 3), choice_seed(7, 3));
+    }
 }
