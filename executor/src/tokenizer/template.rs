@@ -289,7 +289,10 @@ mod tests {
             render(r#"{{ {"b": [1, 2.0], "a": "é\"<"} | tojson }}"#),
             r#"{"b": [1, 2.0], "a": "é\"<"}"#
         );
-        assert_eq!(render("{{ [1, 2.0] | tojson(indent=2) }}"), "[\n  1,\n  2.0\n]");
+        assert_eq!(
+            render("{{ [1, 2.0] | tojson(indent=2) }}"),
+            "[\n  1,\n  2.0\n]"
+        );
         assert_eq!(render("{{ none | tojson }}|{{ {} | tojson }}"), "null|{}");
     }
 }
