@@ -86,11 +86,13 @@ pub struct EngineArgs {
     #[arg(long)]
     pub kv_cache_dir: Option<PathBuf>,
     /// Size bound of the disk tier, in GB (10^9 bytes); least recently used blocks go first.
-    #[arg(long, default_value_t = engine_defaults().kv_cache_disk_bytes as f64 / 1e9)]
+    /// Needs `--kv-cache-dir`.
+    #[arg(long, requires = "kv_cache_dir", default_value_t = engine_defaults().kv_cache_disk_bytes as f64 / 1e9)]
     pub kv_cache_disk_gb: f64,
     /// When cached prefixes go to the disk tier: write_through (as soon as they are cached;
-    /// the default) or write_back (when evicted from memory, and all at shutdown).
-    #[arg(long, alias = "hicache-write-policy", default_value_t = engine_defaults().kv_cache_write_policy)]
+    /// the default) or write_back (when evicted from memory, and all at shutdown). Needs
+    /// `--kv-cache-dir`.
+    #[arg(long, alias = "hicache-write-policy", requires = "kv_cache_dir", default_value_t = engine_defaults().kv_cache_write_policy)]
     pub kv_cache_write_policy: engine::WritePolicy,
     /// Let special tokens spelled inside chat message content (`<|im_end|>`) act as control
     /// tokens, as other servers do. Only for trusted callers: by default message content is
@@ -361,5 +363,32 @@ mod tests {
         );
         assert_eq!(options.limits.max_connections, limits.max_connections);
         assert_eq!(options.limits.shutdown_timeout, limits.shutdown_timeout);
+    }
+
+    #[test]
+    fn disk_tier_settings_without_a_directory_are_refused() {
+        for flags in [
+            ["--kv-cache-disk-gb", "2"],
+            ["--kv-cache-write-policy", "write_back"],
+            ["--hicache-write-policy", "write_back"],
+        ] {
+            let err = ServeOnly::try_parse_from(["radixserve", flags[0], flags[1]])
+                .err()
+                .expect("refused without --kv-cache-dir");
+            assert!(err.to_string().contains("--kv-cache-dir"), "{err}");
+        }
+        let parsed = ServeOnly::try_parse_from([
+            "radixserve",
+            "--kv-cache-dir",
+            "/tmp/x",
+            "--kv-cache-disk-gb",
+            "2",
+            "--kv-cache-write-policy",
+            "write_back",
+        ])
+        .expect("parses");
+        let cfg = parsed.serve.engine.config().expect("valid");
+        assert_eq!(cfg.kv_cache_disk_bytes, 2_000_000_000);
+        assert_eq!(cfg.kv_cache_write_policy, engine::WritePolicy::WriteBack);
     }
 }
