@@ -114,6 +114,8 @@ fn completion_answers_in_llama_cpp_shapes() {
     let batch = batch.as_array().unwrap();
     assert_eq!(batch.len(), 3);
     assert!(batch.iter().all(|r| r["content"] == content.as_str()));
+    let indexes: Vec<&Value> = batch.iter().map(|r| &r["index"]).collect();
+    assert_eq!(indexes, [&json!(0), &json!(1), &json!(2)]);
     let mixed = completion(
         &s.base,
         json!({"prompt": [1, 2, PROMPT, 3], "n_predict": 2}),

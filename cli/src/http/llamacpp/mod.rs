@@ -193,7 +193,9 @@ pub async fn completion(
     for f in jobs::complete_all(jobs).await? {
         st.metrics.observe(&f.completion);
         let outcome = Outcome::of(&f.completion, &settings, &texts[f.index])?;
-        outs.push(response::filter(outcome.to_json(&st), &fields));
+        let mut out = outcome.to_json(&st);
+        out["index"] = f.index.into();
+        outs.push(response::filter(out, &fields));
     }
     jobs::one_or_list(outs, list)
 }
@@ -209,7 +211,7 @@ fn uuid_like() -> String {
 
 /// A streamed `/completion`: one chunk per delta (its text, its token ids, and its
 /// `completion_probabilities` with `n_probs`), then the final chunk with `stop: true` and the
-/// whole response's fields. Chunks carry `index` when the request had several prompts.
+/// whole response's fields. Every chunk carries its prompt's `index`.
 fn stream(
     st: Shared,
     jobs: Vec<jobs::Job>,
@@ -217,7 +219,6 @@ fn stream(
     texts: Vec<String>,
 ) -> Response {
     let keep_alive = st.limits.sse_keep_alive;
-    let several = jobs.len() > 1;
     let prompt_tokens: Vec<usize> = jobs.iter().map(|j| j.stream.prompt_tokens()).collect();
     let mut predicted = vec![0usize; jobs.len()];
     let events = jobs::merged_events(jobs).map(move |(index, _, ev)| {
@@ -239,9 +240,7 @@ fn stream(
             }
             StreamEvent::Failed(e) => return sse::Item::Fail(ApiError::from(e.clone())),
         };
-        if several {
-            chunk["index"] = index.into();
-        }
+        chunk["index"] = index.into();
         sse::Item::Data(vec![chunk.to_string()], (0, 0, 0))
     });
     sse::events_only(events, keep_alive)

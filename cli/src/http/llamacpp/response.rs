@@ -1,4 +1,4 @@
-//! `/completion`'s answers in llama-server's shapes: the whole response, the streamed chunks,
+//! `/completion`'s answers in llama-server's shapes (the caller adds each one's `index`): the whole response, the streamed chunks,
 //! `timings`, `completion_probabilities` and the `response_fields` filter.
 
 use super::super::error::ApiError;
@@ -93,7 +93,6 @@ impl<'a> Outcome<'a> {
     pub fn to_json(&self, st: &Shared) -> Value {
         let c = self.c;
         let mut out = json!({
-            "index": 0,
             "content": c.text,
             "tokens": if self.settings.return_tokens { c.token_ids.clone() } else { Vec::new() },
             "stop": true,
@@ -138,7 +137,6 @@ pub fn delta_chunk(
     predicted: usize,
 ) -> Value {
     let mut out = json!({
-        "index": 0,
         "content": d.text,
         "tokens": d.token_ids,
         "stop": false,
