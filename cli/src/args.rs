@@ -286,6 +286,12 @@ pub struct ServeArgs {
     /// served one, "default" or an empty one is a 404).
     #[arg(long)]
     pub lenient_model_name: bool,
+    /// Add llama-server's `__verbose` object to non-streamed OpenAI responses (what its
+    /// `--verbose` adds): the prompt as the model saw it, special tokens written out, and the
+    /// first choice in llama-server's native shape. For debugging templates: it shows the
+    /// rendered prompt to every client.
+    #[arg(long)]
+    pub verbose_responses: bool,
     /// Sampling defaults for requests that leave fields out, as a JSON object (vLLM's flag):
     /// temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
     /// frequency_penalty, max_new_tokens, seed. What a request sets always wins.
@@ -319,6 +325,7 @@ impl ServeArgs {
                 .collect(),
             admin_api_key: self.admin_api_key.clone().filter(|k| !k.is_empty()),
             lenient_model_name: self.lenient_model_name,
+            verbose_responses: self.verbose_responses,
             generation_defaults: match &self.override_generation_config {
                 None => http::GenerationDefaults::default(),
                 Some(json) => http::GenerationDefaults::parse(json).map_err(anyhow::Error::msg)?,

@@ -90,6 +90,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 out.flush()?;
             }
             StreamEvent::Failed(e) => bail!("generation failed: {e}"),
+            StreamEvent::Progress(_) => {}
             StreamEvent::Done(c) => {
                 writeln!(out)?;
                 eprintln!(
@@ -133,6 +134,7 @@ fn chat(a: ChatArgs) -> Result<()> {
                     reply.push_str(&d.text);
                 }
                 StreamEvent::Failed(e) => bail!("generation failed: {e}"),
+                StreamEvent::Progress(_) => {}
                 StreamEvent::Done(c) => {
                     writeln!(out)?;
                     eprintln!(

@@ -173,11 +173,7 @@ fn completion_extensions_and_refusals() {
         json!({"prompt": PROMPT, "n_predict": 2, "typical_p": 1.0,
         "mirostat": 0, "id_slot": -1}),
     );
-    for (field, value) in [
-        ("mirostat", json!(2)),
-        ("typical_p", json!(0.5)),
-        ("post_sampling_probs", json!(true)),
-    ] {
+    for (field, value) in [("mirostat", json!(2)), ("typical_p", json!(0.5))] {
         let (status, v) = post(
             &s.base,
             "/completion",

@@ -351,6 +351,7 @@ impl Engine {
         let mut req =
             Req::new(id, prompt, request.sampling, request.stop).with_namespace(request.namespace);
         req.logprob_start = request.logprob_start;
+        req.report_progress = request.report_progress;
         req.validate(self.limit)?;
         if let Some(spec) = &request.grammar {
             req = req.with_constraint(self.compile(spec)?);

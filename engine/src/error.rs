@@ -35,6 +35,16 @@ pub enum EngineError {
     /// The request is malformed or cannot be served (too long, bad parameters, bad token ids).
     #[error("{0}")]
     InvalidRequest(String),
+    /// Prompt plus output do not fit the context length or the KV pool.
+    #[error("{message}")]
+    TooLong {
+        /// What does not fit, in words.
+        message: String,
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// The most tokens (prompt plus output) one request may have.
+        limit: usize,
+    },
     /// The cache cannot be flushed while requests run.
     #[error("cannot flush the cache while {0} requests are queued or running")]
     Busy(usize),
@@ -55,6 +65,15 @@ impl From<router::RouterError> for EngineError {
     fn from(e: router::RouterError) -> Self {
         match e {
             router::RouterError::Busy(n) => EngineError::Busy(n),
+            router::RouterError::TooLong {
+                message,
+                prompt_tokens,
+                limit,
+            } => EngineError::TooLong {
+                message,
+                prompt_tokens,
+                limit,
+            },
             other => EngineError::InvalidRequest(other.to_string()),
         }
     }

@@ -83,8 +83,8 @@ pub use error::{EngineError, StartError};
 pub use stream::GenerationStream;
 pub use tokenizer::Tokenizer;
 pub use types::{
-    Completion, Delta, DiskTierInfo, EngineStats, GenerateRequest, Input, ModelInfo, StreamEvent,
-    Usage,
+    Completion, Delta, DiskTierInfo, EngineStats, GenerateRequest, Input, ModelInfo,
+    PromptProgress, StreamEvent, Usage,
 };
 
 pub use constrained::{compact_json, GrammarError, GrammarSpec};

@@ -124,7 +124,7 @@ impl GenerationStream {
             match event {
                 StreamEvent::Done(c) => return Ok(c),
                 StreamEvent::Failed(e) => return Err(e),
-                StreamEvent::Delta(_) => {}
+                StreamEvent::Delta(_) | StreamEvent::Progress(_) => {}
             }
         }
         Err(EngineError::Closed)
@@ -136,7 +136,7 @@ impl GenerationStream {
             match event {
                 StreamEvent::Done(c) => return Ok(c),
                 StreamEvent::Failed(e) => return Err(e),
-                StreamEvent::Delta(_) => {}
+                StreamEvent::Delta(_) | StreamEvent::Progress(_) => {}
             }
         }
         Err(EngineError::Closed)
@@ -167,6 +167,14 @@ impl GenerationStream {
     fn on_update(&mut self, update: Option<Update>) -> Option<StreamEvent> {
         match update {
             Some(Update::Token(sampled)) => self.on_token(sampled).map(StreamEvent::Delta),
+            Some(Update::Progress(total, cached, processed)) => {
+                Some(StreamEvent::Progress(crate::types::PromptProgress {
+                    total,
+                    cached,
+                    processed,
+                    elapsed: self.submitted.elapsed().as_secs_f64(),
+                }))
+            }
             Some(Update::Prompt(scored)) => {
                 self.input_logprobs = scored;
                 self.prompt_delta_due = true;

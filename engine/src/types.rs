@@ -93,6 +93,9 @@ pub struct GenerateRequest {
     /// Score the prompt from this position on (SGLang's `logprob_start_len`; needs
     /// `sampling.return_logprob`): see [`Completion::input_logprobs`].
     pub logprob_start: Option<usize>,
+    /// Report the prompt's progress as it is computed ([`StreamEvent::Progress`], one per
+    /// computed chunk; llama.cpp's `return_progress`).
+    pub report_progress: bool,
 }
 
 impl GenerateRequest {
@@ -108,6 +111,7 @@ impl GenerateRequest {
             skip_special_tokens: true,
             grammar: None,
             logprob_start: None,
+            report_progress: false,
         }
     }
 }
@@ -165,9 +169,25 @@ pub struct Completion {
     pub time_to_first_token: Option<f64>,
 }
 
-/// What a [`crate::GenerationStream`] yields: deltas, then exactly one of `Done` or `Failed`.
+/// How far a request's prompt is computed (llama.cpp's `prompt_progress`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptProgress {
+    /// Prompt tokens.
+    pub total: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached: usize,
+    /// Prompt tokens with KV now, the cached ones included (`total` after the last chunk).
+    pub processed: usize,
+    /// Seconds from submission to this report.
+    pub elapsed: f64,
+}
+
+/// What a [`crate::GenerationStream`] yields: deltas (and, when asked for, progress reports
+/// before the first of them), then exactly one of `Done` or `Failed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
+    /// A chunk of the prompt was computed (only with [`GenerateRequest::report_progress`]).
+    Progress(PromptProgress),
     /// Output so far.
     Delta(Delta),
     /// The request ended (finished, stopped, or aborted with a reason).

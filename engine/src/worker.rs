@@ -16,6 +16,8 @@ pub(crate) enum Update {
     Token(SampledToken),
     /// The scored prompt, before the first token.
     Prompt(Vec<SampledToken>),
+    /// A chunk of the prompt was computed: (total, cached, processed).
+    Progress(usize, usize, usize),
     Finished {
         reason: FinishReason,
         usage: Usage,
@@ -151,6 +153,18 @@ impl<R: ModelRunner> Worker<R> {
                     self.sched.abort(id, "the client disconnected");
                 }
                 !delivered
+            }
+            Event::Progress {
+                id,
+                total,
+                cached,
+                processed,
+            } => {
+                // A client gone by now is noticed at its next token.
+                if let Some(tx) = self.outputs.get(&id) {
+                    let _ = tx.send(Update::Progress(total, cached, processed));
+                }
+                false
             }
             Event::Prompt { id, input_logprobs } => {
                 // A client gone by now is noticed at its next token.

@@ -58,6 +58,7 @@ fn streaming_equals_non_streaming() {
             }
             StreamEvent::Done(c) => done = Some(c),
             StreamEvent::Failed(e) => panic!("{e}"),
+            StreamEvent::Progress(p) => panic!("progress not asked for: {p:?}"),
         }
     }
     let done = done.unwrap();
@@ -208,9 +209,11 @@ fn cache_on_and_off_give_identical_greedy_outputs() {
 fn bad_requests_are_refused_with_a_reason() {
     let e = engine();
     let long = Input::Tokens(vec![1; e.info().context_length + 1]);
+    let limit = e.token_limit().max_total();
     assert!(matches!(
         e.generate(greedy(long, 4)),
-        Err(engine::EngineError::InvalidRequest(_))
+        Err(engine::EngineError::TooLong { prompt_tokens, limit: l, .. })
+            if prompt_tokens == e.info().context_length + 1 && l == limit
     ));
     let bad_id = Input::Tokens(vec![u32::MAX]);
     assert!(matches!(

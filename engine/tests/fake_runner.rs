@@ -126,6 +126,32 @@ fn request(text: &str, max: usize) -> GenerateRequest {
     r
 }
 
+#[test]
+fn prompt_progress_comes_before_the_first_token_when_asked_for() {
+    let (e, _) = start(4, 16, Duration::ZERO);
+    let mut r = request("a b c d e f a b", 3);
+    r.report_progress = true;
+    let events: Vec<StreamEvent> = e.generate(r).unwrap().collect();
+    let first_delta = events
+        .iter()
+        .position(|ev| matches!(ev, StreamEvent::Delta(_)))
+        .unwrap();
+    let reports: Vec<(usize, &engine::PromptProgress)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, ev)| match ev {
+            StreamEvent::Progress(p) => Some((i, p)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "one chunk: {events:?}");
+    let (at, p) = reports[0];
+    assert!(at < first_delta);
+    assert_eq!((p.total, p.cached, p.processed), (8, 0, 8));
+    assert!(p.elapsed >= 0.0);
+    assert!(matches!(events.last(), Some(StreamEvent::Done(_))));
+}
+
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
@@ -156,6 +182,7 @@ fn blocking_and_async_readers_see_the_same_output() {
                 StreamEvent::Delta(_) => deltas += 1,
                 StreamEvent::Done(c) => return c,
                 StreamEvent::Failed(err) => panic!("{err}"),
+                StreamEvent::Progress(p) => panic!("progress not asked for: {p:?}"),
             }
         }
     });

@@ -220,30 +220,53 @@ pub fn sample(
         }
     }
     ban(&mut l, &p.banned_tokens);
-    let token = if p.is_greedy() {
-        argmax(&l)
-    } else {
-        let dist = filtered_distribution(&l, p);
-        let mut rng = rng_for(p.seed, output_ids.len() as u64);
-        let r: f32 = rng.gen();
-        let mut cum = 0.0;
-        let mut chosen = dist.first().map_or(argmax(&l), |x| x.0 as usize);
-        for &(tok, q) in &dist {
-            cum += q;
-            if r < cum {
-                chosen = tok as usize;
-                break;
+    if p.is_greedy() {
+        let token = argmax(&l);
+        return Ok(report(&l, token, p, || vec![(token as u32, 1.0)]));
+    }
+    let dist = filtered_distribution(&l, p);
+    let mut rng = rng_for(p.seed, output_ids.len() as u64);
+    let r: f32 = rng.gen();
+    let mut cum = 0.0;
+    let mut chosen = dist.first().map_or(argmax(&l), |x| x.0 as usize);
+    for &(tok, q) in &dist {
+        cum += q;
+        if r < cum {
+            chosen = tok as usize;
+            break;
+        }
+    }
+    Ok(report(&l, chosen, p, || dist))
+}
+
+/// The sampled token with what `p` asks to report: log-probabilities under the model's
+/// distribution (`l`, after penalties, bias and masks), or with `post_sampling_probs` under the
+/// distribution that was sampled (`sampled`: kept tokens and their renormalised probabilities;
+/// every other token has probability 0).
+fn report(
+    l: &[f32],
+    token: usize,
+    p: &SamplingParams,
+    sampled: impl FnOnce() -> Vec<(u32, f32)>,
+) -> SampledToken {
+    let mut out = SampledToken {
+        token: token as u32,
+        logprob: p.return_logprob.then(|| log_softmax_at(l, token)),
+        alternatives: p.wants_alternatives().then(|| Box::new(alternatives(l, p))),
+    };
+    if p.post_sampling_probs {
+        let kept: HashMap<u32, f32> = sampled().into_iter().collect();
+        let lp = |t: u32| kept.get(&t).map_or(f32::NEG_INFINITY, |q| q.ln());
+        out.logprob = out.logprob.map(|_| lp(token as u32));
+        if let Some(alt) = out.alternatives.as_mut() {
+            // The kept tokens lead the model's ranking (filters keep the most likely), so the
+            // model's top list is the sampled one's, with zeros after the kept tokens.
+            for (t, v) in alt.top.iter_mut().chain(alt.requested.iter_mut()) {
+                *v = lp(*t);
             }
         }
-        chosen
-    };
-    Ok(SampledToken {
-        token: token as u32,
-        logprob: p.return_logprob.then(|| log_softmax_at(&l, token)),
-        alternatives: p
-            .wants_alternatives()
-            .then(|| Box::new(alternatives(&l, p))),
-    })
+    }
+    out
 }
 
 #[cfg(test)]
@@ -300,6 +323,53 @@ mod tests {
             ..SamplingParams::greedy()
         };
         assert_eq!(sample(&logits, &p, &[], &[]).expect("samples").token, 3);
+    }
+
+    #[test]
+    fn post_sampling_probs_come_from_the_distribution_sampled() {
+        let logits = [0.5, 3.0, 1.0, 2.0, -2.0];
+        let asked = |temperature: f32, top_k: usize| SamplingParams {
+            temperature,
+            top_k,
+            seed: Some(11),
+            return_logprob: true,
+            top_logprobs: 4,
+            logprob_token_ids: vec![4],
+            post_sampling_probs: true,
+            ..SamplingParams::greedy()
+        };
+        // Greedy: everything on the chosen token.
+        let out = sample(&logits, &asked(0.0, 0), &[], &[]).expect("samples");
+        assert_eq!((out.token, out.logprob), (1, Some(0.0)));
+        let alt = out.alternatives.expect("asked for");
+        assert_eq!(alt.top[0], (1, 0.0));
+        assert!(alt.top[1..].iter().all(|x| x.1 == f32::NEG_INFINITY));
+        assert_eq!(alt.requested, vec![(4, f32::NEG_INFINITY)]);
+        // Top-k 2 at temperature 1: the two kept share all the mass, the rest has none.
+        for step in 0..10u32 {
+            let out =
+                sample(&logits, &asked(1.0, 2), &[], &vec![0; step as usize]).expect("samples");
+            let alt = out.alternatives.expect("asked for");
+            let ids: Vec<u32> = alt.top.iter().map(|x| x.0).collect();
+            assert_eq!(ids, [1, 3, 2, 0]);
+            let (p1, p3) = (alt.top[0].1.exp(), alt.top[1].1.exp());
+            assert!((p1 + p3 - 1.0).abs() < 1e-5);
+            assert!((p1 / p3 - 1f32.exp()).abs() < 1e-4);
+            assert!(alt.top[2..].iter().all(|x| x.1 == f32::NEG_INFINITY));
+            let chosen = alt.top.iter().find(|x| x.0 == out.token).expect("listed");
+            assert_eq!(out.logprob, Some(chosen.1));
+            assert!([1, 3].contains(&out.token));
+        }
+        // Without the flag the same request reports the model's distribution.
+        let model = SamplingParams {
+            post_sampling_probs: false,
+            ..asked(1.0, 2)
+        };
+        let alt = sample(&logits, &model, &[], &[])
+            .expect("samples")
+            .alternatives
+            .expect("asked for");
+        assert!(alt.top.iter().all(|x| x.1.is_finite() && x.1 < 0.0));
     }
 
     #[test]

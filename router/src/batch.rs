@@ -55,6 +55,11 @@ pub struct SamplingParams {
     /// Also return these tokens' log-probabilities per position (at most
     /// [`MAX_LOGPROB_TOKEN_IDS`]).
     pub logprob_token_ids: Vec<Token>,
+    /// Report probabilities after sampling's filters rather than the model's (llama.cpp's
+    /// `post_sampling_probs`): the chosen token's and the alternatives' come from the
+    /// distribution actually sampled (temperature, top-k, top-p and min-p applied and
+    /// renormalised; greedy is all on the chosen token), tokens filtered out at probability 0.
+    pub post_sampling_probs: bool,
 }
 
 /// Most `top_logprobs` per position (OpenAI's bound).
@@ -86,6 +91,7 @@ impl SamplingParams {
             allowed_tokens: None,
             top_logprobs: 0,
             logprob_token_ids: Vec::new(),
+            post_sampling_probs: false,
         }
     }
 

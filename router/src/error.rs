@@ -8,6 +8,16 @@ pub enum RouterError {
     /// The request is malformed or cannot be served (empty prompt, too long, bad parameters).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// Prompt plus `max_new_tokens` do not fit the context length or the KV pool.
+    #[error("invalid request: {message}")]
+    TooLong {
+        /// What does not fit, in words.
+        message: String,
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// The most tokens (prompt plus output) one request may have.
+        limit: usize,
+    },
     /// A request with this id is already queued or running.
     #[error("request {0} already exists")]
     DuplicateId(ReqId),

@@ -52,7 +52,7 @@
 //!             Event::Finished { reason, completion_tokens, .. } => {
 //!                 finished = Some((reason, completion_tokens))
 //!             }
-//!             Event::Prompt { .. } => {} // only with input logprobs
+//!             Event::Prompt { .. } | Event::Progress { .. } => {} // only when asked for
 //!         }
 //!     }
 //! }

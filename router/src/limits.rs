@@ -49,9 +49,11 @@ impl TokenLimit {
         } else {
             format!(" plus max_tokens ({max_new_tokens})")
         };
-        Err(RouterError::InvalidRequest(format!(
-            "the prompt ({prompt_len} tokens){asked} exceeds {what}"
-        )))
+        Err(RouterError::TooLong {
+            message: format!("the prompt ({prompt_len} tokens){asked} exceeds {what}"),
+            prompt_tokens: prompt_len,
+            limit: self.max_total(),
+        })
     }
 }
 

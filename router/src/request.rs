@@ -107,6 +107,9 @@ pub struct Req {
     pub input_logprobs: Vec<SampledToken>,
     /// Whether `input_logprobs` were reported (they are, once, after the whole prompt).
     pub(crate) input_logprobs_sent: bool,
+    /// Report the prompt's progress after each computed chunk of its first prefill
+    /// ([`Event::Progress`](crate::Event::Progress); llama.cpp's `return_progress`).
+    pub report_progress: bool,
     /// Constrained decoding (structured output): which tokens may come next.
     pub constraint: Option<Box<dyn TokenConstraint>>,
     /// Queued, mid-prefill or decoding.
@@ -173,6 +176,7 @@ impl Req {
             output_logprobs: Vec::new(),
             input_logprobs: Vec::new(),
             input_logprobs_sent: false,
+            report_progress: false,
             constraint: None,
             status: ReqStatus::Waiting,
             arrival: 0,

@@ -400,7 +400,11 @@ fn bad_requests_are_refused_and_change_nothing() {
     ));
     assert!(matches!(
         s.add_request(req(1, vec![1; 30], 3)),
-        Err(RouterError::InvalidRequest(_))
+        Err(RouterError::TooLong {
+            prompt_tokens: 30,
+            limit: 32,
+            ..
+        })
     ));
     let mut bad = req(1, vec![1], 3);
     bad.sampling.top_p = 0.0;
@@ -438,7 +442,7 @@ fn run_scripted(
             match e {
                 router::Event::Token { token, .. } => tokens.push(token),
                 router::Event::Finished { reason, .. } => finish = Some(reason),
-                router::Event::Prompt { .. } => {}
+                router::Event::Prompt { .. } | router::Event::Progress { .. } => {}
             }
         }
         if s.is_idle() {
@@ -635,7 +639,11 @@ fn a_request_filling_the_whole_pool_is_refused_up_front() {
     let mut s = Scheduler::new(config(1, 32)).unwrap();
     assert!(matches!(
         s.add_request(req(1, vec![1; 16], 16)),
-        Err(RouterError::InvalidRequest(_))
+        Err(RouterError::TooLong {
+            prompt_tokens: 16,
+            limit: 31,
+            ..
+        })
     ));
     s.add_request(req(2, vec![1; 16], 15)).unwrap();
     let mut r = FakeRunner::default();

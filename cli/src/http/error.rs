@@ -16,6 +16,8 @@ pub struct ApiError {
     kind: &'static str,
     message: String,
     param: Option<&'static str>,
+    /// A request over the context: (prompt tokens, the most one request may have).
+    overflow: Option<(usize, usize)>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +33,12 @@ pub struct ErrorDetail<'a> {
     kind: &'a str,
     param: Option<&'a str>,
     code: u16,
+    /// With `exceed_context_size_error` (llama-server's fields): the prompt's tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_prompt_tokens: Option<usize>,
+    /// With `exceed_context_size_error`: the most tokens one request may have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_ctx: Option<usize>,
 }
 
 impl ApiError {
@@ -40,12 +48,27 @@ impl ApiError {
             kind,
             message: message.into(),
             param: None,
+            overflow: None,
         }
     }
 
     /// 400: the request is malformed or cannot be served.
     pub fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    /// 400: the prompt (plus the output asked for) does not fit the context. Typed as
+    /// llama-server types it (`exceed_context_size_error`, with `n_prompt_tokens` and `n_ctx`),
+    /// which OpenAI clients read as any 400.
+    pub fn too_long(message: impl Into<String>, prompt_tokens: usize, limit: usize) -> Self {
+        ApiError {
+            overflow: Some((prompt_tokens, limit)),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "exceed_context_size_error",
+                message,
+            )
+        }
     }
 
     /// Names the request field at fault.
@@ -136,6 +159,8 @@ impl ApiError {
             kind: self.kind,
             param: self.param,
             code: self.status.as_u16(),
+            n_prompt_tokens: self.overflow.map(|o| o.0),
+            n_ctx: self.overflow.map(|o| o.1),
         }
     }
 }
@@ -144,6 +169,11 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::InvalidRequest(m) => ApiError::bad(m),
+            EngineError::TooLong {
+                message,
+                prompt_tokens,
+                limit,
+            } => ApiError::too_long(message, prompt_tokens, limit),
             EngineError::Busy(_) => ApiError::bad(e.to_string()),
             EngineError::Overloaded { .. } | EngineError::Closed => {
                 ApiError::unavailable(e.to_string())

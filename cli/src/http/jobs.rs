@@ -22,7 +22,10 @@ pub struct Job {
 
 /// Tokenizes on the runtime's bounded blocking pool, so a long prompt does not stall the
 /// threads that serve other connections.
-async fn tokenize_all(engine: &Arc<Engine>, inputs: Vec<Input>) -> Result<Vec<Vec<u32>>, ApiError> {
+pub async fn tokenize_all(
+    engine: &Arc<Engine>,
+    inputs: Vec<Input>,
+) -> Result<Vec<Vec<u32>>, ApiError> {
     let engine = Arc::clone(engine);
     tokio::task::spawn_blocking(move || {
         inputs

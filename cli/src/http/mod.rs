@@ -88,6 +88,8 @@ pub struct ServerOptions {
     pub admin_api_key: Option<String>,
     /// Accept any `model` name in requests.
     pub lenient_model_name: bool,
+    /// Non-streamed OpenAI responses carry llama-server's `__verbose` object.
+    pub verbose_responses: bool,
     /// Sampling defaults for fields requests leave out (`--override-generation-config`).
     pub generation_defaults: GenerationDefaults,
     /// Limits.
@@ -105,6 +107,8 @@ pub struct AppState {
     draining: AtomicBool,
     /// Accept any `model` name in requests.
     lenient_model_name: bool,
+    /// Non-streamed OpenAI responses carry llama-server's `__verbose` object.
+    verbose_responses: bool,
     /// Sampling defaults for fields requests leave out.
     defaults: GenerationDefaults,
     /// Client ids of the `/generate` requests in flight.
@@ -209,6 +213,7 @@ pub async fn serve(engine: Arc<Engine>, opts: ServerOptions) -> Result<()> {
         started: Instant::now(),
         draining: AtomicBool::new(false),
         lenient_model_name: opts.lenient_model_name,
+        verbose_responses: opts.verbose_responses,
         defaults: opts.generation_defaults.clone(),
         rids: Arc::default(),
         responses: responses::Store::default(),

@@ -439,6 +439,8 @@ fn stream(
     let events = jobs::merged_events(jobs).map(move |(index, _, ev)| {
         let rid = &ids[index];
         let out = match &ev {
+            // Not asked for here.
+            StreamEvent::Progress(_) => return sse::Item::Data(Vec::new(), (0, 0, 0)),
             StreamEvent::Delta(d) => {
                 let (text, out_ids) = &mut sofar[index];
                 text.push_str(&d.text);

@@ -1,5 +1,6 @@
 //! Request and response bodies of the OpenAI-compatible routes.
 
+use super::llamacpp::extras::ExtraFields;
 use super::params::{OpenAiSampling, Unknown};
 use super::structured::StructuredFields;
 use super::tools::ToolFields;
@@ -26,6 +27,8 @@ pub struct CompletionRequest {
     pub sampling: OpenAiSampling,
     #[serde(flatten)]
     pub structured: StructuredFields,
+    #[serde(flatten)]
+    pub extras: ExtraFields,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -74,6 +77,8 @@ pub struct ChatRequest {
     pub structured: StructuredFields,
     #[serde(flatten)]
     pub tools: ToolFields,
+    #[serde(flatten)]
+    pub extras: ExtraFields,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -116,6 +116,8 @@ pub struct Params {
     pub grammar: Option<GrammarSpec>,
     /// Input logprobs from this prompt position on.
     pub logprob_start: Option<usize>,
+    /// Report the prompt's progress ([`engine::StreamEvent::Progress`]).
+    pub report_progress: bool,
 }
 
 impl Params {
@@ -154,6 +156,7 @@ impl Params {
             allowed_tokens: None,
             top_logprobs: 0,
             logprob_token_ids: Vec::new(),
+            post_sampling_probs: false,
         };
         let stop = StopConditions {
             max_new_tokens: max_new,
@@ -182,6 +185,7 @@ impl Params {
             max_from_room,
             grammar: None,
             logprob_start: None,
+            report_progress: false,
         })
     }
 
@@ -196,6 +200,12 @@ impl Params {
     /// The same settings, scoring the prompt from `start` on (input logprobs).
     pub fn with_logprob_start(mut self, start: Option<usize>) -> Self {
         self.logprob_start = start;
+        self
+    }
+
+    /// The same settings, reporting the prompt's progress when `on`.
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.report_progress = on;
         self
     }
 
@@ -216,6 +226,7 @@ impl Params {
         r.skip_special_tokens = self.skip_special_tokens;
         r.grammar = self.grammar.clone();
         r.logprob_start = self.logprob_start;
+        r.report_progress = self.report_progress;
         r
     }
 }

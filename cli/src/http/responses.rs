@@ -566,7 +566,9 @@ fn stream(st: Shared, job: jobs::Job, ids: ResponseIds, store: Option<Saver>) ->
                 return None;
             }
             let events = match job.stream.next_event().await? {
+                // Progress is not asked for here.
                 StreamEvent::Delta(d) if d.text.is_empty() => Vec::new(),
+                StreamEvent::Progress(_) => Vec::new(),
                 StreamEvent::Delta(d) => vec![seq.event(
                     "response.output_text.delta",
                     StreamBody::Delta {

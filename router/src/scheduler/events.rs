@@ -17,6 +17,19 @@ pub enum Event {
         /// Prompt tokens from `logprob_start` on with their log-probabilities.
         input_logprobs: Vec<SampledToken>,
     },
+    /// A chunk of the request's prompt was computed (only for requests that
+    /// `report_progress`, during their first prefill): `processed` of `total` prompt tokens
+    /// have KV now, `cached` of them found in the cache at admission.
+    Progress {
+        /// The request.
+        id: ReqId,
+        /// Prompt length.
+        total: usize,
+        /// Prompt tokens served from the cache.
+        cached: usize,
+        /// Prompt tokens with KV after this chunk (the cached ones included).
+        processed: usize,
+    },
     /// A token was generated.
     Token {
         /// The request.
@@ -86,6 +99,19 @@ impl Scheduler {
         self.events.push(Event::Prompt {
             id: req.id,
             input_logprobs: req.input_logprobs.clone(),
+        });
+    }
+
+    /// Reports a computed chunk of the request's first prefill, when it asked for progress.
+    pub(super) fn report_progress(&mut self, req: &Req, kv_len: usize) {
+        if !req.report_progress || !req.output.is_empty() || req.retractions > 0 {
+            return;
+        }
+        self.events.push(Event::Progress {
+            id: req.id,
+            total: req.prompt.len(),
+            cached: req.cached_tokens,
+            processed: kv_len.min(req.prompt.len()),
         });
     }
 

@@ -326,6 +326,7 @@ impl Scheduler {
         for ((mut a, seq), sampled) in seqs.into_iter().zip(&fb.seqs).zip(output.tokens) {
             a.req.add_input_logprobs(scored.next().unwrap_or_default());
             let kv_len = seq.seq_len();
+            self.report_progress(&a.req, kv_len);
             if seq.sample {
                 self.after_prompt(a, kv_len, sampled.expect(SAMPLED));
             } else {

@@ -178,6 +178,8 @@ pub struct Outcome {
     pub cached: usize,
     /// The scored prompt (input logprobs), when reported.
     pub prompt: Option<Vec<(Token, Option<f32>)>>,
+    /// Prompt progress reports: (total, cached, processed), in order.
+    pub progress: Vec<(usize, usize, usize)>,
 }
 
 /// Steps until idle (or `max_steps`), collecting every request's outcome.
@@ -202,6 +204,19 @@ pub fn collect(s: &mut Scheduler, out: &mut HashMap<u64, Outcome>) {
     for e in s.take_events() {
         match e {
             router::Event::Token { id, token, .. } => out.entry(id).or_default().tokens.push(token),
+            router::Event::Progress {
+                id,
+                total,
+                cached,
+                processed,
+            } => {
+                let o = out.entry(id).or_default();
+                assert!(
+                    o.tokens.is_empty(),
+                    "request {id}: progress came after a token"
+                );
+                o.progress.push((total, cached, processed));
+            }
             router::Event::Finished {
                 id,
                 reason,

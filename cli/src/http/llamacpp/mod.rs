@@ -8,6 +8,7 @@
 //! accepted only at their no-op defaults (what its clients send when nobody set them), and
 //! refused by name otherwise.
 
+pub(super) mod extras;
 mod prompt;
 mod response;
 
@@ -59,6 +60,8 @@ pub struct CompletionBody {
     #[serde(flatten)]
     structured: StructuredFields,
     #[serde(flatten)]
+    extras: extras::ExtraFields,
+    #[serde(flatten)]
     unknown: Unknown,
 }
 
@@ -83,12 +86,9 @@ fn check_unknown(unknown: &Unknown) -> Result<(), ApiError> {
     let rest: Unknown = unknown
         .iter()
         .filter(|(k, v)| {
-            let no_op = NO_OP_DEFAULTS
+            !NO_OP_DEFAULTS
                 .iter()
-                .any(|(name, d)| name == k && v.as_f64() == Some(*d));
-            let off = matches!(k.as_str(), "timings_per_token" | "return_progress")
-                && v.as_bool() == Some(false);
-            !(no_op || off)
+                .any(|(name, d)| name == k && v.as_f64() == Some(*d))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -97,13 +97,9 @@ fn check_unknown(unknown: &Unknown) -> Result<(), ApiError> {
 
 /// The engine settings of a `/completion` request (its prompts are read separately).
 fn settings(st: &Shared, b: &mut CompletionBody) -> Result<(Params, Settings), ApiError> {
-    if b.post_sampling_probs.unwrap_or(false) {
-        return Err(ApiError::bad(
-            "post_sampling_probs is not supported: n_probs reports the model's probabilities \
-             before sampling",
-        )
-        .param("post_sampling_probs"));
-    }
+    let post_sampling = b.post_sampling_probs.unwrap_or(false);
+    let stream = b.stream.unwrap_or(false);
+    let extras = b.extras.check(stream)?;
     let n_probs = b.n_probs.unwrap_or(0);
     if n_probs > MAX_N_PROBS {
         return Err(
@@ -139,9 +135,11 @@ fn settings(st: &Shared, b: &mut CompletionBody) -> Result<(Params, Settings), A
         ..OpenAiSampling::default()
     };
     let sampling = st.defaults.apply(sampling);
-    let params = Params::from_openai(&sampling, DefaultMax::Room(UNBOUNDED_CAP), n_probs > 0)?
+    let mut params = Params::from_openai(&sampling, DefaultMax::Room(UNBOUNDED_CAP), n_probs > 0)?
         .with_alternatives(n_probs, Vec::new())
-        .with_grammar(b.structured.spec()?);
+        .with_grammar(b.structured.spec()?)
+        .with_progress(extras.engine_progress());
+    params.sampling.post_sampling_probs = post_sampling;
     let settings = Settings {
         n_predict: sampling.max_tokens.unwrap_or(-1),
         seed: sampling.seed.map_or(-1, |s| s as i64),
@@ -152,11 +150,13 @@ fn settings(st: &Shared, b: &mut CompletionBody) -> Result<(Params, Settings), A
         n_probs,
         stop: params.stop_strings.clone(),
         ignore_eos: params.stop.ignore_eos,
-        stream: b.stream.unwrap_or(false),
+        stream,
         repeat_penalty: params.sampling.repetition_penalty,
         presence_penalty: params.sampling.presence_penalty,
         frequency_penalty: params.sampling.frequency_penalty,
         return_tokens: b.return_tokens.unwrap_or(false),
+        post_sampling_probs: post_sampling,
+        extras,
     };
     Ok((params, settings))
 }
@@ -221,15 +221,31 @@ fn stream(
     let keep_alive = st.limits.sse_keep_alive;
     let prompt_tokens: Vec<usize> = jobs.iter().map(|j| j.stream.prompt_tokens()).collect();
     let mut predicted = vec![0usize; jobs.len()];
+    let mut clocks: Vec<extras::Clock> = jobs.iter().map(|_| extras::Clock::new()).collect();
     let events = jobs::merged_events(jobs).map(move |(index, _, ev)| {
+        clocks[index].observe(&ev);
         let mut chunk = match &ev {
+            StreamEvent::Progress(p) if settings.extras.progress => {
+                response::progress_chunk(p, prompt_tokens[index])
+            }
             // Only deltas with tokens: llama-server's chunks each carry at least one.
+            StreamEvent::Progress(_) => return sse::Item::Data(Vec::new(), (0, 0, 0)),
             StreamEvent::Delta(d) if d.token_ids.is_empty() => {
                 return sse::Item::Data(Vec::new(), (0, 0, 0))
             }
             StreamEvent::Delta(d) => {
                 predicted[index] += d.token_ids.len();
-                response::delta_chunk(&st, d, &settings, prompt_tokens[index], predicted[index])
+                let mut c = response::delta_chunk(
+                    &st,
+                    d,
+                    &settings,
+                    prompt_tokens[index],
+                    predicted[index],
+                );
+                if settings.extras.timings {
+                    c["timings"] = clocks[index].timings();
+                }
+                c
             }
             StreamEvent::Done(c) => {
                 st.metrics.observe(c);

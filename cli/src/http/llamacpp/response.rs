@@ -26,6 +26,11 @@ pub struct Settings {
     pub frequency_penalty: f32,
     #[serde(skip)]
     pub return_tokens: bool,
+    /// `n_probs` reports the distribution sampled (`prob`, `top_probs`), not the model's.
+    pub post_sampling_probs: bool,
+    /// `timings_per_token`, `return_progress`.
+    #[serde(skip)]
+    pub extras: super::extras::Extras,
 }
 
 /// A finished sequence, ready to be written in llama-server's shape.
@@ -45,47 +50,22 @@ impl<'a> Outcome<'a> {
         settings: &'a Settings,
         prompt: &'a str,
     ) -> Result<Self, ApiError> {
-        let (stop_type, stopping_word) = match &c.finish_reason {
-            FinishReason::Stop { text: Some(w), .. } => ("word", w.clone()),
-            FinishReason::Stop { .. } => ("eos", String::new()),
-            FinishReason::Length { .. } => ("limit", String::new()),
+        let stopping_word = match &c.finish_reason {
+            FinishReason::Stop { text: Some(w), .. } => w.clone(),
             FinishReason::Abort { message } => {
                 return Err(ApiError::unavailable(format!(
                     "the request was aborted: {message}"
                 )))
             }
+            FinishReason::Stop { .. } | FinishReason::Length { .. } => String::new(),
         };
+        let stop_type = super::extras::stop_type(&c.finish_reason);
         Ok(Outcome {
             c,
             settings,
             prompt,
             stop_type,
             stopping_word,
-        })
-    }
-
-    /// `timings`, from the request's own clock: the prompt phase is submission to the first
-    /// token (queueing included), the rest is generation.
-    fn timings(&self) -> Value {
-        let c = self.c;
-        let cached = c.usage.cached_tokens;
-        let prompt_n = c.usage.prompt_tokens.saturating_sub(cached);
-        let predicted_n = c.usage.completion_tokens;
-        let ttft = c.time_to_first_token.unwrap_or(c.e2e_latency);
-        let prompt_ms = ttft * 1e3;
-        let predicted_ms = (c.e2e_latency - ttft).max(0.0) * 1e3;
-        let per = |ms: f64, n: usize| if n > 0 { ms / n as f64 } else { 0.0 };
-        let rate = |ms: f64, n: usize| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
-        json!({
-            "cache_n": cached,
-            "prompt_n": prompt_n,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": per(prompt_ms, prompt_n),
-            "prompt_per_second": rate(prompt_ms, prompt_n),
-            "predicted_n": predicted_n,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": per(predicted_ms, predicted_n),
-            "predicted_per_second": rate(predicted_ms, predicted_n),
         })
     }
 
@@ -106,11 +86,16 @@ impl<'a> Outcome<'a> {
             "stop_type": self.stop_type,
             "stopping_word": self.stopping_word,
             "tokens_cached": c.usage.cached_tokens,
-            "timings": self.timings(),
+            "timings": super::extras::timings_of(c),
         });
         if self.settings.n_probs > 0 {
-            out["completion_probabilities"] =
-                probabilities(st, &c.token_ids, &c.logprobs, &c.alternatives);
+            out["completion_probabilities"] = probabilities(
+                st,
+                self.settings,
+                &c.token_ids,
+                &c.logprobs,
+                &c.alternatives,
+            );
         }
         out
     }
@@ -145,30 +130,52 @@ pub fn delta_chunk(
     });
     if settings.n_probs > 0 {
         out["completion_probabilities"] =
-            probabilities(st, &d.token_ids, &d.logprobs, &d.alternatives);
+            probabilities(st, settings, &d.token_ids, &d.logprobs, &d.alternatives);
     }
     out
 }
 
-/// One token as llama-server names it: id, text, bytes and log-probability.
-fn entry(st: &Shared, id: u32, logprob: f32) -> Value {
+/// A streamed chunk reporting the prompt's progress (`return_progress`).
+pub fn progress_chunk(p: &engine::PromptProgress, prompt_tokens: usize) -> Value {
+    json!({
+        "content": "",
+        "tokens": [],
+        "stop": false,
+        "tokens_predicted": 0,
+        "tokens_evaluated": prompt_tokens,
+        "prompt_progress": super::extras::progress(p),
+    })
+}
+
+/// One token as llama-server names it: id, text, bytes, and its log-probability, or with
+/// `post_sampling_probs` its probability.
+fn entry(st: &Shared, id: u32, logprob: f32, post_sampling: bool) -> Value {
     let token = logprobs::token_text(&st.engine, id);
-    let logprob = if logprob.is_finite() {
-        logprob
+    let mut e = json!({"id": id, "token": token, "bytes": token.as_bytes()});
+    if post_sampling {
+        e["prob"] = logprob.exp().into();
     } else {
-        -9999.0
-    };
-    json!({"id": id, "token": token, "bytes": token.as_bytes(), "logprob": logprob})
+        e["logprob"] = if logprob.is_finite() {
+            logprob
+        } else {
+            -9999.0
+        }
+        .into();
+    }
+    e
 }
 
 /// `completion_probabilities`: per generated token, its log-probability and the `n_probs` most
-/// likely tokens at its position.
+/// likely tokens at its position (with `post_sampling_probs`: probabilities under the
+/// distribution sampled, as `prob` and `top_probs`).
 fn probabilities(
     st: &Shared,
+    settings: &Settings,
     ids: &[u32],
     lps: &[f32],
     alternatives: &[TokenAlternatives],
 ) -> Value {
+    let post = settings.post_sampling_probs;
     let items: Vec<Value> = ids
         .iter()
         .zip(lps)
@@ -176,10 +183,10 @@ fn probabilities(
         .map(|(i, (&id, &lp))| {
             let top: Vec<Value> = alternatives
                 .get(i)
-                .map(|a| a.top.iter().map(|&(t, l)| entry(st, t, l)).collect())
+                .map(|a| a.top.iter().map(|&(t, l)| entry(st, t, l, post)).collect())
                 .unwrap_or_default();
-            let mut e = entry(st, id, lp);
-            e["top_logprobs"] = top.into();
+            let mut e = entry(st, id, lp, post);
+            e[if post { "top_probs" } else { "top_logprobs" }] = top.into();
             e
         })
         .collect();

@@ -1,21 +1,23 @@
 //! The OpenAI-compatible routes: `/v1/completions`, `/v1/chat/completions`, `/v1/models`.
+//! Requests and whole responses here; streamed responses in [`stream`].
+
+mod stream;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::jobs::{self, Finished, Job, UsageTally};
+use super::jobs::{self, Finished, UsageTally};
 use super::layers::JsonBody;
+use super::llamacpp::extras::{self, Extras};
 use super::logprobs;
 use super::openai_types::*;
 use super::params::{self, DefaultMax, Params};
-use super::sse;
 use super::tools;
 use super::{now_secs, response_id, Shared};
 use axum::extract::{Extension, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use engine::MAX_TOP_LOGPROBS;
-use engine::{ChatMessage, Completion, FinishReason, Input, StreamEvent};
-use futures_util::stream::StreamExt;
-use std::collections::{HashMap, HashSet};
+use engine::{ChatMessage, Completion, FinishReason, Input};
+use stream::stream;
 
 /// Largest default `max_tokens` of a chat request (the pool and context may leave less).
 const CHAT_DEFAULT_MAX_TOKENS: usize = 1024;
@@ -68,6 +70,10 @@ struct Header {
     tools: Option<usize>,
     /// Completions with `echo`: each prompt's text, put before its choices' text.
     echo: Vec<String>,
+    /// llama-server's `timings_per_token` and `return_progress`.
+    extras: Extras,
+    /// Non-streamed responses carry `__verbose` (`--verbose-responses`).
+    verbose: bool,
 }
 
 impl Header {
@@ -86,6 +92,8 @@ impl Header {
             score_prompt: false,
             tools: None,
             echo: Vec::new(),
+            extras: Extras::default(),
+            verbose: st.verbose_responses,
         }
     }
 
@@ -138,6 +146,8 @@ pub async fn completions(
     .with_alternatives(top, Vec::new())
     .with_grammar(b.structured.spec()?)
     .with_logprob_start(score_prompt.then_some(0));
+    let ext = b.extras.check(b.sampling.stream.unwrap_or(false))?;
+    let params = params.with_progress(ext.engine_progress());
     let vocab = st.engine.info().vocab_size;
     let inputs: Vec<Input> = match b.prompt {
         PromptInput::Text(t) => vec![Input::Text(t)],
@@ -152,6 +162,7 @@ pub async fn completions(
         return Err(ApiError::bad("prompt must not be empty").param("prompt"));
     }
     let mut header = Header::new(&st, Api::Completions, want_lp);
+    header.extras = ext;
     header.top = top > 0;
     header.score_prompt = score_prompt;
     if echo {
@@ -256,7 +267,10 @@ pub async fn chat_completions(
     )?
     .with_alternatives(top, Vec::new())
     .with_grammar(grammar);
+    let ext = b.extras.check(b.sampling.stream.unwrap_or(false))?;
+    let params = params.with_progress(ext.engine_progress());
     let mut header = Header::new(&st, Api::Chat, want_lp);
+    header.extras = ext;
     header.tools = tools.as_ref().map(tools::ToolSetup::max_calls);
     let input = if b.continue_final_message.unwrap_or(false) {
         if messages.last().is_none_or(|m| m.role != "assistant") {
@@ -297,14 +311,32 @@ async fn run(
     params::check_sequences(inputs.len(), n)?;
     let ns = params::namespace(caller.tenant, sampling.cache_salt.clone())?;
     let include_usage = sampling.include_usage()?;
+    let streamed = sampling.stream.unwrap_or(false);
+    let verbose = (header.verbose && !streamed).then(|| inputs.clone());
     let jobs = jobs::submit(&st.engine, params, inputs, n, &ns).await?;
     st.metrics.request_started();
-    if sampling.stream.unwrap_or(false) {
-        Ok(stream(st, header, jobs, include_usage))
-    } else {
-        let finished = jobs::complete_all(jobs).await?;
-        Ok(whole(&st, &header, finished))
+    if streamed {
+        return Ok(stream(st, header, jobs, include_usage));
     }
+    let finished = jobs::complete_all(jobs).await?;
+    let mut extra = serde_json::Map::new();
+    if header.extras.timings {
+        if let Some(f) = finished.first() {
+            extra.insert("timings".into(), extras::timings_of(&f.completion));
+        }
+    }
+    if let (Some(inputs), Some(f)) = (verbose, finished.first()) {
+        let ids = jobs::tokenize_all(&st.engine, vec![inputs[f.prompt].clone()]).await?;
+        let prompt = ids
+            .first()
+            .map(|ids| st.engine.tokenizer().decode(ids, false))
+            .transpose()
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .unwrap_or_default();
+        let v = extras::verbose(&header.model, &prompt, &f.completion);
+        extra.insert("__verbose".into(), v);
+    }
+    Ok(whole(&st, &header, finished, extra))
 }
 
 fn tokens_of(c: &Completion) -> logprobs::Tokens<'_> {
@@ -315,7 +347,14 @@ fn tokens_of(c: &Completion) -> logprobs::Tokens<'_> {
     }
 }
 
-fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
+/// The non-streamed response, with `extra` fields (llama-server's `timings`, `__verbose`)
+/// beside OpenAI's.
+fn whole(
+    st: &Shared,
+    h: &Header,
+    finished: Vec<Finished>,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Response {
     let mut tally = UsageTally::default();
     for f in &finished {
         st.metrics.observe(&f.completion);
@@ -346,11 +385,13 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                     text: format!("{}{}", h.echoed(f.prompt), f.completion.text),
                 })
                 .collect();
-            axum::Json(Envelope {
-                usage,
-                ..h.envelope("text_completion", choices)
-            })
-            .into_response()
+            extras::json_with(
+                Envelope {
+                    usage,
+                    ..h.envelope("text_completion", choices)
+                },
+                extra,
+            )
         }
         Api::Chat => {
             let choices = finished
@@ -380,316 +421,13 @@ fn whole(st: &Shared, h: &Header, finished: Vec<Finished>) -> Response {
                     }
                 })
                 .collect();
-            axum::Json(Envelope {
-                usage,
-                ..h.envelope("chat.completion", choices)
-            })
-            .into_response()
-        }
-    }
-}
-
-/// One streamed chunk for a choice's event; `None` when there is nothing to send.
-fn chunk(st: &Shared, h: &Header, index: usize, ev: &StreamEvent) -> Option<String> {
-    chunk_finishing(st, h, index, ev, None)
-}
-
-/// [`chunk`], with `finish` as the finish reason of a delta's chunk (its choice's last).
-fn chunk_finishing(
-    st: &Shared,
-    h: &Header,
-    index: usize,
-    ev: &StreamEvent,
-    finish: Option<&'static str>,
-) -> Option<String> {
-    let none = logprobs::Tokens {
-        ids: &[],
-        logprobs: &[],
-        alternatives: &[],
-    };
-    let (text, toks, finish) = match ev {
-        // Text held back (a possible stop string, half a character) still reports its
-        // tokens' logprobs when asked; otherwise there is nothing to send yet.
-        StreamEvent::Delta(d) if d.text.is_empty() && (!h.logprobs || d.token_ids.is_empty()) => {
-            return None
-        }
-        StreamEvent::Delta(d) => (
-            Some(d.text.clone()),
-            logprobs::Tokens {
-                ids: &d.token_ids,
-                logprobs: &d.logprobs,
-                alternatives: &d.alternatives,
-            },
-            finish,
-        ),
-        StreamEvent::Done(c) => (None, none, Some(openai_finish(&c.finish_reason))),
-        StreamEvent::Failed(_) => return None,
-    };
-    let with_lp = h.logprobs && !toks.ids.is_empty();
-    let json = match h.api {
-        Api::Completions => serde_json::to_string(&h.envelope(
-            "text_completion",
-            vec![CompletionChoice {
-                index,
-                text: text.unwrap_or_default(),
-                logprobs: with_lp.then(|| logprobs::completion(&st.engine, &toks)),
-                finish_reason: finish,
-            }],
-        )),
-        Api::Chat => serde_json::to_string(&h.envelope(
-            "chat.completion.chunk",
-            vec![ChatChunkChoice {
-                index,
-                delta: ChatDelta {
-                    content: text.map(Some),
-                    ..ChatDelta::default()
+            extras::json_with(
+                Envelope {
+                    usage,
+                    ..h.envelope("chat.completion", choices)
                 },
-                logprobs: with_lp.then(|| logprobs::chat(&st.engine, &toks)),
-                finish_reason: finish,
-            }],
-        )),
-    };
-    json.ok()
-}
-
-/// A streamed chat choice's chunks when it may call tools: text before a call streams as
-/// usual; the calls go out parsed, as one delta, when the choice ends.
-fn tool_chunks(
-    st: &Shared,
-    h: &Header,
-    index: usize,
-    ev: &StreamEvent,
-    splitter: &mut tools::Splitter,
-) -> Vec<String> {
-    match ev {
-        StreamEvent::Delta(d) => {
-            let shown = engine::Delta {
-                text: splitter.push(&d.text),
-                ..d.clone()
-            };
-            chunk(st, h, index, &StreamEvent::Delta(shown))
-                .into_iter()
-                .collect()
+                extra,
+            )
         }
-        StreamEvent::Done(c) => {
-            let max = h.tools.unwrap_or(usize::MAX);
-            let (content, calls) = splitter.finish(max, &mut || response_id("call_"));
-            let mut finish = openai_finish(&c.finish_reason);
-            if !calls.is_empty() && finish == "stop" {
-                finish = "tool_calls";
-            }
-            let delta = |delta: ChatDelta, finish: Option<&'static str>| {
-                serde_json::to_string(&h.envelope(
-                    "chat.completion.chunk",
-                    vec![ChatChunkChoice {
-                        index,
-                        delta,
-                        logprobs: None,
-                        finish_reason: finish,
-                    }],
-                ))
-                .ok()
-            };
-            let mut out = Vec::new();
-            if !content.is_empty() {
-                out.extend(delta(
-                    ChatDelta {
-                        content: Some(Some(content)),
-                        ..ChatDelta::default()
-                    },
-                    None,
-                ));
-            }
-            if !calls.is_empty() {
-                let calls = calls
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, call)| StreamToolCall { index, call })
-                    .collect();
-                out.extend(delta(
-                    ChatDelta {
-                        tool_calls: Some(calls),
-                        ..ChatDelta::default()
-                    },
-                    None,
-                ));
-            }
-            out.extend(delta(ChatDelta::default(), Some(finish)));
-            out
-        }
-        StreamEvent::Failed(_) => Vec::new(),
     }
-}
-
-/// Completions streamed with `logprobs`: each choice's last token chunk carries its finish
-/// reason, so that every chunk has logprobs (SGLang's shape; its clients read them from every
-/// chunk). Each token chunk therefore waits for the choice's next event.
-fn finish_on_last_token(
-    st: &Shared,
-    h: &Header,
-    index: usize,
-    ev: StreamEvent,
-    held: &mut HashMap<usize, StreamEvent>,
-) -> Vec<String> {
-    match ev {
-        StreamEvent::Delta(_) => held
-            .insert(index, ev)
-            .and_then(|prev| chunk(st, h, index, &prev))
-            .into_iter()
-            .collect(),
-        StreamEvent::Done(ref c) => {
-            let finish = openai_finish(&c.finish_reason);
-            held.remove(&index)
-                .and_then(|last| chunk_finishing(st, h, index, &last, Some(finish)))
-                .or_else(|| chunk(st, h, index, &ev))
-                .into_iter()
-                .collect()
-        }
-        StreamEvent::Failed(_) => Vec::new(),
-    }
-}
-
-/// The role-only first chunk of each streamed chat choice (as OpenAI, vLLM and SGLang send).
-fn role_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
-    if h.api != Api::Chat {
-        return echo_chunks(h, jobs);
-    }
-    jobs.iter()
-        .filter_map(|j| {
-            serde_json::to_string(&h.envelope(
-                "chat.completion.chunk",
-                vec![ChatChunkChoice {
-                    index: j.index,
-                    delta: ChatDelta {
-                        role: Some("assistant"),
-                        content: Some(None),
-                        ..ChatDelta::default()
-                    },
-                    logprobs: None,
-                    finish_reason: None,
-                }],
-            ))
-            .ok()
-        })
-        .collect()
-}
-
-/// A streamed completion choice's first chunk with `echo` and `logprobs`: the prompt's text
-/// with its logprobs (which come with the choice's first event), then what the event adds.
-fn echo_with_logprobs(
-    st: &Shared,
-    h: &Header,
-    index: usize,
-    prompt: usize,
-    ev: &StreamEvent,
-) -> Vec<String> {
-    let (text, scored, toks) = match ev {
-        StreamEvent::Delta(d) => (
-            d.text.as_str(),
-            &d.input_logprobs,
-            logprobs::Tokens {
-                ids: &d.token_ids,
-                logprobs: &d.logprobs,
-                alternatives: &d.alternatives,
-            },
-        ),
-        StreamEvent::Done(c) => (
-            "",
-            &c.input_logprobs,
-            logprobs::Tokens {
-                ids: &[],
-                logprobs: &[],
-                alternatives: &[],
-            },
-        ),
-        StreamEvent::Failed(_) => return Vec::new(),
-    };
-    let first = serde_json::to_string(&h.envelope(
-        "text_completion",
-        vec![CompletionChoice {
-            index,
-            text: format!("{}{text}", h.echoed(prompt)),
-            logprobs: Some(logprobs::completion_echoed(
-                &st.engine, scored, &toks, h.top,
-            )),
-            finish_reason: None,
-        }],
-    ));
-    let mut out: Vec<String> = first.ok().into_iter().collect();
-    if let StreamEvent::Done(_) = ev {
-        out.extend(chunk(st, h, index, ev));
-    }
-    out
-}
-
-/// With `echo`, the first chunk of each streamed completion choice is its prompt (with
-/// `logprobs`, it comes with the choice's first event instead, carrying the prompt's).
-fn echo_chunks(h: &Header, jobs: &[Job]) -> Vec<String> {
-    if h.score_prompt {
-        return Vec::new();
-    }
-    jobs.iter()
-        .filter(|j| !h.echoed(j.prompt).is_empty())
-        .filter_map(|j| {
-            serde_json::to_string(&h.envelope(
-                "text_completion",
-                vec![CompletionChoice {
-                    index: j.index,
-                    text: h.echoed(j.prompt).to_string(),
-                    logprobs: None,
-                    finish_reason: None,
-                }],
-            ))
-            .ok()
-        })
-        .collect()
-}
-
-fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool) -> Response {
-    let first = role_chunks(&h, &jobs);
-    let object = if h.api == Api::Chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    let mut tally = UsageTally::default();
-    let st2 = st.clone();
-    let h2 = h.clone();
-    let mut splitters: HashMap<usize, tools::Splitter> = HashMap::new();
-    let mut echoed: HashSet<usize> = HashSet::new();
-    let mut held: HashMap<usize, StreamEvent> = HashMap::new();
-    let events = jobs::merged_events(jobs).map(move |(index, prompt, ev)| {
-        if let StreamEvent::Done(c) = &ev {
-            st2.metrics.observe(c);
-            tally.add(prompt, c);
-        }
-        let totals = tally.totals();
-        match ev {
-            StreamEvent::Failed(e) => sse::Item::Fail(ApiError::from(e)),
-            ev if h2.score_prompt && echoed.insert(index) => {
-                sse::Item::Data(echo_with_logprobs(&st2, &h2, index, prompt, &ev), totals)
-            }
-            ev if h2.api == Api::Completions && h2.logprobs => sse::Item::Data(
-                finish_on_last_token(&st2, &h2, index, ev, &mut held),
-                totals,
-            ),
-            ev if h2.tools.is_some() => {
-                let splitter = splitters.entry(index).or_default();
-                sse::Item::Data(tool_chunks(&st2, &h2, index, &ev, splitter), totals)
-            }
-            ev => sse::Item::Data(chunk(&st2, &h2, index, &ev).into_iter().collect(), totals),
-        }
-    });
-    let usage = move |(p, c, cached): (usize, usize, usize)| {
-        include_usage
-            .then(|| {
-                serde_json::to_string(&Envelope::<CompletionChoice> {
-                    usage: Some(UsageBody::new(p, c, cached)),
-                    ..h.envelope(object, Vec::new())
-                })
-                .ok()
-            })
-            .flatten()
-    };
-    sse::response(first, events, usage, st.limits.sse_keep_alive)
 }
