@@ -86,19 +86,18 @@ impl Engine {
     {
         let started = Instant::now();
         tracing::info!(model = %config.model.display(), device = %config.device, "loading model");
-        let (model, mut tokenizer) = executor::load_model::<B>(&config.model, &device)?;
+        // The CPU device runs the host model alone (built straight from the file); the other
+        // devices run burn's forward.
+        let (model, mut tokenizer) = if config.device == Device::Cpu {
+            executor::load_host_model::<B>(&config.model, &device)?
+        } else {
+            executor::load_model::<B>(&config.model, &device)?
+        };
         if let Some(template) = &config.chat_template {
             tokenizer = tokenizer.with_chat_template(template.clone());
         }
         let dtype = config.kv_dtype();
-        let model = if config.device == Device::Cpu {
-            model
-                .with_host_kernels(config.max_running_requests.max(16))?
-                .with_kv_dtype(dtype)?
-                .release_backend_weights()?
-        } else {
-            model.with_kv_dtype(dtype)?
-        };
+        let model = model.with_kv_dtype(dtype)?;
         let mc = model.config().clone();
         let dims = KvDims {
             layers: mc.num_layers,

@@ -19,16 +19,18 @@ fn main() {
         kernel(n, iters, args.get(4).is_some_and(|s| s == "exact"));
         return;
     }
-    let (model, _tok) =
-        load_gguf::<CpuBackend>(&default_model_path(), &Default::default()).expect("model loads");
+    let path = default_model_path();
     let model = if burn_only {
-        model
+        load_gguf::<CpuBackend>(&path, &Default::default())
+            .expect("model loads")
+            .0
     } else {
-        model
-            .with_host_kernels(32)
+        // The CPU device's model: the host model alone, straight from the file's blocks.
+        executor::load_host_weights::<CpuBackend>(&path, &Default::default())
             .and_then(|m| m.with_kv_dtype(executor::KvDtype::F16))
-            .expect("host kernels")
+            .expect("host model loads")
     };
+    eprintln!("layouts: {:?}", model.host_layouts().get(..5));
     let prompt =
         |n: usize| -> Vec<u32> { (0..n).map(|i| 100 + (i as u32 * 37) % 40_000).collect() };
     let (mut exec, batch) = if mode == "prefill" {

@@ -48,6 +48,8 @@ pub(crate) struct HostModel {
 pub(crate) enum Embedding {
     /// `[vocab][hidden]` f32.
     Table(Vec<f32>),
+    /// `[vocab][hidden]` in a kernel layout (the file's blocks), expanded per token.
+    Rows(HostLinear),
     /// The rows of the (tied) LM head's compact weights, expanded per token.
     TiedHead,
 }
@@ -324,6 +326,11 @@ impl HostModel {
                 match &self.embed {
                     Embedding::Table(e) => {
                         x.extend_from_slice(&e[t as usize * d..(t as usize + 1) * d]);
+                    }
+                    Embedding::Rows(table) => {
+                        let at = x.len();
+                        x.resize(at + d, 0.0);
+                        table.row(t as usize, &mut x[at..]);
                     }
                     Embedding::TiedHead => {
                         let at = x.len();

@@ -8,10 +8,18 @@
 //! smaller `q`), the blocks are stored and expanded on the fly,
 //! so a decode step reads 5.3x (Q4_1) or 3.6x (Q8_0) fewer bytes than with f32 weights and
 //! computes with the very same weight values. Anything else stays f32.
+//! Weights read from GGUF blocks take their kernel layout straight from the blocks
+//! ([`HostLinear::from_ggml`], [`blocks`]): Q4_K as Q4_1 blocks with f32 scales, Q5_1 and Q5_K as
+//! byte blocks with a minimum, Q6_K and Q3_K as i8 blocks with a scale per 16 values. A fused
+//! projection (Q, K and V; gate and up) may hold tensors of different types, each its own
+//! row range ("part").
 //! The inner loops run under `pulp`'s runtime CPU-feature dispatch (AVX2 + FMA where present)
 //! without any `unsafe` in this crate.
 
+mod blocks;
 mod qdot;
+
+pub(crate) use blocks::convertible as ggml_convertible;
 
 use std::sync::Arc;
 
@@ -40,6 +48,24 @@ enum Weights {
     },
     /// Per block: scale `d` and 32 signed quants.
     Q8_0 { d: Vec<f32>, qs: Vec<i8> },
+    /// Per 16 values: scale `d` and 16 signed quants (Q6_K, Q3_K).
+    Q8_16 { d: Vec<f32>, qs: Vec<i8> },
+    /// Per block: scale `d`, minimum `m` and 32 unsigned quants, a byte each (Q5_1, Q5_K).
+    U8 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        qs: Vec<u8>,
+    },
+}
+
+/// One row range of a projection, in one layout.
+#[derive(Debug)]
+struct Part {
+    /// First output row.
+    start: usize,
+    /// Output rows.
+    rows: usize,
+    w: Weights,
 }
 
 /// A projection `y = x · Wᵀ` with `W` held row-major as `[out][in]` on the host.
@@ -47,8 +73,11 @@ enum Weights {
 pub struct HostLinear {
     inp: usize,
     out: usize,
-    w: Arc<Weights>,
-    /// Whether products run through the integer kernels (activations quantised to 8 bits).
+    /// Row ranges in order; every boundary between two is a multiple of [`BLOCK`], so each
+    /// task's rows lie in one part.
+    parts: Arc<[Part]>,
+    /// Whether products run through the integer kernels (activations quantised to 8 bits)
+    /// where the part's layout has one.
     integer: bool,
 }
 
@@ -216,6 +245,65 @@ impl Weights {
                     }
                 }
             }
+            Weights::Q8_16 { d, qs } => {
+                let row = &qs[n * inp..(n + 1) * inp];
+                let scales = &d[n * inp / 16..(n + 1) * inp / 16];
+                for ((y, q), &bd) in out
+                    .chunks_exact_mut(16)
+                    .zip(row.chunks_exact(16))
+                    .zip(scales)
+                {
+                    for (y, &q) in y.iter_mut().zip(q) {
+                        *y = q as f32 * bd;
+                    }
+                }
+            }
+            Weights::U8 { d, m, qs } => {
+                let b0 = n * inp / QK;
+                let row = &qs[n * inp..(n + 1) * inp];
+                let scales = d[b0..].iter().zip(&m[b0..]);
+                for ((y, q), (&bd, &bm)) in out
+                    .chunks_exact_mut(QK)
+                    .zip(row.chunks_exact(QK))
+                    .zip(scales)
+                {
+                    for (y, &q) in y.iter_mut().zip(q) {
+                        *y = q as f32 * bd + bm;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Values held.
+    fn len(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.len(),
+            Weights::Q4_1 { qs, .. } => qs.len() * 2,
+            Weights::Q8_0 { qs, .. } | Weights::Q8_16 { qs, .. } => qs.len(),
+            Weights::U8 { qs, .. } => qs.len(),
+        }
+    }
+
+    /// Bytes of weight data read per use.
+    fn bytes(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.len() * 4,
+            Weights::Q4_1 { d, m, qs } | Weights::U8 { d, m, qs } => {
+                (d.len() + m.len()) * 4 + qs.len()
+            }
+            Weights::Q8_0 { d, qs } | Weights::Q8_16 { d, qs } => d.len() * 4 + qs.len(),
+        }
+    }
+
+    /// The layout's name.
+    fn name(&self) -> &'static str {
+        match self {
+            Weights::F32(_) => "f32",
+            Weights::Q4_1 { .. } => "q4_1",
+            Weights::Q8_0 { .. } => "q8_0",
+            Weights::Q8_16 { .. } => "q8_16",
+            Weights::U8 { .. } => "u8",
         }
     }
 }
@@ -247,7 +335,9 @@ mod x86 {
         let nb = inp / QK;
         let b0 = n * nb;
         match w {
-            Weights::F32(_) => w.expand_row(n, inp, out),
+            Weights::F32(_) | Weights::Q8_16 { .. } | Weights::U8 { .. } => {
+                w.expand_row(n, inp, out)
+            }
             Weights::Q4_1 { d, m, qs } => {
                 let blocks = qs[b0 * 16..(b0 + nb) * 16].chunks_exact(16);
                 let scales = d[b0..b0 + nb].iter().zip(&m[b0..b0 + nb]);
@@ -454,15 +544,52 @@ impl HostLinear {
     /// Wraps `[out][in]` row-major weights (`w.len() == out * inp`), stored as Q4_1 or Q8_0
     /// blocks when that reproduces every value exactly, else as f32.
     pub fn new(inp: usize, out: usize, w: Vec<f32>) -> Option<Self> {
-        (w.len() == inp * out).then(|| {
-            let w = compress(inp, w);
-            Self {
-                inp,
-                out,
-                integer: qdot::supported(&w),
-                w: Arc::new(w),
+        (w.len() == inp * out).then(|| Self::of_parts(inp, vec![(out, compress(inp, w))]))?
+    }
+
+    /// The projection whose row ranges are, in order, GGUF tensors of `rows` rows each:
+    /// `(type, rows, their blocks)` (Q, K and V of a fused projection, say), each in its
+    /// kernel layout (see [`blocks`]). `None` when a type has no layout here, a size does not
+    /// match, or a boundary between two tensors is not a multiple of 32 rows.
+    pub(crate) fn from_ggml(
+        inp: usize,
+        tensors: &[(crate::gguf::GgmlType, usize, &[u8])],
+    ) -> Option<Self> {
+        let parts = tensors
+            .iter()
+            .map(|&(ty, rows, bytes)| Some((rows, blocks::from_ggml(ty, bytes, rows, inp)?)))
+            .collect::<Option<Vec<_>>>()?;
+        Self::of_parts(inp, parts)
+    }
+
+    /// Parts of `(rows, weights)` in order.
+    fn of_parts(inp: usize, parts: Vec<(usize, Weights)>) -> Option<Self> {
+        let mut start = 0;
+        let mut out = Vec::with_capacity(parts.len());
+        let last = parts.len().saturating_sub(1);
+        for (i, (rows, w)) in parts.into_iter().enumerate() {
+            if w.len() != rows * inp || (i < last && !(start + rows).is_multiple_of(BLOCK)) {
+                return None;
             }
+            out.push(Part { start, rows, w });
+            start += rows;
+        }
+        Some(Self {
+            inp,
+            out: start,
+            integer: out.iter().any(|p| qdot::supported(&p.w)),
+            parts: out.into(),
         })
+    }
+
+    /// The part holding output row `n`, and `n` within it.
+    fn part_of(&self, n: usize) -> (&Weights, usize) {
+        let p = self
+            .parts
+            .iter()
+            .find(|p| p.start <= n && n < p.start + p.rows)
+            .unwrap_or(&self.parts[0]);
+        (&p.w, n - p.start)
     }
 
     /// The same weights multiplied by expanding each block to f32 (exact products with the
@@ -488,27 +615,27 @@ impl HostLinear {
         self.out
     }
 
-    /// Storage format of the weights: "f32", "q4_1" or "q8_0".
-    pub fn format(&self) -> &'static str {
-        match *self.w {
-            Weights::F32(_) => "f32",
-            Weights::Q4_1 { .. } => "q4_1",
-            Weights::Q8_0 { .. } => "q8_0",
+    /// Storage layout of the weights ("f32", "q4_1", "q8_0", "q8_16", "u8"; parts of
+    /// different layouts joined by "+").
+    pub fn format(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for p in self.parts.iter() {
+            if !names.contains(&p.w.name()) {
+                names.push(p.w.name());
+            }
         }
+        names.join("+")
     }
 
     /// Weight row `n` (of width [`Self::inp`]) as f32, exactly as stored.
     pub(crate) fn row(&self, n: usize, out: &mut [f32]) {
-        self.w.expand_row(n, self.inp, out);
+        let (w, local) = self.part_of(n);
+        w.expand_row(local, self.inp, out);
     }
 
     /// Bytes of weight data read per use of the whole matrix.
     pub fn weight_bytes(&self) -> usize {
-        match &*self.w {
-            Weights::F32(w) => w.len() * 4,
-            Weights::Q4_1 { d, m, qs } => (d.len() + m.len()) * 4 + qs.len(),
-            Weights::Q8_0 { d, qs } => d.len() * 4 + qs.len(),
-        }
+        self.parts.iter().map(|p| p.w.bytes()).sum()
     }
 
     /// `x: [m][in]` row-major -> `[m][out]` row-major.
@@ -529,29 +656,34 @@ impl HostLinear {
         // Tiles of BLOCK outputs, each row-major `[m][BLOCK]`, so that each task owns a
         // contiguous chunk; the tiles' rows are then copied into place.
         let mut yt = vec![0f32; out * m];
-        let w = &*self.w;
-        if self.integer {
-            let xq = qdot::QuantRows::new(x, inp);
-            let isa = qdot::Isa::detect();
-            yt.par_chunks_mut(BLOCK * m)
-                .enumerate()
-                .for_each(|(bi, chunk)| qtask(isa, w, inp, &xq, m, bi * BLOCK, chunk));
-        } else {
-            yt.par_chunks_mut(BLOCK * m).enumerate().for_each_init(
-                || vec![0f32; GROUP * inp],
-                |buf, (bi, chunk)| {
-                    Arch::new().dispatch(Task {
-                        w,
-                        inp,
-                        x,
-                        m,
-                        n0: bi * BLOCK,
-                        chunk,
-                        buf,
-                    })
-                },
-            );
-        }
+        let integer = |w: &Weights| self.integer && qdot::supported(w);
+        let xq = self
+            .parts
+            .iter()
+            .any(|p| integer(&p.w))
+            .then(|| qdot::QuantRows::new(x, inp));
+        let isa = qdot::Isa::detect();
+        yt.par_chunks_mut(BLOCK * m).enumerate().for_each_init(
+            Vec::new,
+            |buf: &mut Vec<f32>, (bi, chunk)| {
+                let (w, n0) = self.part_of(bi * BLOCK);
+                match &xq {
+                    Some(xq) if integer(w) => qtask(isa, w, inp, xq, m, n0, chunk),
+                    _ => {
+                        buf.resize(GROUP * inp, 0.0);
+                        Arch::new().dispatch(Task {
+                            w,
+                            inp,
+                            x,
+                            m,
+                            n0,
+                            chunk,
+                            buf: &mut buf[..],
+                        })
+                    }
+                }
+            },
+        );
         if m == 1 {
             return yt;
         }
@@ -567,5 +699,7 @@ impl HostLinear {
     }
 }
 
+#[cfg(test)]
+mod blocks_tests;
 #[cfg(test)]
 mod tests;

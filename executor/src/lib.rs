@@ -39,6 +39,7 @@ mod batch;
 mod error;
 mod gguf;
 mod host;
+mod host_build;
 mod kernels;
 mod kv_cache;
 mod kv_dtype;
@@ -59,13 +60,17 @@ pub use kv_cache::KvCache;
 pub use kv_dtype::KvDtype;
 pub use model::LlamaModel;
 pub use rope::{Llama3Scaling, RopeScaling};
-pub use runner::{default_model_path, load_gguf, load_hf_dir, load_model, Executor, ModelFormat};
+pub use runner::{
+    default_model_path, load_gguf, load_hf_dir, load_host_model, load_host_weights, load_model,
+    Executor, ModelFormat,
+};
 pub use tokenizer::{
     named_chat_template, render_chat_template, ChatMessage, ChatTemplate, TextTokenizer,
     CHAT_TEMPLATE_NAMES, SPECIAL_TOKEN_MARKER,
 };
 pub use weights::{
-    permute_for_interleaved_rope, HostMatrix, LayerWeights, LlamaConfig, LlamaWeights, RopeStyle,
+    permute_for_interleaved_rope, HostMatrix, LayerWeights, LlamaConfig, LlamaWeights, QuantBlocks,
+    RopeStyle,
 };
 
 /// The CPU backend (burn flex).

@@ -176,6 +176,37 @@ pub fn load_hf_dir<B: Backend>(
     ))
 }
 
+/// Loads either kind of model as the host model alone, for the CPU device: no burn weights
+/// are built, and a GGUF file's quantised projections go from its blocks to the kernels'
+/// layouts without an f32 copy (the forward runs on the host whatever `B` is; `B` only names
+/// the device of the, then empty, burn tensors).
+pub fn load_host_model<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LlamaModel<B>, TextTokenizer)> {
+    if path.is_dir() {
+        let tokenizer = TextTokenizer::from_hf_dir(path)?;
+        let weights = LlamaWeights::from_hf_dir(path)?;
+        let host = crate::host::HostModel::from_weights(weights)?;
+        let model = LlamaModel::from_host(host, ModelFormat::of_hf_dir(path), device);
+        return Ok((model, tokenizer));
+    }
+    let g = GgufFile::open(path)?;
+    let tokenizer = TextTokenizer::from_gguf(&g)?;
+    Ok((host_model_of_gguf(&g, device)?, tokenizer))
+}
+
+/// The host model alone of a GGUF file's weights, without its tokenizer (see
+/// [`load_host_model`]).
+pub fn load_host_weights<B: Backend>(path: &Path, device: &B::Device) -> Result<LlamaModel<B>> {
+    host_model_of_gguf(&GgufFile::open(path)?, device)
+}
+
+fn host_model_of_gguf<B: Backend>(g: &GgufFile, device: &B::Device) -> Result<LlamaModel<B>> {
+    let host = crate::host::HostModel::from_weights(LlamaWeights::from_gguf_blocks(g)?)?;
+    Ok(LlamaModel::from_host(host, ModelFormat::of_gguf(g), device))
+}
+
 /// Loads either kind of model: a directory is read as Hugging Face, a file as GGUF.
 pub fn load_model<B: Backend>(
     path: &Path,

@@ -1,12 +1,13 @@
 //! Model configuration and host-side (f32) weights, loaded from GGUF or Hugging Face directories.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ExecutorError, Result};
-use crate::gguf::{GgufFile, GgufValue};
+use crate::gguf::{GgmlType, GgufFile, GgufValue};
 use crate::rope::{Llama3Scaling, RopeScaling};
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -263,6 +264,18 @@ pub struct HostMatrix {
     pub cols: usize,
     /// `rows * cols` values.
     pub data: Vec<f32>,
+    /// The GGUF blocks `data` was dequantised from, when the CPU kernels take their type
+    /// directly (so they compute from the blocks, not from a refit of `data`).
+    pub blocks: Option<Arc<QuantBlocks>>,
+}
+
+/// A GGUF tensor's quantised data as stored: row-major blocks of one type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantBlocks {
+    /// The block type.
+    pub ty: GgmlType,
+    /// The tensor's bytes.
+    pub bytes: Vec<u8>,
 }
 
 impl HostMatrix {
@@ -275,7 +288,12 @@ impl HostMatrix {
                 found: vec![data.len()],
             });
         }
-        Ok(Self { rows, cols, data })
+        Ok(Self {
+            rows,
+            cols,
+            data,
+            blocks: None,
+        })
     }
 
     /// The transpose, `[cols][rows]`.
@@ -352,12 +370,24 @@ fn check_shape(name: &str, shape: &[usize], expected: &[usize]) -> Result<()> {
 trait TensorSource {
     fn load(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
 
+    /// Whether the tensor exists.
+    fn has(&self, name: &str) -> Result<bool> {
+        Ok(self.load(name)?.is_some())
+    }
+
+    /// The tensor's blocks, when the CPU kernels read its type directly.
+    fn blocks(&self, _name: &str) -> Option<QuantBlocks> {
+        None
+    }
+
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<HostMatrix> {
         let (shape, data) = self
             .load(name)?
             .ok_or_else(|| ExecutorError::MissingTensor(name.into()))?;
         check_shape(name, &shape, &[rows, cols])?;
-        HostMatrix::new(rows, cols, data)
+        let mut m = HostMatrix::new(rows, cols, data)?;
+        m.blocks = self.blocks(name).map(Arc::new);
+        Ok(m)
     }
 
     fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
@@ -383,6 +413,54 @@ impl TensorSource for GgufFile {
         }
         self.dequantize(name).map(Some)
     }
+
+    fn has(&self, name: &str) -> Result<bool> {
+        Ok(self.tensor_info(name).is_some())
+    }
+
+    fn blocks(&self, name: &str) -> Option<QuantBlocks> {
+        let (t, bytes) = self.tensor_bytes(name).ok()?;
+        crate::kernels::ggml_convertible(t.ty).then(|| QuantBlocks {
+            ty: t.ty,
+            bytes: bytes.to_vec(),
+        })
+    }
+}
+
+/// A GGUF file read for the host model alone: a matrix whose blocks have a kernel layout
+/// keeps only its blocks (its `data` stays empty), so no f32 copy of it is made.
+struct BlocksOnly<'a>(&'a GgufFile);
+
+impl TensorSource for BlocksOnly<'_> {
+    fn has(&self, name: &str) -> Result<bool> {
+        self.0.has(name)
+    }
+
+    fn load(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        self.0.load(name)
+    }
+
+    fn blocks(&self, name: &str) -> Option<QuantBlocks> {
+        self.0.blocks(name)
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<HostMatrix> {
+        let Some(blocks) = self.blocks(name) else {
+            return self.0.matrix(name, rows, cols);
+        };
+        let shape = self
+            .0
+            .tensor_info(name)
+            .map(|t| t.shape())
+            .unwrap_or_default();
+        check_shape(name, &shape, &[rows, cols])?;
+        Ok(HostMatrix {
+            rows,
+            cols,
+            data: Vec::new(),
+            blocks: Some(Arc::new(blocks)),
+        })
+    }
 }
 
 struct SafetensorsSource {
@@ -390,6 +468,19 @@ struct SafetensorsSource {
 }
 
 impl TensorSource for SafetensorsSource {
+    fn has(&self, name: &str) -> Result<bool> {
+        for (path, bytes) in &self.files {
+            let st = SafeTensors::deserialize(bytes).map_err(|e| ExecutorError::Safetensors {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            if st.tensor(name).is_ok() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn load(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         for (path, bytes) in &self.files {
             let st = SafeTensors::deserialize(bytes).map_err(|e| ExecutorError::Safetensors {
@@ -516,12 +607,10 @@ fn load_all(
         });
     }
     let final_norm = src.vector(names.final_norm, d)?;
-    let lm_head = match src.load(names.lm_head)? {
-        Some((shape, data)) if !tied => {
-            check_shape(names.lm_head, &shape, &[c.vocab_size, d])?;
-            Some(HostMatrix::new(c.vocab_size, d, data)?)
-        }
-        _ => None,
+    let lm_head = if !tied && src.has(names.lm_head)? {
+        Some(src.matrix(names.lm_head, c.vocab_size, d)?)
+    } else {
+        None
     };
     Ok(LlamaWeights {
         config,
@@ -537,6 +626,13 @@ impl LlamaWeights {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let config = LlamaConfig::from_gguf(g)?;
         load_all(config, g, &GGUF_NAMES, false)
+    }
+
+    /// Loads a GGUF model for the host model alone: matrices whose blocks the CPU kernels
+    /// read directly keep only their blocks (empty `data`); the rest is dequantised.
+    pub(crate) fn from_gguf_blocks(g: &GgufFile) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(g)?;
+        load_all(config, &BlocksOnly(g), &GGUF_NAMES, false)
     }
 
     /// Loads a Hugging Face directory: `config.json` + `*.safetensors`.
@@ -589,5 +685,6 @@ pub fn permute_for_interleaved_rope(w: &HostMatrix, n_heads: usize) -> HostMatri
         rows: w.rows,
         cols: w.cols,
         data: out,
+        blocks: None,
     }
 }

@@ -6,18 +6,21 @@
 use std::sync::OnceLock;
 
 use executor::{
-    default_model_path, load_gguf, ChatMessage, CpuBackend, Executor, KvDtype, LlamaModel,
-    TextTokenizer,
+    default_model_path, load_gguf, load_host_model, ChatMessage, CpuBackend, Executor, KvDtype,
+    LlamaModel, TextTokenizer,
 };
 use router::{ForwardBatch, ForwardMode, SequenceInput};
 use serde_json::Value;
 
 struct Loaded {
     model: LlamaModel<CpuBackend>,
-    /// The production CPU configuration: the host forward (integer kernels on the quantised
-    /// weights, 8-bit activations, embeddings read from the tied LM head) with an f16 K/V
-    /// cache and the backend weights released, as the engine runs it.
+    /// The production CPU configuration: the host model loaded alone (no burn weights; the
+    /// integer kernels on the file's quantised blocks, 8-bit activations, embeddings read from
+    /// the tied LM head) with an f16 K/V cache, as the engine runs it.
     fast: LlamaModel<CpuBackend>,
+    /// The same host forward built beside the burn model (host kernels from its f32 weights,
+    /// then the backend weights released).
+    beside_burn: LlamaModel<CpuBackend>,
     tokenizer: TextTokenizer,
 }
 
@@ -34,15 +37,19 @@ fn loaded() -> &'static Loaded {
         let (model, tokenizer) =
             load_gguf::<CpuBackend>(&path, &Default::default()).expect("model loads");
         eprintln!("loaded {} in {:.2?}", path.display(), t0.elapsed());
-        let fast = model
+        let beside_burn = model
             .clone()
             .with_host_kernels(16)
             .and_then(|m| m.with_kv_dtype(KvDtype::F16))
             .and_then(LlamaModel::release_backend_weights)
             .expect("host kernels");
+        let (fast, _) = load_host_model::<CpuBackend>(&path, &Default::default())
+            .and_then(|(m, t)| Ok((m.with_kv_dtype(KvDtype::F16)?, t)))
+            .expect("host model loads");
         Loaded {
             model,
             fast,
+            beside_burn,
             tokenizer,
         }
     })
@@ -322,6 +329,35 @@ fn split_prefill_extend_and_decode_reproduce_single_prefill_logits() {
         .fold(0.0, f32::max);
     eprintln!("single prefill vs prefix+extend+decode: max |logit diff| = {diff:e}");
     assert!(diff < 1e-3, "diff {diff}");
+}
+
+#[test]
+#[ignore = "needs the default model: run `cargo xtask fetch-model`"]
+fn the_host_model_loaded_alone_computes_what_it_computes_beside_burn() {
+    // Loaded alone, the projections come from the file's blocks; beside burn, from a refit of
+    // the dequantised f32 weights. Both are the file's exact values, so the logits are the
+    // same bits, for a prefill and for a decode step after it.
+    let l = loaded();
+    let prompt = l
+        .tokenizer
+        .encode("The quick brown fox jumps over the lazy dog.")
+        .expect("encodes");
+    let n = prompt.len() as u32;
+    let slots: Vec<u32> = (1..=n).collect();
+    let run = |model: &LlamaModel<CpuBackend>| {
+        let mut exec = Executor::new(model.clone(), slots.len() + 2);
+        let prefill = ForwardBatch {
+            mode: ForwardMode::Extend,
+            seqs: vec![SequenceInput::new(prompt.clone(), &[], &slots, true)],
+        };
+        let first = exec.forward_logits(&prefill).expect("prefill");
+        let decode = ForwardBatch {
+            mode: ForwardMode::Decode,
+            seqs: vec![SequenceInput::new(vec![42], &slots, &[n + 1], true)],
+        };
+        (first, exec.forward_logits(&decode).expect("decode"))
+    };
+    assert_eq!(run(&l.fast), run(&l.beside_burn));
 }
 
 #[test]

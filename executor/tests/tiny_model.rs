@@ -27,7 +27,7 @@ fn mat(rng: &mut StdRng, rows: usize, cols: usize, scale: f32) -> HostMatrix {
     let data = (0..rows * cols)
         .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
         .collect();
-    HostMatrix { rows, cols, data }
+    HostMatrix::new(rows, cols, data).expect("shape")
 }
 
 fn vecr(rng: &mut StdRng, n: usize, base: f32, scale: f32) -> Vec<f32> {
@@ -212,11 +212,7 @@ fn to_gguf_layout(mut w: LlamaWeights) -> LlamaWeights {
         let perm_bias = |b: &Option<Vec<f32>>, heads: usize| {
             b.as_ref().map(|b| {
                 permute_for_interleaved_rope(
-                    &HostMatrix {
-                        rows: b.len(),
-                        cols: 1,
-                        data: b.clone(),
-                    },
+                    &HostMatrix::new(b.len(), 1, b.clone()).expect("shape"),
                     heads,
                 )
                 .data

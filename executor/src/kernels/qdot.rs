@@ -5,8 +5,8 @@
 //! like ggml's `Q8_0`/`Q8_1` blocks, with `s = d · Σq` for the Q4_1 minimum term), and each
 //! weight block is multiplied with it in integers, one float multiply-add per block:
 //!
-//! - Q4_1 · Q8_1: `d_w · d_x · Σ q_w q_x + m_w · s_x`
-//! - Q8_0 · Q8_0: `d_w · d_x · Σ q_w q_x`
+//! - Q4_1 · Q8_1: `d_w · d_x · Σ q_w q_x + m_w · s_x` (and the byte layout `U8` alike)
+//! - Q8_0 · Q8_0: `d_w · d_x · Σ q_w q_x` (and `Q8_16`, a weight scale per half block)
 //!
 //! The integer sums are exact, so the only error against the f32 product is the activation
 //! rounding, the bound ggml accepts. Each output is a sum over its own row pair in a fixed
@@ -114,7 +114,7 @@ impl Isa {
 
 /// Whether `w` has an integer kernel.
 pub(crate) fn supported(w: &Weights) -> bool {
-    matches!(w, Weights::Q4_1 { .. } | Weights::Q8_0 { .. })
+    !matches!(w, Weights::F32(_))
 }
 
 /// `y[(i0 + b) * ld + col0 + r] = w_{n0 + r} · x_{i0 + b}` for `rows` weight rows and `NX`
@@ -156,6 +156,14 @@ pub(crate) fn rows_times<const NX: usize>(
 mod scalar {
     use super::{QRow, Weights, QK};
 
+    /// Σ a b over two i8 slices.
+    fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+        a.iter()
+            .zip(b)
+            .map(|(&a, &b)| i32::from(a) * i32::from(b))
+            .sum()
+    }
+
     pub(super) fn row<const NX: usize>(
         w: &Weights,
         n: usize,
@@ -180,12 +188,22 @@ mod scalar {
                     }
                     Weights::Q8_0 { d, qs } => {
                         let q = &qs[k * QK..(k + 1) * QK];
+                        d[k] * x.d[b] * dot_i8(q, xq) as f32
+                    }
+                    Weights::Q8_16 { d, qs } => {
+                        let q = &qs[k * QK..(k + 1) * QK];
+                        let lo = d[2 * k] * dot_i8(&q[..16], &xq[..16]) as f32;
+                        let hi = d[2 * k + 1] * dot_i8(&q[16..], &xq[16..]) as f32;
+                        x.d[b] * (lo + hi)
+                    }
+                    Weights::U8 { d, m, qs } => {
+                        let q = &qs[k * QK..(k + 1) * QK];
                         let sumi: i32 = q
                             .iter()
                             .zip(xq)
                             .map(|(&a, &b)| i32::from(a) * i32::from(b))
                             .sum();
-                        d[k] * x.d[b] * sumi as f32
+                        d[k] * x.d[b] * sumi as f32 + m[k] * x.s[b]
                     }
                     Weights::F32(_) => 0.0,
                 };
@@ -208,6 +226,12 @@ mod avx2 {
     fn load32(simd: V3, q: &[i8]) -> __m256i {
         let _ = simd;
         let a: [i8; 32] = q[..32].try_into().expect("32-value block");
+        cast(a)
+    }
+
+    #[inline(always)]
+    fn load32u(q: &[u8]) -> __m256i {
+        let a: [u8; 32] = q[..32].try_into().expect("32-value block");
         cast(a)
     }
 
@@ -278,6 +302,39 @@ mod avx2 {
                     }
                 }
             }
+            Weights::Q8_16 { d, qs } => {
+                for b in 0..nb {
+                    let k = n * nb + b;
+                    let wq = load32(simd, &qs[k * QK..]);
+                    let aw = simd.avx2._mm256_abs_epi8(wq);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sx = simd
+                            .avx2
+                            ._mm256_sign_epi8(load32(simd, &x.qs[b * QK..]), wq);
+                        let sums = block_sums(simd, aw, sx);
+                        // Lanes 0..4 sum the first 16 values, 4..8 the last 16.
+                        let scale = simd.avx._mm256_set_m128(
+                            simd.sse._mm_set1_ps(d[2 * k + 1] * x.d[b]),
+                            simd.sse._mm_set1_ps(d[2 * k] * x.d[b]),
+                        );
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                    }
+                }
+            }
+            Weights::U8 { d, m, qs } => {
+                for b in 0..nb {
+                    let k = n * nb + b;
+                    let wq = load32u(&qs[k * QK..]);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = block_sums(simd, wq, load32(simd, &x.qs[b * QK..]));
+                        let scale = simd.avx._mm256_set1_ps(d[k] * x.d[b]);
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b];
+                    }
+                }
+            }
             Weights::F32(_) => {}
         }
         std::array::from_fn(|j| hsum(simd, acc[j]) + mins[j])
@@ -296,6 +353,12 @@ mod avx512 {
     #[inline(always)]
     fn load64(q: &[i8]) -> __m512i {
         let a: [i8; 64] = q[..64].try_into().expect("two 32-value blocks");
+        cast(a)
+    }
+
+    #[inline(always)]
+    fn load64u(q: &[u8]) -> __m512i {
+        let a: [u8; 64] = q[..64].try_into().expect("two 32-value blocks");
         cast(a)
     }
 
@@ -367,6 +430,40 @@ mod avx512 {
                         let sums = pair_sums(simd, aw, sx);
                         let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
                         acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
+                    }
+                }
+            }
+            Weights::Q8_16 { d, qs } => {
+                let zero = simd.avx512f._mm512_setzero_si512();
+                for p in 0..pairs {
+                    let (b, k) = (2 * p, n * nb + 2 * p);
+                    let wq = load64(&qs[k * QK..]);
+                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
+                    let neg = simd.avx512bw._mm512_movepi8_mask(wq);
+                    let ds: [f32; 4] = d[2 * k..2 * k + 4].try_into().expect("four scales");
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let xv = load64(&x.qs[b * QK..]);
+                        let sx = simd.avx512bw._mm512_mask_sub_epi8(xv, neg, zero, xv);
+                        let sums = pair_sums(simd, aw, sx);
+                        // Four lanes per 16 values, each with its scale.
+                        let (d0, d1) = (x.d[b], x.d[b + 1]);
+                        let s: [f32; 16] =
+                            std::array::from_fn(|l| ds[l / 4] * if l < 8 { d0 } else { d1 });
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(cast(s), sums, acc[j]);
+                    }
+                }
+            }
+            Weights::U8 { d, m, qs } => {
+                for p in 0..pairs {
+                    let (b, k) = (2 * p, n * nb + 2 * p);
+                    let wq = load64u(&qs[k * QK..]);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
+                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b] + m[k + 1] * x.s[b + 1];
                     }
                 }
             }

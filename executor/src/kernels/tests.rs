@@ -63,7 +63,7 @@ fn quantised_blocks_are_detected_and_exact() {
         assert!(lin.weight_bytes() < w.len() * 4 / 3);
         let mut row = vec![0f32; inp];
         for n in 0..out {
-            lin.w.expand_row(n, inp, &mut row);
+            lin.row(n, &mut row);
             assert_eq!(row, w[n * inp..(n + 1) * inp], "{fmt} row {n}");
         }
         assert_matches_naive_product(&lin, &w, &[1, 2, 3, 4, 5, 7, 9], fmt);
@@ -92,7 +92,7 @@ fn q4_0_and_q5_0_blocks_run_as_exact_q8_0_blocks() {
         assert_eq!(lin.format(), "q8_0", "{levels} levels");
         let mut row = vec![0f32; inp];
         for n in 0..out {
-            lin.w.expand_row(n, inp, &mut row);
+            lin.row(n, &mut row);
             assert_eq!(row, w[n * inp..(n + 1) * inp], "row {n}");
         }
     }
@@ -134,7 +134,7 @@ fn integer_kernels_stay_within_the_activation_rounding_bound() {
         let w = quantised(out, inp, q4);
         let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
         assert!(lin.integer_kernel().is_some(), "q4 {q4}");
-        let mins: Option<Vec<f32>> = q4.then(|| match &*lin.w {
+        let mins: Option<Vec<f32>> = q4.then(|| match &lin.parts[0].w {
             Weights::Q4_1 { m, .. } => m.clone(),
             _ => unreachable!("q4_1 weights"),
         });
@@ -159,43 +159,81 @@ fn integer_kernels_stay_within_the_activation_rounding_bound() {
     }
 }
 
+/// Every instruction set this CPU runs, the scalar reference first.
+fn isas() -> Vec<qdot::Isa> {
+    #[allow(unused_mut)]
+    let mut out = vec![qdot::Isa::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    {
+        out.extend(pulp::x86::V3::try_new().map(qdot::Isa::Avx2));
+        out.extend(pulp::x86::V4::try_new().map(qdot::Isa::Avx512));
+    }
+    out
+}
+
 #[test]
 fn integer_kernels_agree_across_instruction_sets_and_batches() {
     let (inp, out) = (9 * QK, 29);
-    for q4 in [true, false] {
-        let w = compress(inp, quantised(out, inp, q4));
+    // Weights of every layout with an integer kernel: refit Q4_1 and Q8_0 values, and GGUF
+    // blocks read as Q8_16 (Q6_K) and U8 (Q5_1).
+    let mut layouts = vec![
+        compress(inp, quantised(out, inp, true)),
+        compress(inp, quantised(out, inp, false)),
+    ];
+    for (ty, seed) in [
+        (crate::gguf::GgmlType::Q6K, 5u8),
+        (crate::gguf::GgmlType::Q5_1, 9),
+    ] {
+        let (inp, (per, size)) = (256, ty.block_layout().expect("block type"));
+        let mut bytes: Vec<u8> = (0..out * inp / per * size)
+            .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(i as u8 >> 3))
+            .collect();
+        let scale = f16::from_f32(0.01).to_le_bytes();
+        for b in bytes.chunks_exact_mut(size) {
+            let at = if per == 256 { 208 } else { 0 };
+            b[at..at + 2].copy_from_slice(&scale);
+            if per == 32 {
+                b[2..4].copy_from_slice(&f16::from_f32(-0.05).to_le_bytes());
+            }
+        }
+        layouts.push(blocks::from_ggml(ty, &bytes, out, inp).expect("converts"));
+    }
+    for w in &layouts {
+        let inp = w.len() / out;
         let x = activations(6, inp, 3);
         let xq = qdot::QuantRows::new(&x, inp);
         let run = |isa: qdot::Isa, m: usize, i0: usize| -> Vec<f32> {
             let mut y = vec![0f32; (i0 + m) * out];
             match m {
-                1 => qdot::rows_times::<1>(isa, &w, inp, 0, out, &xq, i0, &mut y, out, 0),
-                3 => qdot::rows_times::<3>(isa, &w, inp, 0, out, &xq, i0, &mut y, out, 0),
-                _ => qdot::rows_times::<4>(isa, &w, inp, 0, out, &xq, i0, &mut y, out, 0),
+                1 => qdot::rows_times::<1>(isa, w, inp, 0, out, &xq, i0, &mut y, out, 0),
+                3 => qdot::rows_times::<3>(isa, w, inp, 0, out, &xq, i0, &mut y, out, 0),
+                _ => qdot::rows_times::<4>(isa, w, inp, 0, out, &xq, i0, &mut y, out, 0),
             }
             y.split_off(i0 * out)
         };
-        let isa = qdot::Isa::detect();
         let scalar = run(qdot::Isa::Scalar, 4, 0);
-        let wide = run(isa, 4, 0);
-        for (a, b) in scalar.iter().zip(&wide) {
-            assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
-                "{}: {a} vs {b}",
-                isa.name()
-            );
+        for isa in isas() {
+            let wide = run(isa, 4, 0);
+            for (a, b) in scalar.iter().zip(&wide) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "{} {}: {a} vs {b}",
+                    w.name(),
+                    isa.name()
+                );
+            }
+            // A row's result is the same bits whatever it is batched with.
+            for i in 0..4 {
+                let alone = run(isa, 1, i);
+                assert_eq!(
+                    alone,
+                    wide[i * out..(i + 1) * out],
+                    "{} row {i}",
+                    isa.name()
+                );
+            }
+            let three = run(isa, 3, 1);
+            assert_eq!(three, wide[out..4 * out], "{}", isa.name());
         }
-        // A row's result is the same bits whatever it is batched with.
-        for i in 0..4 {
-            let alone = run(isa, 1, i);
-            assert_eq!(
-                alone,
-                wide[i * out..(i + 1) * out],
-                "{} row {i}",
-                isa.name()
-            );
-        }
-        let three = run(isa, 3, 1);
-        assert_eq!(three, wide[out..4 * out], "{}", isa.name());
     }
 }

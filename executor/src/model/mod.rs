@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::batch::{ForwardBatch, SequenceInput};
 use crate::error::{ExecutorError, Result};
-use crate::host::{Embedding, HostLayer, HostModel};
+use crate::host::HostModel;
 use crate::kernels::HostLinear;
 use crate::kv_cache::{assign_rows, KvCache};
 use crate::kv_dtype::KvDtype;
@@ -33,7 +33,13 @@ struct Layer<B: Backend> {
     w_gate_up: Tensor<B, 2>,
     w_down: Tensor<B, 2>,
     host: Option<LayerHost>,
+    /// The projections' GGUF blocks, kept until the host kernels are built from them.
+    blocks: Option<LayerBlocks>,
 }
+
+mod host_path;
+
+use host_path::{block_parts, BlockPart, LayerBlocks};
 
 #[derive(Clone)]
 struct LayerHost {
@@ -56,6 +62,8 @@ pub struct LlamaModel<B: Backend> {
     rope_cos: Tensor<B, 2>,
     rope_sin: Tensor<B, 2>,
     host_lm_head: Option<HostLinear>,
+    /// The LM head's GGUF blocks, kept until the host kernels are built from them.
+    head_blocks: Option<Vec<BlockPart>>,
     host_max_rows: usize,
     host_model: Option<Arc<HostModel>>,
     kv_dtype: KvDtype,
@@ -158,6 +166,14 @@ impl<B: Backend> LlamaModel<B> {
                     Some(tensor1(all, device))
                 }
             };
+            let blocks = (|| {
+                Some(LayerBlocks {
+                    wqkv: block_parts(&[&lw.wq, &lw.wk, &lw.wv])?,
+                    wo: block_parts(&[&lw.wo])?,
+                    w_gate_up: block_parts(&[&lw.w_gate, &lw.w_up])?,
+                    w_down: block_parts(&[&lw.w_down])?,
+                })
+            })();
             let (gu, gu_shape) = concat_in_out(&[&lw.w_gate, &lw.w_up]);
             let (wo, wo_shape) = concat_in_out(&[&lw.wo]);
             let (wd, wd_shape) = concat_in_out(&[&lw.w_down]);
@@ -172,10 +188,12 @@ impl<B: Backend> LlamaModel<B> {
                 w_gate_up: tensor2(gu, gu_shape, device),
                 w_down: tensor2(wd, wd_shape, device),
                 host: None,
+                blocks,
             });
         }
         let tied = weights.lm_head.is_none();
         let head = weights.lm_head.as_ref().unwrap_or(&weights.embedding);
+        let head_blocks = block_parts(&[head]);
         let lm_head = tensor2(head.transposed(), [d, vocab], device);
         let embedding = tensor2(weights.embedding.data, [vocab, d], device);
         // RoPE tables [max_position, head_dim / 2]: angle = pos * inv_freq(i), scaled.
@@ -191,6 +209,7 @@ impl<B: Backend> LlamaModel<B> {
             lm_head,
             layers,
             host_lm_head: None,
+            head_blocks,
             host_max_rows: 0,
             host_model: None,
             kv_dtype: KvDtype::F32,
@@ -200,71 +219,6 @@ impl<B: Backend> LlamaModel<B> {
             device: device.clone(),
             config: c,
         })
-    }
-
-    /// Turns on the host path for CPU backends (`max_rows = 0` turns it off): the weights are
-    /// read back to host memory once, projections kept as GGUF-style Q4_1/Q8_0 blocks where
-    /// that is exact (else f32), and KV caches made by [`Self::new_kv_cache`] then live in host
-    /// memory, where [`Self::forward`] runs every batch, prefill and decode of any size, on
-    /// both cores ([`crate::host`]). With a backend KV cache ([`KvCache::new`]) the burn forward
-    /// still runs and only its projections of at most `max_rows` rows use the host kernel.
-    pub fn with_host_kernels(mut self, max_rows: usize) -> Result<Self> {
-        if self.released {
-            return Err(ExecutorError::HostPath("the backend weights were released"));
-        }
-        let host = |w: &Tensor<B, 2>| -> Result<HostLinear> {
-            let [inp, out] = w.dims();
-            let data = to_vec(w.clone())?;
-            let t = HostMatrix::new(inp, out, data)?.transposed();
-            HostLinear::new(inp, out, t).ok_or(ExecutorError::HostPath("host weight shape"))
-        };
-        if max_rows > 0 {
-            for l in &mut self.layers {
-                if l.host.is_none() {
-                    l.host = Some(LayerHost {
-                        wqkv: host(&l.wqkv)?,
-                        wo: host(&l.wo)?,
-                        w_gate_up: host(&l.w_gate_up)?,
-                        w_down: host(&l.w_down)?,
-                    });
-                }
-            }
-            if self.host_lm_head.is_none() {
-                self.host_lm_head = Some(host(&self.lm_head)?);
-            }
-            self.host_model = Some(Arc::new(self.build_host_model()?));
-            let bytes: usize = self
-                .layers
-                .iter()
-                .filter_map(|l| l.host.as_ref())
-                .flat_map(|h| [&h.wqkv, &h.wo, &h.w_gate_up, &h.w_down])
-                .chain(self.host_lm_head.as_ref())
-                .map(HostLinear::weight_bytes)
-                .sum();
-            tracing::info!(
-                weight_bytes = bytes,
-                lm_head = self
-                    .host_lm_head
-                    .as_ref()
-                    .map_or("none", HostLinear::format),
-                layers = self
-                    .layers
-                    .first()
-                    .and_then(|l| l.host.as_ref())
-                    .map_or("none", |h| h.wqkv.format()),
-                "host kernels ready"
-            );
-        } else {
-            for l in &mut self.layers {
-                l.host = None;
-            }
-            self.host_lm_head = None;
-            self.host_model = None;
-            // Typed caches need the host forward.
-            self.kv_dtype = KvDtype::F32;
-        }
-        self.host_max_rows = max_rows;
-        Ok(self)
     }
 
     /// `x · w`, through the host kernel for small row counts when enabled.
@@ -292,38 +246,6 @@ impl<B: Backend> LlamaModel<B> {
     /// Device the weights live on.
     pub fn device(&self) -> &B::Device {
         &self.device
-    }
-
-    /// Drops the backend (burn) copies of the weights once the host forward has its own, so
-    /// that only the compact host weights stay resident. The model then runs on host K/V
-    /// caches only; a backend cache is refused.
-    pub fn release_backend_weights(mut self) -> Result<Self> {
-        if self.host_model.is_none() {
-            return Err(ExecutorError::HostPath(
-                "releasing the backend weights needs the host forward",
-            ));
-        }
-        let dev = self.device.clone();
-        let empty2 = || Tensor::<B, 2>::zeros([1, 1], &dev);
-        let empty1 = || Tensor::<B, 1>::zeros([1], &dev);
-        for l in &mut self.layers {
-            l.attn_norm = empty1();
-            l.wqkv = empty2();
-            l.bqkv = None;
-            l.wo = empty2();
-            l.ffn_norm = empty1();
-            l.w_gate_up = empty2();
-            l.w_down = empty2();
-            l.host = None;
-        }
-        self.embedding = empty2();
-        self.lm_head = empty2();
-        self.final_norm = empty1();
-        self.rope_cos = empty2();
-        self.rope_sin = empty2();
-        self.host_lm_head = None;
-        self.released = true;
-        Ok(self)
     }
 
     /// The same model with K/V caches of `dtype` values; anything but f32 needs the host
@@ -362,44 +284,6 @@ impl<B: Backend> LlamaModel<B> {
         } else {
             KvCache::new(&self.config, num_slots, &self.device)
         }
-    }
-
-    /// Host copies of everything the host forward needs (projections from the layer hosts).
-    fn build_host_model(&self) -> Result<HostModel> {
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            let h = l
-                .host
-                .as_ref()
-                .ok_or(ExecutorError::HostPath("host weights missing"))?;
-            layers.push(HostLayer {
-                attn_norm: to_vec(l.attn_norm.clone())?,
-                bqkv: l.bqkv.clone().map(to_vec).transpose()?,
-                q_norm: l.q_norm.clone().map(to_vec).transpose()?,
-                k_norm: l.k_norm.clone().map(to_vec).transpose()?,
-                wqkv: h.wqkv.clone(),
-                wo: h.wo.clone(),
-                ffn_norm: to_vec(l.ffn_norm.clone())?,
-                w_gate_up: h.w_gate_up.clone(),
-                w_down: h.w_down.clone(),
-            });
-        }
-        Ok(HostModel {
-            config: self.config.clone(),
-            embed: if self.tied {
-                Embedding::TiedHead
-            } else {
-                Embedding::Table(to_vec(self.embedding.clone())?)
-            },
-            layers,
-            final_norm: to_vec(self.final_norm.clone())?,
-            lm_head: self
-                .host_lm_head
-                .clone()
-                .ok_or(ExecutorError::HostPath("host LM head missing"))?,
-            cos: to_vec(self.rope_cos.clone())?,
-            sin: to_vec(self.rope_sin.clone())?,
-        })
     }
 
     /// Applies RoPE to `x: [T, heads, head_dim]` with per-token `cos`/`sin: [T, head_dim/2]`.
