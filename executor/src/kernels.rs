@@ -18,12 +18,16 @@
 
 mod blocks;
 mod qdot;
+mod refit;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use refit::compress;
 
 pub(crate) use blocks::convertible as ggml_convertible;
 
 use std::sync::Arc;
 
-use half::f16;
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -40,6 +44,10 @@ const GROUP: usize = 8;
 enum Weights {
     /// `[out][in]` row-major f32.
     F32(Vec<f32>),
+    /// `[out][in]` row-major IEEE halves (GGUF F16, safetensors F16).
+    F16(Vec<half::f16>),
+    /// `[out][in]` row-major bfloat16 (GGUF BF16, safetensors BF16).
+    BF16(Vec<half::bf16>),
     /// Per block: scale `d`, minimum `m`, 16 bytes of nibbles (low: value j, high: value j+16).
     Q4_1 {
         d: Vec<f32>,
@@ -52,6 +60,13 @@ enum Weights {
     Q8_16 { d: Vec<f32>, qs: Vec<i8> },
     /// Per block: scale `d`, minimum `m` and 32 unsigned quants, a byte each (Q5_1, Q5_K).
     U8 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        qs: Vec<u8>,
+    },
+    /// Per 16 values: scale `d`, minimum `m` and 16 unsigned quants, a byte each (Q2_K).
+    #[allow(non_camel_case_types)]
+    U8_16 {
         d: Vec<f32>,
         m: Vec<f32>,
         qs: Vec<u8>,
@@ -81,136 +96,22 @@ pub struct HostLinear {
     integer: bool,
 }
 
-/// f16 candidates for a block scale near `x` (the rounded value and its neighbours).
-fn f16_candidates(x: f32) -> [f32; 3] {
-    let h = f16::from_f32(x);
-    let b = h.to_bits();
-    [
-        h.to_f32(),
-        f16::from_bits(b.wrapping_add(1)).to_f32(),
-        f16::from_bits(b.wrapping_sub(1)).to_f32(),
-    ]
-}
-
-/// The Q4_1 block (d, m, nibbles) that reproduces `v` exactly, if any.
-fn as_q4_1(v: &[f32]) -> Option<(f32, f32, [u8; 16])> {
-    let m = v.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !m.is_finite() || !max.is_finite() || f16::from_f32(m).to_f32() != m {
-        return None;
-    }
-    let try_d = |d: f32| -> Option<[u8; 16]> {
-        if !d.is_finite() || d < 0.0 {
-            return None;
-        }
-        let mut q = [0u8; QK];
-        for (qi, &x) in q.iter_mut().zip(v) {
-            let r = if d == 0.0 { 0.0 } else { ((x - m) / d).round() };
-            if !(0.0..=15.0).contains(&r) || r * d + m != x {
-                return None;
-            }
-            *qi = r as u8;
-        }
-        let mut qs = [0u8; 16];
-        for j in 0..16 {
-            qs[j] = q[j] | (q[j + 16] << 4);
-        }
-        Some(qs)
-    };
-    if max == m {
-        return try_d(0.0).map(|qs| (0.0, m, qs));
-    }
-    for top in [15.0f32, 14.0, 13.0] {
-        for d in f16_candidates((max - m) / top) {
-            if let Some(qs) = try_d(d) {
-                return Some((d, m, qs));
-            }
-        }
-    }
-    None
-}
-
-/// The Q8_0 block (d, quants) that reproduces `v` exactly, if any.
-fn as_q8_0(v: &[f32]) -> Option<(f32, [i8; QK])> {
-    let amax = v.iter().fold(0f32, |a, x| a.max(x.abs()));
-    if !amax.is_finite() {
-        return None;
-    }
-    let try_d = |d: f32| -> Option<[i8; QK]> {
-        if !d.is_finite() || d < 0.0 {
-            return None;
-        }
-        let mut q = [0i8; QK];
-        for (qi, &x) in q.iter_mut().zip(v) {
-            let r = if d == 0.0 { 0.0 } else { (x / d).round() };
-            if !(-128.0..=127.0).contains(&r) || r * d != x {
-                return None;
-            }
-            *qi = r as i8;
-        }
-        Some(q)
-    };
-    if amax == 0.0 {
-        return try_d(0.0).map(|q| (0.0, q));
-    }
-    // Q8_0's own scales (the largest value over 127, 128 or 126 steps), then those of the
-    // narrower GGUF formats that are exact Q8_0 blocks too: Q4_0 (`(q - 8) * d`) and Q5_0
-    // (`(q - 16) * d`), whose largest value is k steps of d for some k up to 16.
-    for top in [127.0f32, 128.0, 126.0]
-        .into_iter()
-        .chain((1..=16).rev().map(|k| k as f32))
-    {
-        for d in f16_candidates(amax / top) {
-            if let Some(q) = try_d(d) {
-                return Some((d, q));
-            }
-        }
-    }
-    None
-}
-
-fn compress(inp: usize, w: Vec<f32>) -> Weights {
-    if inp == 0 || !inp.is_multiple_of(QK) {
-        return Weights::F32(w);
-    }
-    let blocks = w.len() / QK;
-    let mut d = Vec::with_capacity(blocks);
-    let mut m = Vec::with_capacity(blocks);
-    let mut qs = Vec::with_capacity(blocks * 16);
-    let q4 = w.chunks_exact(QK).all(|b| match as_q4_1(b) {
-        Some((bd, bm, bq)) => {
-            d.push(bd);
-            m.push(bm);
-            qs.extend_from_slice(&bq);
-            true
-        }
-        None => false,
-    });
-    if q4 {
-        return Weights::Q4_1 { d, m, qs };
-    }
-    let mut d = Vec::with_capacity(blocks);
-    let mut qs = Vec::with_capacity(blocks * QK);
-    let q8 = w.chunks_exact(QK).all(|b| match as_q8_0(b) {
-        Some((bd, bq)) => {
-            d.push(bd);
-            qs.extend_from_slice(&bq);
-            true
-        }
-        None => false,
-    });
-    if q8 {
-        return Weights::Q8_0 { d, qs };
-    }
-    Weights::F32(w)
-}
-
 impl Weights {
     /// Writes row `n` (of width `inp`) as f32 into `out`.
     #[inline(always)]
     fn expand_row(&self, n: usize, inp: usize, out: &mut [f32]) {
         match self {
             Weights::F32(w) => out.copy_from_slice(&w[n * inp..(n + 1) * inp]),
+            Weights::F16(w) => {
+                for (y, v) in out.iter_mut().zip(&w[n * inp..(n + 1) * inp]) {
+                    *y = v.to_f32();
+                }
+            }
+            Weights::BF16(w) => {
+                for (y, v) in out.iter_mut().zip(&w[n * inp..(n + 1) * inp]) {
+                    *y = v.to_f32();
+                }
+            }
             Weights::Q4_1 { d, m, qs } => {
                 let nb = inp / QK;
                 let b0 = n * nb;
@@ -258,6 +159,20 @@ impl Weights {
                     }
                 }
             }
+            Weights::U8_16 { d, m, qs } => {
+                let row = &qs[n * inp..(n + 1) * inp];
+                let g0 = n * inp / 16;
+                let scales = d[g0..].iter().zip(&m[g0..]);
+                for ((y, q), (&bd, &bm)) in out
+                    .chunks_exact_mut(16)
+                    .zip(row.chunks_exact(16))
+                    .zip(scales)
+                {
+                    for (y, &q) in y.iter_mut().zip(q) {
+                        *y = q as f32 * bd + bm;
+                    }
+                }
+            }
             Weights::U8 { d, m, qs } => {
                 let b0 = n * inp / QK;
                 let row = &qs[n * inp..(n + 1) * inp];
@@ -275,13 +190,59 @@ impl Weights {
         }
     }
 
+    /// Appends `other`'s rows when it has the same layout; gives it back otherwise.
+    fn append(&mut self, other: Weights) -> Result<(), Weights> {
+        match (self, other) {
+            (Weights::F32(a), Weights::F32(b)) => a.extend(b),
+            (Weights::F16(a), Weights::F16(b)) => a.extend(b),
+            (Weights::BF16(a), Weights::BF16(b)) => a.extend(b),
+            (Weights::Q8_0 { d, qs }, Weights::Q8_0 { d: d2, qs: q2 })
+            | (Weights::Q8_16 { d, qs }, Weights::Q8_16 { d: d2, qs: q2 }) => {
+                d.extend(d2);
+                qs.extend(q2);
+            }
+            (
+                Weights::Q4_1 { d, m, qs },
+                Weights::Q4_1 {
+                    d: d2,
+                    m: m2,
+                    qs: q2,
+                },
+            )
+            | (
+                Weights::U8 { d, m, qs },
+                Weights::U8 {
+                    d: d2,
+                    m: m2,
+                    qs: q2,
+                },
+            )
+            | (
+                Weights::U8_16 { d, m, qs },
+                Weights::U8_16 {
+                    d: d2,
+                    m: m2,
+                    qs: q2,
+                },
+            ) => {
+                d.extend(d2);
+                m.extend(m2);
+                qs.extend(q2);
+            }
+            (_, other) => return Err(other),
+        }
+        Ok(())
+    }
+
     /// Values held.
     fn len(&self) -> usize {
         match self {
             Weights::F32(w) => w.len(),
+            Weights::F16(w) => w.len(),
+            Weights::BF16(w) => w.len(),
             Weights::Q4_1 { qs, .. } => qs.len() * 2,
             Weights::Q8_0 { qs, .. } | Weights::Q8_16 { qs, .. } => qs.len(),
-            Weights::U8 { qs, .. } => qs.len(),
+            Weights::U8 { qs, .. } | Weights::U8_16 { qs, .. } => qs.len(),
         }
     }
 
@@ -289,7 +250,9 @@ impl Weights {
     fn bytes(&self) -> usize {
         match self {
             Weights::F32(w) => w.len() * 4,
-            Weights::Q4_1 { d, m, qs } | Weights::U8 { d, m, qs } => {
+            Weights::F16(w) => w.len() * 2,
+            Weights::BF16(w) => w.len() * 2,
+            Weights::Q4_1 { d, m, qs } | Weights::U8 { d, m, qs } | Weights::U8_16 { d, m, qs } => {
                 (d.len() + m.len()) * 4 + qs.len()
             }
             Weights::Q8_0 { d, qs } | Weights::Q8_16 { d, qs } => d.len() * 4 + qs.len(),
@@ -300,76 +263,13 @@ impl Weights {
     fn name(&self) -> &'static str {
         match self {
             Weights::F32(_) => "f32",
+            Weights::F16(_) => "f16",
+            Weights::BF16(_) => "bf16",
             Weights::Q4_1 { .. } => "q4_1",
             Weights::Q8_0 { .. } => "q8_0",
             Weights::Q8_16 { .. } => "q8_16",
             Weights::U8 { .. } => "u8",
-        }
-    }
-}
-
-/// AVX2 expansion of quantised rows (the scalar loops in [`Weights::expand_row`] are not
-/// vectorised by the compiler).
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use pulp::x86::V3;
-    use pulp::{cast, f32x8, i32x8, i8x16, u32x8, u8x16};
-
-    use super::{Weights, QK};
-
-    #[inline(always)]
-    fn to_f32(simd: V3, v: u32x8) -> f32x8 {
-        simd.convert_i32x8_to_f32x8(cast::<u32x8, i32x8>(v))
-    }
-
-    #[inline(always)]
-    fn store(y: &mut [f32], v: f32x8) {
-        if let Ok(y) = <&mut [f32; 8]>::try_from(y) {
-            *y = cast(v);
-        }
-    }
-
-    /// Same values as [`Weights::expand_row`] (separate multiply and add, no fused rounding).
-    #[inline(always)]
-    pub(super) fn expand_row(simd: V3, w: &Weights, n: usize, inp: usize, out: &mut [f32]) {
-        let nb = inp / QK;
-        let b0 = n * nb;
-        match w {
-            Weights::F32(_) | Weights::Q8_16 { .. } | Weights::U8 { .. } => {
-                w.expand_row(n, inp, out)
-            }
-            Weights::Q4_1 { d, m, qs } => {
-                let blocks = qs[b0 * 16..(b0 + nb) * 16].chunks_exact(16);
-                let scales = d[b0..b0 + nb].iter().zip(&m[b0..b0 + nb]);
-                let mask = simd.splat_u32x8(15);
-                for ((y, q), (&bd, &bm)) in out.chunks_exact_mut(QK).zip(blocks).zip(scales) {
-                    let q = <[u8; 16]>::try_from(q).expect("chunks_exact yields 16-byte blocks");
-                    let mut upper = [0u8; 16];
-                    upper[..8].copy_from_slice(&q[8..]);
-                    let (vd, vm) = (simd.splat_f32x8(bd), simd.splat_f32x8(bm));
-                    for (half, bytes) in [q, upper].into_iter().enumerate() {
-                        let b = simd.convert_u8x16_to_u32x8(cast::<[u8; 16], u8x16>(bytes));
-                        let lo = to_f32(simd, simd.and_u32x8(b, mask));
-                        let hi = to_f32(simd, simd.shr_const_u32x8::<4>(b));
-                        let o = half * 8;
-                        store(&mut y[o..o + 8], simd.add_f32x8(simd.mul_f32x8(lo, vd), vm));
-                        store(
-                            &mut y[16 + o..24 + o],
-                            simd.add_f32x8(simd.mul_f32x8(hi, vd), vm),
-                        );
-                    }
-                }
-            }
-            Weights::Q8_0 { d, qs } => {
-                let blocks = qs[b0 * QK..(b0 + nb) * QK].chunks_exact(8);
-                for (c, (y, q)) in out.chunks_exact_mut(8).zip(blocks).enumerate() {
-                    let mut bytes = [0i8; 16];
-                    bytes[..8].copy_from_slice(q);
-                    let v = simd.convert_i8x16_to_i32x8(cast::<[i8; 16], i8x16>(bytes));
-                    let vd = simd.splat_f32x8(d[b0 + c / 4]);
-                    store(y, simd.mul_f32x8(simd.convert_i32x8_to_f32x8(v), vd));
-                }
-            }
+            Weights::U8_16 { .. } => "u8_16",
         }
     }
 }
@@ -563,14 +463,27 @@ impl HostLinear {
     }
 
     /// Parts of `(rows, weights)` in order.
+    /// Parts of `(rows, weights)` in order; neighbours in one layout become one part.
     fn of_parts(inp: usize, parts: Vec<(usize, Weights)>) -> Option<Self> {
         let mut start = 0;
-        let mut out = Vec::with_capacity(parts.len());
-        let last = parts.len().saturating_sub(1);
-        for (i, (rows, w)) in parts.into_iter().enumerate() {
-            if w.len() != rows * inp || (i < last && !(start + rows).is_multiple_of(BLOCK)) {
+        let mut out: Vec<Part> = Vec::with_capacity(parts.len());
+        for (rows, w) in parts {
+            if w.len() != rows * inp {
                 return None;
             }
+            let w = match out.last_mut() {
+                Some(prev) => match prev.w.append(w) {
+                    Ok(()) => {
+                        prev.rows += rows;
+                        start += rows;
+                        continue;
+                    }
+                    // A new layout starts: the rows before it must fill whole tasks.
+                    Err(w) if start.is_multiple_of(BLOCK) => w,
+                    Err(_) => return None,
+                },
+                None => w,
+            };
             out.push(Part { start, rows, w });
             start += rows;
         }

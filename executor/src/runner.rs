@@ -186,19 +186,24 @@ pub fn load_host_model<B: Backend>(
 ) -> Result<(LlamaModel<B>, TextTokenizer)> {
     if path.is_dir() {
         let tokenizer = TextTokenizer::from_hf_dir(path)?;
-        let weights = LlamaWeights::from_hf_dir(path)?;
-        let host = crate::host::HostModel::from_weights(weights)?;
-        let model = LlamaModel::from_host(host, ModelFormat::of_hf_dir(path), device);
-        return Ok((model, tokenizer));
+        return Ok((load_host_weights(path, device)?, tokenizer));
     }
     let g = GgufFile::open(path)?;
     let tokenizer = TextTokenizer::from_gguf(&g)?;
     Ok((host_model_of_gguf(&g, device)?, tokenizer))
 }
 
-/// The host model alone of a GGUF file's weights, without its tokenizer (see
-/// [`load_host_model`]).
+/// The host model alone of a model's weights (a GGUF file or a Hugging Face directory),
+/// without its tokenizer (see [`load_host_model`]).
 pub fn load_host_weights<B: Backend>(path: &Path, device: &B::Device) -> Result<LlamaModel<B>> {
+    if path.is_dir() {
+        let host = crate::host::HostModel::from_weights(LlamaWeights::from_hf_dir_blocks(path)?)?;
+        return Ok(LlamaModel::from_host(
+            host,
+            ModelFormat::of_hf_dir(path),
+            device,
+        ));
+    }
     host_model_of_gguf(&GgufFile::open(path)?, device)
 }
 

@@ -3,8 +3,8 @@
 //! logits llama.cpp computes for each file (`fixtures/make_kquant_fixtures.py`).
 //!
 //! The CPU device's host model, loaded straight from each file's blocks, runs every projection
-//! on the integer kernels (Q2_K, which has no kernel layout, as f32 rows) and matches llama.cpp
-//! with the cache on and off; burn's forward on the dequantised weights matches it too.
+//! on the integer kernels and matches llama.cpp with the cache on and off; burn's forward on the
+//! dequantised weights matches it too.
 
 mod common;
 
@@ -64,17 +64,10 @@ fn quantised_files_run_on_the_integer_kernels_and_match_llama_cpp() {
         let host = load_host_weights::<CpuBackend>(&path, &Default::default()).expect("loads");
         let host = host.with_kv_dtype(KvDtype::F32).expect("f32 cache");
         let layouts = host.host_layouts();
-        if file.starts_with("Q2_K") {
-            assert!(
-                layouts.iter().any(|l| l.contains("f32")),
-                "{file}: {layouts:?}"
-            );
-        } else {
-            assert!(
-                layouts.iter().all(|l| !l.contains("f32")),
-                "{file}: {layouts:?}"
-            );
-        }
+        assert!(
+            layouts.iter().all(|l| !l.contains("f32")),
+            "{file}: {layouts:?}"
+        );
         let worst = check(&format!("{file} host"), &host, &f.tokens, rows, TOLERANCE);
         let g = executor::GgufFile::open(&path).expect("opens");
         let weights = LlamaWeights::from_gguf(&g).expect("loads");

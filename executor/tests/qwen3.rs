@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{check_against, load};
+use common::{check_against, check_host_model, load};
 use executor::{GgufFile, LlamaWeights};
 
 #[test]
@@ -28,4 +28,15 @@ fn qwen3_from_gguf_and_sharded_bf16_safetensors_matches_llama_cpp() {
     );
     check_against("qwen3.gguf", gguf, &f.tokens, rows, 48);
     check_against("qwen3 safetensors", hf, &f.tokens, rows, 48);
+    // The CPU device's model, loaded alone: the BF16 checkpoint's matrices stay BF16.
+    check_host_model("qwen3.gguf", &f.dir.join(file), &f.tokens, rows, 48);
+    let hf_dir = f.dir.join("hf");
+    check_host_model("qwen3 safetensors", &hf_dir, &f.tokens, rows, 48);
+    let m = executor::load_host_weights::<executor::CpuBackend>(&hf_dir, &Default::default())
+        .expect("loads");
+    assert!(
+        m.host_layouts().iter().all(|l| l == "bf16"),
+        "{:?}",
+        m.host_layouts()
+    );
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{check_against, load, max_diff};
+use common::{check_against, check_host_model, load, max_diff};
 use executor::{GgufFile, Llama3Scaling, LlamaConfig, LlamaWeights, RopeScaling};
 
 fn weights(file: &str) -> LlamaWeights {
@@ -21,6 +21,7 @@ fn scaled_rope_matches_llama_cpp_with_the_cache_on_and_off() {
     assert_eq!(f.models.len(), 3);
     for (file, rows) in &f.models {
         check_against(file, weights(file), &f.tokens, rows, 80);
+        check_host_model(file, &f.dir.join(file), &f.tokens, rows, 80);
     }
 }
 

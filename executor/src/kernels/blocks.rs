@@ -10,9 +10,9 @@
 //! | Q4_K | `Q4_1` with f32 sub-block scales | `q · (d · sc) + -(dmin · m)` |
 //! | Q5_1, Q5_K | `U8`: bytes, scale and minimum per 32 | as Q4_1 and Q4_K with 5-bit `q` |
 //! | Q6_K, Q3_K | `Q8_16`: i8 quants, one f32 scale per 16 | `q · (d · sc)` |
+//! | Q2_K | `U8_16`: bytes, scale and minimum per 16 | `q · (d · sc) + -(dmin · m)` |
 //!
-//! Q2_K (a minimum per 16 values), F16, BF16 and F32 have no block layout here: they are
-//! multiplied as f32 rows.
+//! F32, F16 and BF16 tensors are kept as they are (halves expanded to f32 row by row).
 
 use half::f16;
 
@@ -32,12 +32,16 @@ const IQ4NL_VALUES: [i8; 16] = [
 pub(crate) fn convertible(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_0
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q4_0
             | GgmlType::Q4_1
             | GgmlType::Q5_0
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::IQ4NL
+            | GgmlType::Q2K
             | GgmlType::Q3K
             | GgmlType::Q4K
             | GgmlType::Q5K
@@ -145,6 +149,25 @@ fn q6k_block(b: &[u8], out: &mut Build) {
     }
 }
 
+/// Q2_K super-block: sixteen 16-value sub-blocks `q · (d · sc) - dmin · m`, `q` in 0..4.
+fn q2k_block(b: &[u8], out: &mut Build) {
+    let (scales, d, dmin) = (&b[0..16], f16_at(b, 80), f16_at(b, 82));
+    let mut is = 0;
+    for half in 0..2 {
+        let q = &b[16 + half * 32..48 + half * 32];
+        for shift in [0u32, 2, 4, 6] {
+            for part in 0..2 {
+                let sc = scales[is];
+                is += 1;
+                let g: [u8; 16] = std::array::from_fn(|l| (q[part * 16 + l] >> shift) & 3);
+                out.d.push(d * (sc & 0x0f) as f32);
+                out.m.push(-(dmin * (sc >> 4) as f32));
+                out.u8s.extend_from_slice(&g);
+            }
+        }
+    }
+}
+
 /// Q3_K super-block: sixteen 16-value sub-blocks `q · (d · (sc - 32))`, `q` in -4..4.
 fn q3k_block(b: &[u8], out: &mut Build) {
     let (hmask, packed, d) = (&b[0..32], &b[96..108], f16_at(b, 108));
@@ -218,6 +241,29 @@ pub(crate) fn from_ggml(ty: GgmlType, bytes: &[u8], rows: usize, inp: usize) -> 
     if bytes.len() != blocks * size {
         return None;
     }
+    let halves = |bytes: &[u8]| {
+        bytes
+            .chunks_exact(2)
+            .map(|c| [c[0], c[1]])
+            .collect::<Vec<_>>()
+    };
+    match ty {
+        GgmlType::F32 => {
+            let w = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            return Some(Weights::F32(w.collect()));
+        }
+        GgmlType::F16 => {
+            let w = halves(bytes).into_iter().map(f16::from_le_bytes);
+            return Some(Weights::F16(w.collect()));
+        }
+        GgmlType::BF16 => {
+            let w = halves(bytes).into_iter().map(half::bf16::from_le_bytes);
+            return Some(Weights::BF16(w.collect()));
+        }
+        _ => {}
+    }
     let mut out = Build::default();
     for b in bytes.chunks_exact(size) {
         match ty {
@@ -225,6 +271,7 @@ pub(crate) fn from_ggml(ty: GgmlType, bytes: &[u8], rows: usize, inp: usize) -> 
             GgmlType::Q5K => k_block(b, &b[48..176], Some(&b[16..48]), &mut out),
             GgmlType::Q6K => q6k_block(b, &mut out),
             GgmlType::Q3K => q3k_block(b, &mut out),
+            GgmlType::Q2K => q2k_block(b, &mut out),
             _ => small_block(ty, b, &mut out),
         }
     }
@@ -233,6 +280,7 @@ pub(crate) fn from_ggml(ty: GgmlType, bytes: &[u8], rows: usize, inp: usize) -> 
         GgmlType::Q4_1 | GgmlType::Q4K => Weights::Q4_1 { d, m, qs: u8s },
         GgmlType::Q5_1 | GgmlType::Q5K => Weights::U8 { d, m, qs: u8s },
         GgmlType::Q6K | GgmlType::Q3K => Weights::Q8_16 { d, qs: i8s },
+        GgmlType::Q2K => Weights::U8_16 { d, m, qs: u8s },
         _ => Weights::Q8_0 { d, qs: i8s },
     })
 }

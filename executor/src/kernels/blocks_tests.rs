@@ -13,6 +13,34 @@ use crate::gguf::{dequantize_into, GgmlType};
 /// f16 scale (and minimum) set to a small finite value.
 fn random_blocks(ty: GgmlType, rows: usize, inp: usize, seed: u64) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(seed);
+    let floats = |rng: &mut StdRng| -> Vec<f32> {
+        (0..rows * inp)
+            .map(|_| rng.gen_range(-1.0f32..1.0))
+            .collect()
+    };
+    match ty {
+        GgmlType::F32 => {
+            return floats(&mut rng)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+        GgmlType::F16 => {
+            let v = floats(&mut rng);
+            return v
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect();
+        }
+        GgmlType::BF16 => {
+            let v = floats(&mut rng);
+            return v
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect();
+        }
+        _ => {}
+    }
     let (per, size) = ty.block_layout().expect("a block type");
     let mut out = vec![0u8; rows * inp / per * size];
     rng.fill(out.as_mut_slice());
@@ -22,6 +50,7 @@ fn random_blocks(ty: GgmlType, rows: usize, inp: usize, seed: u64) -> Vec<u8> {
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
         GgmlType::Q6K => &[208],
         GgmlType::Q3K => &[108],
+        GgmlType::Q2K => &[80, 82],
         _ => &[],
     };
     for b in out.chunks_exact_mut(size) {
@@ -33,13 +62,17 @@ fn random_blocks(ty: GgmlType, rows: usize, inp: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-const TYPES: [GgmlType; 10] = [
+const TYPES: [GgmlType; 14] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::IQ4NL,
+    GgmlType::Q2K,
     GgmlType::Q3K,
     GgmlType::Q4K,
     GgmlType::Q5K,
@@ -66,6 +99,14 @@ fn row_mins(lin: &HostLinear, n: usize) -> f64 {
             .iter()
             .map(|v| v.abs() as f64)
             .sum(),
+        // A minimum per 16 values: each multiplies the error of 16 activations' sum.
+        Weights::U8_16 { m, .. } => {
+            m[2 * local * nb..2 * (local + 1) * nb]
+                .iter()
+                .map(|v| v.abs() as f64)
+                .sum::<f64>()
+                / 2.0
+        }
         _ => 0.0,
     }
 }
@@ -119,7 +160,8 @@ fn every_block_type_converts_to_exactly_ggmls_values() {
         let bytes = random_blocks(ty, rows, inp, k as u64);
         let w = dequantized(ty, &bytes, rows * inp);
         let lin = HostLinear::from_ggml(inp, &[(ty, rows, &bytes)]).expect("converts");
-        assert!(lin.integer_kernel().is_some(), "{}", ty.name());
+        let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        assert_eq!(lin.integer_kernel().is_none(), float, "{}", ty.name());
         let mut row = vec![0f32; inp];
         for n in 0..rows {
             lin.row(n, &mut row);
@@ -168,7 +210,19 @@ fn a_fused_projection_may_mix_types_at_multiples_of_32_rows() {
         (tensors[0].0, 64, tensors[0].2),
     ];
     assert!(HostLinear::from_ggml(inp, &odd).is_none());
+    // Neighbours that share a layout are one part, wherever they meet.
+    let q4_0 = random_blocks(GgmlType::Q4_0, 40, inp, 7);
+    let q8_0 = random_blocks(GgmlType::Q8_0, 24, inp, 8);
+    let same = [
+        (GgmlType::Q4_0, 40, &q4_0[..]),
+        (GgmlType::Q8_0, 24, &q8_0[..]),
+    ];
+    let lin = HostLinear::from_ggml(inp, &same).expect("converts");
+    assert_eq!((lin.parts.len(), lin.format().as_str()), (1, "q8_0"));
+    let mut w = dequantized(GgmlType::Q4_0, &q4_0, 40 * inp);
+    w.extend(dequantized(GgmlType::Q8_0, &q8_0, 24 * inp));
+    check_products(&lin, &w, "merged");
     // Types without a layout and wrong sizes are refused.
-    assert!(HostLinear::from_ggml(inp, &[(GgmlType::Q2K, 1, &[0u8; 84])]).is_none());
+    assert!(HostLinear::from_ggml(inp, &[(GgmlType::Other(99), 1, &[0u8; 512])]).is_none());
     assert!(HostLinear::from_ggml(inp, &[(GgmlType::Q4K, 2, &blocks[0][..144])]).is_none());
 }

@@ -5,7 +5,8 @@
 //! like ggml's `Q8_0`/`Q8_1` blocks, with `s = d · Σq` for the Q4_1 minimum term), and each
 //! weight block is multiplied with it in integers, one float multiply-add per block:
 //!
-//! - Q4_1 · Q8_1: `d_w · d_x · Σ q_w q_x + m_w · s_x` (and the byte layout `U8` alike)
+//! - Q4_1 · Q8_1: `d_w · d_x · Σ q_w q_x + m_w · s_x` (and the byte layouts `U8` alike, and
+//!   `U8_16` with a scale and minimum per 16 values, against the activations' half-block sums)
 //! - Q8_0 · Q8_0: `d_w · d_x · Σ q_w q_x` (and `Q8_16`, a weight scale per half block)
 //!
 //! The integer sums are exact, so the only error against the f32 product is the activation
@@ -27,6 +28,8 @@ pub(crate) struct QuantRows {
     d: Vec<f32>,
     /// `[m][inp / 32]` `d · Σq` per block (f16-rounded), for the Q4_1 minimum term.
     s: Vec<f32>,
+    /// `[m][inp / 16]` `d · Σq` per half block (f16-rounded), for minimums per 16 values.
+    s16: Vec<f32>,
     inp: usize,
 }
 
@@ -39,20 +42,25 @@ impl QuantRows {
             qs: vec![0; x.len()],
             d: Vec::with_capacity(blocks),
             s: Vec::with_capacity(blocks),
+            s16: Vec::with_capacity(2 * blocks),
             inp,
         };
         for (v, q) in x.chunks_exact(QK).zip(out.qs.chunks_exact_mut(QK)) {
             let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
             let d = amax / 127.0;
             let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (qi, &x) in q.iter_mut().zip(v) {
+            let mut halves = [0i32; 2];
+            for (j, (qi, &x)) in q.iter_mut().zip(v).enumerate() {
                 let r = (x * id).round() as i8;
                 *qi = r;
-                sum += i32::from(r);
+                halves[j / 16] += i32::from(r);
             }
+            let sum = halves[0] + halves[1];
             out.d.push(f16::from_f32(d).to_f32());
             out.s.push(f16::from_f32(d * sum as f32).to_f32());
+            for h in halves {
+                out.s16.push(f16::from_f32(d * h as f32).to_f32());
+            }
         }
         out
     }
@@ -63,6 +71,7 @@ impl QuantRows {
             qs: &self.qs[i * self.inp..(i + 1) * self.inp],
             d: &self.d[i * nb..(i + 1) * nb],
             s: &self.s[i * nb..(i + 1) * nb],
+            s16: &self.s16[2 * i * nb..2 * (i + 1) * nb],
         }
     }
 }
@@ -73,6 +82,7 @@ struct QRow<'a> {
     qs: &'a [i8],
     d: &'a [f32],
     s: &'a [f32],
+    s16: &'a [f32],
 }
 
 /// The instruction set the kernels run with, detected once per projection.
@@ -114,7 +124,7 @@ impl Isa {
 
 /// Whether `w` has an integer kernel.
 pub(crate) fn supported(w: &Weights) -> bool {
-    !matches!(w, Weights::F32(_))
+    !matches!(w, Weights::F32(_) | Weights::F16(_) | Weights::BF16(_))
 }
 
 /// `y[(i0 + b) * ld + col0 + r] = w_{n0 + r} · x_{i0 + b}` for `rows` weight rows and `NX`
@@ -164,6 +174,14 @@ mod scalar {
             .sum()
     }
 
+    /// Σ a b over u8 weights and i8 activations.
+    fn dot_u8(a: &[u8], b: &[i8]) -> i32 {
+        a.iter()
+            .zip(b)
+            .map(|(&a, &b)| i32::from(a) * i32::from(b))
+            .sum()
+    }
+
     pub(super) fn row<const NX: usize>(
         w: &Weights,
         n: usize,
@@ -198,14 +216,17 @@ mod scalar {
                     }
                     Weights::U8 { d, m, qs } => {
                         let q = &qs[k * QK..(k + 1) * QK];
-                        let sumi: i32 = q
-                            .iter()
-                            .zip(xq)
-                            .map(|(&a, &b)| i32::from(a) * i32::from(b))
-                            .sum();
-                        d[k] * x.d[b] * sumi as f32 + m[k] * x.s[b]
+                        d[k] * x.d[b] * dot_u8(q, xq) as f32 + m[k] * x.s[b]
                     }
-                    Weights::F32(_) => 0.0,
+                    Weights::U8_16 { d, m, qs } => {
+                        let q = &qs[k * QK..(k + 1) * QK];
+                        let lo = d[2 * k] * dot_u8(&q[..16], &xq[..16]) as f32;
+                        let hi = d[2 * k + 1] * dot_u8(&q[16..], &xq[16..]) as f32;
+                        x.d[b] * (lo + hi)
+                            + m[2 * k] * x.s16[2 * b]
+                            + m[2 * k + 1] * x.s16[2 * b + 1]
+                    }
+                    Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => 0.0,
                 };
             }
         }
@@ -285,6 +306,22 @@ mod avx2 {
                     }
                 }
             }
+            Weights::U8_16 { d, m, qs } => {
+                for b in 0..nb {
+                    let k = n * nb + b;
+                    let wq = load32u(&qs[k * QK..]);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = block_sums(simd, wq, load32(simd, &x.qs[b * QK..]));
+                        let scale = simd.avx._mm256_set_m128(
+                            simd.sse._mm_set1_ps(d[2 * k + 1] * x.d[b]),
+                            simd.sse._mm_set1_ps(d[2 * k] * x.d[b]),
+                        );
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[2 * k] * x.s16[2 * b] + m[2 * k + 1] * x.s16[2 * b + 1];
+                    }
+                }
+            }
             Weights::Q8_0 { d, qs } => {
                 for b in 0..nb {
                     let k = n * nb + b;
@@ -335,7 +372,7 @@ mod avx2 {
                     }
                 }
             }
-            Weights::F32(_) => {}
+            Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
         }
         std::array::from_fn(|j| hsum(simd, acc[j]) + mins[j])
     }
@@ -467,7 +504,26 @@ mod avx512 {
                     }
                 }
             }
-            Weights::F32(_) => {}
+            Weights::U8_16 { d, m, qs } => {
+                for p in 0..pairs {
+                    let (b, k) = (2 * p, n * nb + 2 * p);
+                    let wq = load64u(&qs[k * QK..]);
+                    let ds: [f32; 4] = d[2 * k..2 * k + 4].try_into().expect("four scales");
+                    let ms: [f32; 4] = m[2 * k..2 * k + 4].try_into().expect("four minimums");
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
+                        let (d0, d1) = (x.d[b], x.d[b + 1]);
+                        let s: [f32; 16] =
+                            std::array::from_fn(|l| ds[l / 4] * if l < 8 { d0 } else { d1 });
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(cast(s), sums, acc[j]);
+                        let s16 = &x.s16[2 * b..2 * b + 4];
+                        mins[j] +=
+                            ms[0] * s16[0] + ms[1] * s16[1] + ms[2] * s16[2] + ms[3] * s16[3];
+                    }
+                }
+            }
+            Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
         }
         let mut out: [f32; NX] = std::array::from_fn(|j| simd.avx512f._mm512_reduce_add_ps(acc[j]));
         if nb % 2 == 1 {
@@ -476,6 +532,7 @@ mod avx512 {
                 qs: &xs[j].qs[(nb - 1) * QK..],
                 d: &xs[j].d[nb - 1..],
                 s: &xs[j].s[nb - 1..],
+                s16: &xs[j].s16[2 * (nb - 1)..],
             });
             let one = super::scalar::row::<NX>(w, n * nb + nb - 1, 1, &last);
             for j in 0..NX {

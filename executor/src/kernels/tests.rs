@@ -1,6 +1,7 @@
 //! Tests of the host projection kernels.
 
 use super::*;
+use half::f16;
 
 /// `lin.forward` against the naive product with the weights `w`, for each row count in `ms`.
 fn assert_matches_naive_product(lin: &HostLinear, w: &[f32], ms: &[usize], what: &str) {
@@ -183,6 +184,7 @@ fn integer_kernels_agree_across_instruction_sets_and_batches() {
     for (ty, seed) in [
         (crate::gguf::GgmlType::Q6K, 5u8),
         (crate::gguf::GgmlType::Q5_1, 9),
+        (crate::gguf::GgmlType::Q2K, 3),
     ] {
         let (inp, (per, size)) = (256, ty.block_layout().expect("block type"));
         let mut bytes: Vec<u8> = (0..out * inp / per * size)
@@ -190,8 +192,15 @@ fn integer_kernels_agree_across_instruction_sets_and_batches() {
             .collect();
         let scale = f16::from_f32(0.01).to_le_bytes();
         for b in bytes.chunks_exact_mut(size) {
-            let at = if per == 256 { 208 } else { 0 };
+            let at = match ty {
+                crate::gguf::GgmlType::Q6K => 208,
+                crate::gguf::GgmlType::Q2K => 80,
+                _ => 0,
+            };
             b[at..at + 2].copy_from_slice(&scale);
+            if ty == crate::gguf::GgmlType::Q2K {
+                b[82..84].copy_from_slice(&scale);
+            }
             if per == 32 {
                 b[2..4].copy_from_slice(&f16::from_f32(-0.05).to_le_bytes());
             }

@@ -103,23 +103,50 @@ pub fn check_against(label: &str, w: LlamaWeights, tokens: &[u32], rows: &Rows, 
         .expect("host")
         .with_kv_dtype(KvDtype::F32)
         .expect("f32 cache");
-    for (name, m) in [("burn", &burn), ("host", &host)] {
-        let mut cached_kv = m.new_kv_cache(tokens.len() + 1);
-        logits_at(m, &mut cached_kv, tokens, 0, prefix - 1);
-        for (p, want) in rows {
-            let mut kv = m.new_kv_cache(tokens.len() + 1);
-            let d = max_diff(&logits_at(m, &mut kv, tokens, 0, *p), want);
+    check_model(&format!("{label} burn"), &burn, tokens, rows, prefix);
+    check_model(&format!("{label} host"), &host, tokens, rows, prefix);
+}
+
+/// Checks the CPU device's model of `path` (the host model loaded alone, f32 K/V) against
+/// llama.cpp's `rows`, as [`check_against`] does.
+pub fn check_host_model(
+    label: &str,
+    path: &std::path::Path,
+    tokens: &[u32],
+    rows: &Rows,
+    prefix: usize,
+) {
+    let m = executor::load_host_weights::<CpuBackend>(path, &Default::default())
+        .expect("host model loads")
+        .with_kv_dtype(KvDtype::F32)
+        .expect("f32 cache");
+    check_model(&format!("{label} host model"), &m, tokens, rows, prefix);
+}
+
+/// `m` against llama.cpp's `rows`: each position from scratch (cache off) and, past
+/// `prefix`, on top of a cached prefix of that many positions (cache on).
+pub fn check_model(
+    label: &str,
+    m: &LlamaModel<CpuBackend>,
+    tokens: &[u32],
+    rows: &Rows,
+    prefix: usize,
+) {
+    let mut cached_kv = m.new_kv_cache(tokens.len() + 1);
+    logits_at(m, &mut cached_kv, tokens, 0, prefix - 1);
+    for (p, want) in rows {
+        let mut kv = m.new_kv_cache(tokens.len() + 1);
+        let d = max_diff(&logits_at(m, &mut kv, tokens, 0, *p), want);
+        assert!(
+            d < TOLERANCE,
+            "{label} position {p}: cache off differs by {d}"
+        );
+        if *p >= prefix {
+            let d = max_diff(&logits_at(m, &mut cached_kv, tokens, prefix, *p), want);
             assert!(
                 d < TOLERANCE,
-                "{label} {name} position {p}: cache off differs by {d}"
+                "{label} position {p}: cache on differs by {d}"
             );
-            if *p >= prefix {
-                let d = max_diff(&logits_at(m, &mut cached_kv, tokens, prefix, *p), want);
-                assert!(
-                    d < TOLERANCE,
-                    "{label} {name} position {p}: cache on differs by {d}"
-                );
-            }
         }
     }
 }
