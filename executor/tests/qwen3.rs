@@ -1,8 +1,9 @@
-//! Qwen3 (per-head q/k RMSNorm before RoPE, a head dimension unlike hidden / heads) against
-//! llama.cpp: a tiny random model as a GGUF and as a Hugging Face checkpoint in BF16 split over
-//! two safetensors shards, and the logits llama.cpp computed from the GGUF
-//! (`fixtures/make_qwen3_fixtures.py`). Both files load to the same weights and match llama.cpp
-//! on burn's forward and the host path, with the cache on and off.
+//! Qwen3 (per-head q/k RMSNorm before RoPE, a head dimension unlike hidden / heads) and
+//! Qwen2/2.5 (Q/K/V biases) against llama.cpp: a tiny random model of each as a GGUF and as a
+//! Hugging Face checkpoint in BF16 split over two safetensors shards, and the logits llama.cpp
+//! computed from the GGUF (`fixtures/make_qwen3_fixtures.py [--arch qwen2]`). Both files load to
+//! the same weights and match llama.cpp on burn's forward, the host kernels beside it and the
+//! CPU device's host model loaded alone, with the cache on and off.
 
 mod common;
 
@@ -39,4 +40,26 @@ fn qwen3_from_gguf_and_sharded_bf16_safetensors_matches_llama_cpp() {
         "{:?}",
         m.host_layouts()
     );
+}
+
+#[test]
+fn qwen2_with_qkv_biases_from_gguf_and_sharded_bf16_safetensors_matches_llama_cpp() {
+    let f = load("qwen2");
+    let (file, rows) = &f.models[0];
+    let gguf = LlamaWeights::from_gguf(&GgufFile::open(&f.dir.join(file)).expect("gguf"))
+        .expect("GGUF weights");
+    let hf = LlamaWeights::from_hf_dir(&f.dir.join("hf")).expect("safetensors weights");
+    assert_eq!(gguf.config, hf.config, "the two files describe one model");
+    assert!(gguf
+        .layers
+        .iter()
+        .all(|l| l.bq.is_some() && l.bk.is_some() && l.bv.is_some() && l.q_norm.is_none()));
+    assert_eq!(
+        gguf.layers[1].bk, hf.layers[1].bk,
+        "BF16 holds the same values"
+    );
+    check_against("qwen2.gguf", gguf, &f.tokens, rows, 48);
+    check_against("qwen2 safetensors", hf, &f.tokens, rows, 48);
+    check_host_model("qwen2.gguf", &f.dir.join(file), &f.tokens, rows, 48);
+    check_host_model("qwen2 safetensors", &f.dir.join("hf"), &f.tokens, rows, 48);
 }

@@ -288,7 +288,9 @@ impl Sim {
             return;
         }
         let path = &files[self.rng.gen_range(0..files.len())];
-        if let Ok(mut bytes) = std::fs::read(path) {
+        let bytes = std::fs::read(path).ok().filter(|b| !b.is_empty());
+        // A file the writer is still filling may be empty: nothing to damage yet.
+        if let Some(mut bytes) = bytes {
             let i = self.rng.gen_range(0..bytes.len());
             bytes[i] ^= 1 << self.rng.gen_range(0..8);
             // The writer may have deleted it meanwhile; then there is nothing to damage.

@@ -4,7 +4,7 @@ use half::{bf16, f16};
 
 use super::GgmlType;
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
@@ -71,7 +71,7 @@ pub fn dequantize_into(
 }
 
 /// IQ4_NL's 16 levels (ggml's `kvalues_iq4nl`).
-const IQ4NL_VALUES: [i8; 16] = [
+pub(crate) const IQ4NL_VALUES: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
@@ -129,15 +129,7 @@ fn dequant_q3k(b: &[u8], y: &mut [f32]) {
     let hmask = &b[0..32];
     let packed = &b[96..108];
     let d = f16_at(b, 108);
-    let scale = |i: usize| -> i32 {
-        let low = if i < 8 {
-            packed[i] & 0x0f
-        } else {
-            packed[i - 8] >> 4
-        };
-        let high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
-        (low | (high << 4)) as i32 - 32
-    };
+    let scale = |i: usize| q3k_scale(i, packed);
     let mut out = 0;
     let mut is = 0;
     let mut m = 1u8;
@@ -184,8 +176,19 @@ fn dequant_q5k(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Scale and min of sub-block `j` (0..8) of a Q4_K block's 12 packed scale bytes.
-fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+/// Scale `i` (0..16) of a Q3_K block's 12 packed bytes of 6-bit scales (offset 32).
+pub(crate) fn q3k_scale(i: usize, packed: &[u8]) -> i32 {
+    let low = if i < 8 {
+        packed[i] & 0x0f
+    } else {
+        packed[i - 8] >> 4
+    };
+    let high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
+    (low | (high << 4)) as i32 - 32
+}
+
+/// Scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block's 12 packed scale bytes.
+pub(crate) fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

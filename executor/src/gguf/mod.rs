@@ -10,6 +10,7 @@ mod tests;
 pub mod writer;
 
 pub use dequant::dequantize_into;
+pub(crate) use dequant::{f16_at, q3k_scale, q4k_scale_min, IQ4NL_VALUES};
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -17,16 +17,7 @@
 use half::f16;
 
 use super::{Weights, QK};
-use crate::gguf::GgmlType;
-
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
-/// IQ4_NL's 16 levels (ggml's `kvalues_iq4nl`).
-const IQ4NL_VALUES: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
+use crate::gguf::{f16_at, q3k_scale, q4k_scale_min, GgmlType, IQ4NL_VALUES};
 
 /// Whether [`from_ggml`] converts this type.
 pub(crate) fn convertible(ty: GgmlType) -> bool {
@@ -92,18 +83,6 @@ fn q5_values(rest: &[u8]) -> [u8; QK] {
     q
 }
 
-/// Scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block's 12 packed bytes.
-fn k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        (
-            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
-    }
-}
-
 /// Q4_K (`fifth` none) or Q5_K (`fifth`: the 32 bytes of fifth bits) super-block `b`: eight
 /// 32-value sub-blocks `q · (d · sc) - dmin · m`.
 fn k_block(b: &[u8], qs: &[u8], fifth: Option<&[u8]>, out: &mut Build) {
@@ -112,7 +91,7 @@ fn k_block(b: &[u8], qs: &[u8], fifth: Option<&[u8]>, out: &mut Build) {
     for chunk in 0..4 {
         let ql = &qs[chunk * 32..chunk * 32 + 32];
         for half in 0..2 {
-            let (sc, m) = k_scale_min(2 * chunk + half, scales);
+            let (sc, m) = q4k_scale_min(2 * chunk + half, scales);
             let (dl, ml) = (d * sc as f32, dmin * m as f32);
             let mut q = [0u8; QK];
             for (l, v) in q.iter_mut().enumerate() {
@@ -171,15 +150,6 @@ fn q2k_block(b: &[u8], out: &mut Build) {
 /// Q3_K super-block: sixteen 16-value sub-blocks `q · (d · (sc - 32))`, `q` in -4..4.
 fn q3k_block(b: &[u8], out: &mut Build) {
     let (hmask, packed, d) = (&b[0..32], &b[96..108], f16_at(b, 108));
-    let scale = |i: usize| -> i32 {
-        let low = if i < 8 {
-            packed[i] & 0x0f
-        } else {
-            packed[i - 8] >> 4
-        };
-        let high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
-        (low | (high << 4)) as i32 - 32
-    };
     let (mut is, mut bit) = (0, 1u8);
     for half in 0..2 {
         let q = &b[32 + half * 32..64 + half * 32];
@@ -191,7 +161,7 @@ fn q3k_block(b: &[u8], out: &mut Build) {
                     let low = ((q[k] >> shift) & 3) as i8;
                     *v = low - if hmask[k] & bit != 0 { 0 } else { 4 };
                 }
-                out.signed(d * scale(is) as f32, &g);
+                out.signed(d * q3k_scale(is, packed) as f32, &g);
                 is += 1;
             }
             bit <<= 1;

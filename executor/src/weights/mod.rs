@@ -191,7 +191,11 @@ impl LlamaConfig {
             head_dim,
             rms_eps: f("rms_norm_eps", 1e-6) as f32,
             rope_theta: rope_theta as f32,
-            max_position: get("max_position_embeddings").unwrap_or(4096),
+            max_position: sliding_window_cap(
+                &v,
+                &model_type,
+                get("max_position_embeddings").unwrap_or(4096),
+            ),
             rope_style: RopeStyle::Neox,
             rope_scaling,
         };
@@ -201,6 +205,34 @@ impl LlamaConfig {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
         Ok((cfg, tied))
+    }
+}
+
+/// The context of a Hugging Face config with sliding-window attention (Mistral's
+/// `sliding_window`; Qwen2's when `use_sliding_window` is set) capped at the window: radixserve
+/// attends to every earlier position, which is the same attention up to the window's length.
+fn sliding_window_cap(v: &serde_json::Value, model_type: &str, max_position: usize) -> usize {
+    let used = match model_type {
+        "mistral" => true,
+        _ => v
+            .get("use_sliding_window")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
+    };
+    let window = v
+        .get("sliding_window")
+        .and_then(serde_json::Value::as_u64)
+        .map(|w| w as usize);
+    match window {
+        Some(w) if used && w > 0 && w < max_position => {
+            tracing::warn!(
+                window = w,
+                max_position,
+                "sliding-window attention: the context is capped at the window"
+            );
+            w
+        }
+        _ => max_position,
     }
 }
 
@@ -376,5 +408,28 @@ pub fn permute_for_interleaved_rope(w: &HostMatrix, n_heads: usize) -> HostMatri
         cols: w.cols,
         data: out,
         blocks: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sliding_window_cap;
+    use serde_json::json;
+
+    #[test]
+    fn a_sliding_window_caps_the_context_where_the_model_uses_it() {
+        let mistral = json!({"sliding_window": 4096});
+        assert_eq!(sliding_window_cap(&mistral, "mistral", 32768), 4096);
+        assert_eq!(
+            sliding_window_cap(&json!({"sliding_window": null}), "mistral", 32768),
+            32768
+        );
+        // Qwen2 configs carry a window they do not use unless `use_sliding_window` says so.
+        let qwen = json!({"sliding_window": 4096, "use_sliding_window": false});
+        assert_eq!(sliding_window_cap(&qwen, "qwen2", 32768), 32768);
+        let used = json!({"sliding_window": 4096, "use_sliding_window": true});
+        assert_eq!(sliding_window_cap(&used, "qwen2", 32768), 4096);
+        // A window at least as long as the context changes nothing.
+        assert_eq!(sliding_window_cap(&mistral, "mistral", 2048), 2048);
     }
 }
