@@ -5,10 +5,13 @@
 //!   frequency divided by the factor, i.e. positions compressed by it;
 //! * per-frequency divisors: GGUF `rope_freqs.weight` (how Llama 3.1+ GGUFs carry their
 //!   scaling), and Hugging Face `rope_type = llama3`, whose divisors are computed here with the
-//!   same formula transformers uses.
+//!   same formula transformers uses;
+//! * Hugging Face `rope_type = dynamic` (NTK-aware), as SGLang and vLLM serve it: the base is
+//!   raised once for the whole extended context (`factor` times the original), so a position's
+//!   angles never depend on the sequence's length and cached keys stay valid.
 //!
-//! Others (`dynamic` NTK, `yarn`, `longrope`, ...) are refused by name where the configuration
-//! is read, never silently ignored.
+//! Others (`yarn`, `longrope`, ...) are refused by name where the configuration is read, never
+//! silently ignored.
 
 use crate::error::{ExecutorError, Result};
 
@@ -77,6 +80,22 @@ impl RopeScaling {
                 };
                 (freq / new) as f32
             })
+            .collect();
+        RopeScaling {
+            linear: 1.0,
+            freq_factors: Some(factors),
+        }
+    }
+
+    /// Dynamic NTK scaling by `factor` for `head_dim` and base `theta`, as SGLang's and vLLM's
+    /// `DynamicNTKScalingRotaryEmbedding` compute it for a context `factor` times the original:
+    /// the base becomes `theta · (factor² - factor + 1)^(d / (d - 2))`, here as the divisors
+    /// `(new base / theta)^(2i / d)` of the original frequencies.
+    pub fn dynamic_ntk(theta: f64, head_dim: usize, factor: f64) -> Self {
+        let d = head_dim as f64;
+        let base = theta * (factor * factor - (factor - 1.0)).powf(d / (d - 2.0));
+        let factors = (0..head_dim / 2)
+            .map(|i| (base / theta).powf(2.0 * i as f64 / d) as f32)
             .collect();
         RopeScaling {
             linear: 1.0,

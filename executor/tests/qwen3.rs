@@ -1,7 +1,8 @@
 //! Qwen3 (per-head q/k RMSNorm before RoPE, a head dimension unlike hidden / heads) and
 //! Qwen2/2.5 (Q/K/V biases) against llama.cpp: a tiny random model of each as a GGUF and as a
 //! Hugging Face checkpoint in BF16 split over two safetensors shards, and the logits llama.cpp
-//! computed from the GGUF (`fixtures/make_qwen3_fixtures.py [--arch qwen2]`). Both files load to
+//! computed from the GGUF (`fixtures/make_qwen3_fixtures.py [--arch qwen2 [--dynamic 4]]`), also
+//! for dynamic NTK RoPE scaling. Both files load to
 //! the same weights and match llama.cpp on burn's forward, the host kernels beside it and the
 //! CPU device's host model loaded alone, with the cache on and off.
 
@@ -62,4 +63,24 @@ fn qwen2_with_qkv_biases_from_gguf_and_sharded_bf16_safetensors_matches_llama_cp
     check_against("qwen2 safetensors", hf, &f.tokens, rows, 48);
     check_host_model("qwen2.gguf", &f.dir.join(file), &f.tokens, rows, 48);
     check_host_model("qwen2 safetensors", &f.dir.join("hf"), &f.tokens, rows, 48);
+}
+
+#[test]
+fn dynamic_ntk_scaling_matches_llama_cpp_at_the_base_sglang_raises_it_to() {
+    // The checkpoint asks for dynamic NTK scaling by 4 over an original context of 32; the
+    // GGUF llama.cpp computed the reference from carries plain RoPE with the raised base.
+    let f = load("qwen2_dynamic");
+    let (_, rows) = &f.models[0];
+    let hf_dir = f.dir.join("hf");
+    let hf = LlamaWeights::from_hf_dir(&hf_dir).expect("safetensors weights");
+    assert_eq!(
+        hf.config.max_position, 128,
+        "the context is 4 times the original"
+    );
+    assert!(
+        f.tokens.len() > 32,
+        "positions past the original context are checked"
+    );
+    check_against("qwen2 dynamic safetensors", hf, &f.tokens, rows, 48);
+    check_host_model("qwen2 dynamic safetensors", &hf_dir, &f.tokens, rows, 48);
 }

@@ -607,8 +607,8 @@ fn unsupported_rope_scaling_is_refused_by_name() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     for (scaling, named) in [
         (
-            serde_json::json!({"rope_type": "dynamic", "factor": 2.0}),
-            "dynamic",
+            serde_json::json!({"rope_type": "longrope", "factor": 2.0}),
+            "longrope",
         ),
         (
             serde_json::json!({"rope_type": "llama3", "factor": 8.0}),

@@ -194,7 +194,10 @@ impl LlamaConfig {
             max_position: sliding_window_cap(
                 &v,
                 &model_type,
-                get("max_position_embeddings").unwrap_or(4096),
+                scaled_context(
+                    get("max_position_embeddings").unwrap_or(4096),
+                    v.get("rope_scaling").filter(|r| !r.is_null()),
+                ),
             ),
             rope_style: RopeStyle::Neox,
             rope_scaling,
@@ -251,7 +254,30 @@ fn gguf_rope_scaling(g: &GgufFile, k: &dyn Fn(&str) -> String) -> Result<RopeSca
     }
 }
 
-/// Hugging Face `rope_scaling`: `linear` and `llama3`; anything else is refused by name.
+/// The context a Hugging Face config serves, as SGLang reads it: `max_position_embeddings`,
+/// times the factor of a `linear` or `dynamic` scaling (which extend the context; `llama3`
+/// configs, and those naming `original_max_position_embeddings`, already give the extended one).
+fn scaled_context(max_position: usize, rope_scaling: Option<&serde_json::Value>) -> usize {
+    let Some(r) = rope_scaling else {
+        return max_position;
+    };
+    let kind = r
+        .get("rope_type")
+        .or_else(|| r.get("type"))
+        .and_then(serde_json::Value::as_str);
+    let factor = r.get("factor").and_then(serde_json::Value::as_f64);
+    match (kind, factor) {
+        (Some("linear" | "dynamic"), Some(f))
+            if f >= 1.0 && r.get("original_max_position_embeddings").is_none() =>
+        {
+            (max_position as f64 * f) as usize
+        }
+        _ => max_position,
+    }
+}
+
+/// Hugging Face `rope_scaling`: `linear`, `llama3` and `dynamic`; anything else is refused by
+/// name.
 fn hf_rope_scaling(
     r: &serde_json::Value,
     theta: f64,
@@ -270,6 +296,7 @@ fn hf_rope_scaling(
     match kind {
         "default" => Ok(RopeScaling::none()),
         "linear" => Ok(RopeScaling::linear(num("factor")? as f32)),
+        "dynamic" => Ok(RopeScaling::dynamic_ntk(theta, head_dim, num("factor")?)),
         "llama3" => Ok(RopeScaling::llama3(
             theta,
             head_dim,
@@ -281,7 +308,7 @@ fn hf_rope_scaling(
             },
         )),
         _ => Err(format!(
-            "rope_scaling {r} is not supported (supported: linear, llama3)"
+            "rope_scaling {r} is not supported (supported: linear, llama3, dynamic)"
         )),
     }
 }
@@ -415,6 +442,20 @@ pub fn permute_for_interleaved_rope(w: &HostMatrix, n_heads: usize) -> HostMatri
 mod tests {
     use super::sliding_window_cap;
     use serde_json::json;
+
+    #[test]
+    fn linear_and_dynamic_factors_extend_the_context_as_sglang_reads_it() {
+        use super::scaled_context;
+        let r = |v: serde_json::Value| scaled_context(4096, Some(&v));
+        assert_eq!(r(json!({"type": "dynamic", "factor": 2.0})), 8192);
+        assert_eq!(r(json!({"rope_type": "linear", "factor": 4.0})), 16384);
+        // llama3 configs (and any naming the original context) give the extended one already.
+        assert_eq!(r(json!({"rope_type": "llama3", "factor": 8.0})), 4096);
+        let named =
+            json!({"type": "linear", "factor": 4.0, "original_max_position_embeddings": 1024});
+        assert_eq!(r(named), 4096);
+        assert_eq!(scaled_context(4096, None), 4096);
+    }
 
     #[test]
     fn a_sliding_window_caps_the_context_where_the_model_uses_it() {
