@@ -59,7 +59,7 @@ pub use kernels::HostLinear;
 pub use kv_cache::KvCache;
 pub use kv_dtype::KvDtype;
 pub use model::LlamaModel;
-pub use rope::{Llama3Scaling, RopeScaling};
+pub use rope::{Llama3Scaling, RopeScaling, YarnScaling};
 pub use runner::{
     default_model_path, load_gguf, load_hf_dir, load_host_model, load_host_weights, load_model,
     Executor, ModelFormat,

@@ -8,10 +8,14 @@
 //!   same formula transformers uses;
 //! * Hugging Face `rope_type = dynamic` (NTK-aware), as SGLang and vLLM serve it: the base is
 //!   raised once for the whole extended context (`factor` times the original), so a position's
-//!   angles never depend on the sequence's length and cached keys stay valid.
+//!   angles never depend on the sequence's length and cached keys stay valid;
+//! * YaRN (GGUF `rope.scaling.type = yarn`, Hugging Face `rope_type = yarn`): each frequency
+//!   blended between interpolated and original by where its wavelength falls (ggml's
+//!   `rope_yarn`, transformers' `_compute_yarn_parameters`), and cos and sin scaled by
+//!   `attn_factor · (1 + 0.1 ln factor)`.
 //!
-//! Others (`yarn`, `longrope`, ...) are refused by name where the configuration is read, never
-//! silently ignored.
+//! Others (`longrope`, DeepSeek's YaRN `mscale`, ...) are refused by name where the
+//! configuration is read, never silently ignored.
 
 use crate::error::{ExecutorError, Result};
 
@@ -22,6 +26,23 @@ pub struct RopeScaling {
     pub linear: f32,
     /// One divisor per frequency pair (`head_dim / 2` of them), or none.
     pub freq_factors: Option<Vec<f32>>,
+    /// Magnitude of cos and sin (1 but for YaRN's attention scaling).
+    pub mscale: f32,
+}
+
+/// The parameters of YaRN scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YarnScaling {
+    /// How much longer the new context is.
+    pub factor: f64,
+    /// The context the model was trained with.
+    pub original_context: f64,
+    /// Rotations over the original context above which a frequency keeps its value (32).
+    pub beta_fast: f64,
+    /// Rotations below which a frequency is fully interpolated (1).
+    pub beta_slow: f64,
+    /// Extra factor on cos and sin (1).
+    pub attn_factor: f64,
 }
 
 /// The parameters of Llama 3.1's `llama3` scaling (Hugging Face `rope_scaling`).
@@ -49,6 +70,7 @@ impl RopeScaling {
         RopeScaling {
             linear: 1.0,
             freq_factors: None,
+            mscale: 1.0,
         }
     }
 
@@ -57,6 +79,7 @@ impl RopeScaling {
         RopeScaling {
             linear: factor,
             freq_factors: None,
+            mscale: 1.0,
         }
     }
 
@@ -84,6 +107,7 @@ impl RopeScaling {
         RopeScaling {
             linear: 1.0,
             freq_factors: Some(factors),
+            mscale: 1.0,
         }
     }
 
@@ -100,6 +124,35 @@ impl RopeScaling {
         RopeScaling {
             linear: 1.0,
             freq_factors: Some(factors),
+            mscale: 1.0,
+        }
+    }
+
+    /// YaRN for `head_dim` and base `theta`: pair `i`'s frequency becomes
+    /// `f · (s · (1 - r) + r)` with `s = 1 / factor` and `r` the ramp, 1 below the correction
+    /// range (high frequencies, kept) to 0 above it (low ones, interpolated); the range is where
+    /// a frequency turns `beta_fast` to `beta_slow` times over the original context, floored
+    /// and ceiled as ggml and transformers do.
+    pub fn yarn(theta: f64, head_dim: usize, p: YarnScaling) -> Self {
+        let d = head_dim as f64;
+        let corr = |rotations: f64| {
+            d * (p.original_context / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                / (2.0 * theta.ln())
+        };
+        let low = corr(p.beta_fast).floor().max(0.0);
+        let high = corr(p.beta_slow).ceil().min(d - 1.0);
+        let scale = 1.0 / p.factor;
+        let factors = (0..head_dim / 2)
+            .map(|i| {
+                let y = (i as f64 - low) / (high - low).max(0.001);
+                let ramp = 1.0 - y.clamp(0.0, 1.0);
+                (1.0 / (scale * (1.0 - ramp) + ramp)) as f32
+            })
+            .collect();
+        RopeScaling {
+            linear: 1.0,
+            freq_factors: Some(factors),
+            mscale: (p.attn_factor * (1.0 + 0.1 * p.factor.ln())) as f32,
         }
     }
 
@@ -113,6 +166,9 @@ impl RopeScaling {
         };
         if !(self.linear.is_finite() && self.linear > 0.0) {
             return bad(format!("linear factor {} is not positive", self.linear));
+        }
+        if !(self.mscale.is_finite() && self.mscale > 0.0) {
+            return bad(format!("magnitude {} is not positive", self.mscale));
         }
         if let Some(f) = &self.freq_factors {
             if f.len() != head_dim / 2 {
@@ -151,8 +207,8 @@ impl RopeScaling {
         for pos in 0..max_position {
             for &f in &inv {
                 let a = pos as f64 * f;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
+                cos.push(a.cos() as f32 * self.mscale);
+                sin.push(a.sin() as f32 * self.mscale);
             }
         }
         (cos, sin)

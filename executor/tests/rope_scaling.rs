@@ -1,5 +1,5 @@
-//! Scaled RoPE against llama.cpp: tiny random Llama GGUFs with plain, linear and Llama 3.1
-//! (`rope_freqs.weight`) RoPE, and the logits llama.cpp computed for them over 160 positions
+//! Scaled RoPE against llama.cpp: tiny random Llama GGUFs with plain, linear, Llama 3.1
+//! (`rope_freqs.weight`) and YaRN RoPE, and the logits llama.cpp computed for them over 160 positions
 //! (past the original context of 64), made by `fixtures/make_rope_fixtures.py`. radixserve
 //! matches them on burn's forward and on the host path, computing each position from scratch
 //! (cache off) and extending a cached 80-token prefix (cache on). The Hugging Face `llama3`
@@ -18,7 +18,7 @@ fn weights(file: &str) -> LlamaWeights {
 #[test]
 fn scaled_rope_matches_llama_cpp_with_the_cache_on_and_off() {
     let f = load("rope");
-    assert_eq!(f.models.len(), 3);
+    assert_eq!(f.models.len(), 4);
     for (file, rows) in &f.models {
         check_against(file, weights(file), &f.tokens, rows, 80);
         check_host_model(file, &f.dir.join(file), &f.tokens, rows, 80);

@@ -596,13 +596,18 @@ fn unsupported_rope_scaling_is_refused_by_name() {
     let img = writer::build(
         &[
             ("general.architecture", GgufValue::String("llama".into())),
-            ("llama.rope.scaling.type", GgufValue::String("yarn".into())),
+            ("llama.embedding_length", GgufValue::U32(32)),
+            ("llama.attention.head_count", GgufValue::U32(4)),
+            (
+                "llama.rope.scaling.type",
+                GgufValue::String("longrope".into()),
+            ),
         ],
         &[],
     );
     let g = GgufFile::parse(img).expect("parses");
-    let err = LlamaWeights::from_gguf(&g).expect_err("YaRN");
-    assert!(err.to_string().contains("yarn"), "{err}");
+    let err = LlamaWeights::from_gguf(&g).expect_err("LongRoPE");
+    assert!(err.to_string().contains("longrope"), "{err}");
     let dir = std::env::temp_dir().join(format!("radixserve-rope-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     for (scaling, named) in [

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{ExecutorError, Result};
 use crate::gguf::{GgmlType, GgufFile, GgufValue};
-use crate::rope::{Llama3Scaling, RopeScaling};
+use crate::rope::{Llama3Scaling, RopeScaling, YarnScaling};
 
 mod load;
 
@@ -89,13 +89,14 @@ impl LlamaConfig {
         };
         let k = |s: &str| format!("{arch}.{s}");
         let us = |s: &str| g.get_u64(&k(s)).map(|v| v as usize);
-        let mut rope_scaling = gguf_rope_scaling(g, &k)?;
         let hidden_size = us("embedding_length")?;
         let num_heads = us("attention.head_count")?;
         let num_kv_heads = us("attention.head_count_kv").unwrap_or(num_heads);
         let head_dim = us("rope.dimension_count")
             .or_else(|_| us("attention.key_length"))
             .unwrap_or(hidden_size / num_heads.max(1));
+        let rope_theta = g.get_f64(&k("rope.freq_base")).unwrap_or(10_000.0);
+        let mut rope_scaling = gguf_rope_scaling(g, &k, rope_theta, head_dim)?;
         let vocab_size = match us("vocab_size") {
             Ok(v) => v,
             Err(_) => g
@@ -112,7 +113,7 @@ impl LlamaConfig {
             num_kv_heads,
             head_dim,
             rms_eps: g.get_f64(&k("attention.layer_norm_rms_epsilon"))? as f32,
-            rope_theta: g.get_f64(&k("rope.freq_base")).unwrap_or(10_000.0) as f32,
+            rope_theta: rope_theta as f32,
             max_position: us("context_length").unwrap_or(4096),
             rope_style,
             rope_scaling: RopeScaling::none(),
@@ -239,17 +240,47 @@ fn sliding_window_cap(v: &serde_json::Value, model_type: &str, max_position: usi
     }
 }
 
-/// GGUF `{arch}.rope.scaling.*`: none or linear; anything else is refused by name.
-fn gguf_rope_scaling(g: &GgufFile, k: &dyn Fn(&str) -> String) -> Result<RopeScaling> {
+/// GGUF `{arch}.rope.scaling.*`: none, linear or yarn (with llama.cpp's defaults for the
+/// keys a file leaves out); anything else is refused by name.
+fn gguf_rope_scaling(
+    g: &GgufFile,
+    k: &dyn Fn(&str) -> String,
+    theta: f64,
+    head_dim: usize,
+) -> Result<RopeScaling> {
     let key = k("rope.scaling.type");
+    let or = |name: &str, default: f64| g.get_f64(&k(name)).unwrap_or(default);
     match g.get(&key).and_then(GgufValue::as_str) {
         None | Some("none") => Ok(RopeScaling::none()),
         Some("linear") => Ok(RopeScaling::linear(
             g.get_f64(&k("rope.scaling.factor"))? as f32
         )),
+        Some("yarn") => {
+            // DeepSeek's multiplier changes the magnitude formula: not this one.
+            let log_mul = k("rope.scaling.yarn_log_multiplier");
+            if g.get(&log_mul).is_some() {
+                return Err(ExecutorError::Metadata {
+                    key: log_mul,
+                    problem: "YaRN with a log multiplier (DeepSeek's) is not supported".into(),
+                });
+            }
+            Ok(RopeScaling::yarn(
+                theta,
+                head_dim,
+                YarnScaling {
+                    factor: g.get_f64(&k("rope.scaling.factor"))?,
+                    original_context: g.get_f64(&k("rope.scaling.original_context_length"))?,
+                    beta_fast: or("rope.scaling.yarn_beta_fast", 32.0),
+                    beta_slow: or("rope.scaling.yarn_beta_slow", 1.0),
+                    attn_factor: or("rope.scaling.attn_factor", 1.0),
+                },
+            ))
+        }
         Some(kind) => Err(ExecutorError::Metadata {
             key,
-            problem: format!("RoPE scaling {kind:?} is not supported (none, linear, rope_freqs)"),
+            problem: format!(
+                "RoPE scaling {kind:?} is not supported (none, linear, yarn, rope_freqs)"
+            ),
         }),
     }
 }
@@ -297,6 +328,7 @@ fn hf_rope_scaling(
         "default" => Ok(RopeScaling::none()),
         "linear" => Ok(RopeScaling::linear(num("factor")? as f32)),
         "dynamic" => Ok(RopeScaling::dynamic_ntk(theta, head_dim, num("factor")?)),
+        "yarn" => hf_yarn(r, theta, head_dim),
         "llama3" => Ok(RopeScaling::llama3(
             theta,
             head_dim,
@@ -308,9 +340,46 @@ fn hf_rope_scaling(
             },
         )),
         _ => Err(format!(
-            "rope_scaling {r} is not supported (supported: linear, llama3, dynamic)"
+            "rope_scaling {r} is not supported (supported: linear, llama3, dynamic, yarn)"
         )),
     }
+}
+
+/// Hugging Face `rope_scaling` of type `yarn`, as transformers reads it (its defaults:
+/// `beta_fast` 32, `beta_slow` 1, `attention_factor` `0.1 ln factor + 1`). DeepSeek's `mscale`
+/// variant and `truncate: false` are refused by name.
+fn hf_yarn(
+    r: &serde_json::Value,
+    theta: f64,
+    head_dim: usize,
+) -> std::result::Result<RopeScaling, String> {
+    let num = |key: &str| r.get(key).and_then(serde_json::Value::as_f64);
+    for key in ["mscale", "mscale_all_dim"] {
+        if r.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(format!(
+                "rope_scaling yarn with {key} (DeepSeek's) is not supported"
+            ));
+        }
+    }
+    if r.get("truncate").and_then(serde_json::Value::as_bool) == Some(false) {
+        return Err("rope_scaling yarn with truncate: false is not supported".into());
+    }
+    let factor = num("factor").ok_or("rope_scaling \"yarn\" needs a numeric factor")?;
+    let original = num("original_max_position_embeddings")
+        .ok_or("rope_scaling \"yarn\" needs original_max_position_embeddings")?;
+    // transformers' attention_factor replaces the whole magnitude; ggml's multiplies it.
+    let attn_factor = num("attention_factor").map_or(1.0, |a| a / (1.0 + 0.1 * factor.ln()));
+    Ok(RopeScaling::yarn(
+        theta,
+        head_dim,
+        YarnScaling {
+            factor,
+            original_context: original,
+            beta_fast: num("beta_fast").unwrap_or(32.0),
+            beta_slow: num("beta_slow").unwrap_or(1.0),
+            attn_factor,
+        },
+    ))
 }
 
 /// A row-major f32 matrix `[rows][cols]`; for projections rows = outputs, cols = inputs.
@@ -442,6 +511,38 @@ pub fn permute_for_interleaved_rope(w: &HostMatrix, n_heads: usize) -> HostMatri
 mod tests {
     use super::sliding_window_cap;
     use serde_json::json;
+
+    #[test]
+    fn hugging_face_yarn_is_the_yarn_gguf_files_carry() {
+        use super::hf_rope_scaling;
+        use crate::rope::{RopeScaling, YarnScaling};
+        let gguf = RopeScaling::yarn(
+            10_000.0,
+            64,
+            YarnScaling {
+                factor: 4.0,
+                original_context: 4096.0,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attn_factor: 1.0,
+            },
+        );
+        let hf = |v: serde_json::Value| hf_rope_scaling(&v, 10_000.0, 64);
+        let plain = json!({"rope_type": "yarn", "factor": 4.0,
+            "original_max_position_embeddings": 4096});
+        assert_eq!(hf(plain).expect("yarn"), gguf);
+        // The ramp runs from kept (1) to interpolated (1 / factor) frequencies.
+        let f = gguf.freq_factors.as_ref().expect("divisors");
+        assert_eq!((f[0], f[31]), (1.0, 4.0));
+        assert!((gguf.mscale - (1.0 + 0.1 * 4f32.ln())).abs() < 1e-6);
+        // transformers' attention_factor is the whole magnitude.
+        let set = json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096,
+            "attention_factor": 0.8});
+        assert!((hf(set).expect("yarn").mscale - 0.8).abs() < 1e-6);
+        let deepseek = json!({"type": "yarn", "factor": 40.0, "mscale": 1.0,
+            "original_max_position_embeddings": 4096});
+        assert!(hf(deepseek).expect_err("refused").contains("mscale"));
+    }
 
     #[test]
     fn linear_and_dynamic_factors_extend_the_context_as_sglang_reads_it() {
