@@ -162,18 +162,6 @@ pub(crate) fn rows_times<const NX: usize>(
     }
 }
 
-/// `mins[j] += f(xs[j])`: the minimum terms of a block for each activation row.
-#[inline(always)]
-fn add_mins<const NX: usize>(
-    mins: &mut [f32; NX],
-    xs: &[QRow<'_>; NX],
-    f: impl Fn(&QRow<'_>) -> f32,
-) {
-    for (mj, x) in mins.iter_mut().zip(xs) {
-        *mj += f(x);
-    }
-}
-
 /// The reference kernel: the same integer sums and float terms in plain Rust.
 mod scalar {
     use super::{QRow, Weights, QK};
@@ -253,7 +241,7 @@ mod avx2 {
     use pulp::cast;
     use pulp::x86::V3;
 
-    use super::{add_mins, QRow, Weights, QK};
+    use super::{QRow, Weights, QK};
 
     #[inline(always)]
     fn load32(simd: V3, q: &[i8]) -> __m256i {
@@ -288,44 +276,6 @@ mod avx2 {
             ._mm256_cvtepi32_ps(simd.avx2._mm256_madd_epi16(p16, ones))
     }
 
-    /// The scales of a weight block's two halves: one for the whole block, or one per 16 values.
-    #[derive(Clone, Copy)]
-    enum Scales {
-        Block(f32),
-        Halves(f32, f32),
-    }
-
-    /// `acc[j] += scales · d_x · Σ w q_x` over block `b` of each activation row: `w` unsigned
-    /// (for `vpmaddubsw`), with `sign` the signed weights whose signs the activations take.
-    #[inline(always)]
-    fn accumulate<const NX: usize>(
-        simd: V3,
-        w: __m256i,
-        sign: Option<__m256i>,
-        scales: Scales,
-        xs: &[QRow<'_>; NX],
-        b: usize,
-        acc: &mut [__m256; NX],
-    ) {
-        for j in 0..NX {
-            let x = &xs[j];
-            let mut xq = load32(simd, &x.qs[b * QK..]);
-            if let Some(sw) = sign {
-                xq = simd.avx2._mm256_sign_epi8(xq, sw);
-            }
-            let sums = block_sums(simd, w, xq);
-            let scale = match scales {
-                Scales::Block(d) => simd.avx._mm256_set1_ps(d * x.d[b]),
-                // Lanes 0..4 sum the first 16 values, 4..8 the last 16.
-                Scales::Halves(lo, hi) => simd.avx._mm256_set_m128(
-                    simd.sse._mm_set1_ps(hi * x.d[b]),
-                    simd.sse._mm_set1_ps(lo * x.d[b]),
-                ),
-            };
-            acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
-        }
-    }
-
     #[inline(always)]
     pub(super) fn row<const NX: usize>(
         simd: V3,
@@ -347,27 +297,29 @@ mod avx2 {
                     let wq = simd
                         .avx2
                         ._mm256_and_si256(simd.avx._mm256_set_m128i(hi, lo), mask);
-                    accumulate(simd, wq, None, Scales::Block(d[k]), xs, b, &mut acc);
-                    add_mins(&mut mins, xs, |x| m[k] * x.s[b]);
-                }
-            }
-            Weights::U8 { d, m, qs } => {
-                for b in 0..nb {
-                    let k = n * nb + b;
-                    let wq = load32u(&qs[k * QK..]);
-                    accumulate(simd, wq, None, Scales::Block(d[k]), xs, b, &mut acc);
-                    add_mins(&mut mins, xs, |x| m[k] * x.s[b]);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = block_sums(simd, wq, load32(simd, &x.qs[b * QK..]));
+                        let scale = simd.avx._mm256_set1_ps(d[k] * x.d[b]);
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b];
+                    }
                 }
             }
             Weights::U8_16 { d, m, qs } => {
                 for b in 0..nb {
                     let k = n * nb + b;
                     let wq = load32u(&qs[k * QK..]);
-                    let scales = Scales::Halves(d[2 * k], d[2 * k + 1]);
-                    accumulate(simd, wq, None, scales, xs, b, &mut acc);
-                    add_mins(&mut mins, xs, |x| {
-                        m[2 * k] * x.s16[2 * b] + m[2 * k + 1] * x.s16[2 * b + 1]
-                    });
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = block_sums(simd, wq, load32(simd, &x.qs[b * QK..]));
+                        let scale = simd.avx._mm256_set_m128(
+                            simd.sse._mm_set1_ps(d[2 * k + 1] * x.d[b]),
+                            simd.sse._mm_set1_ps(d[2 * k] * x.d[b]),
+                        );
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[2 * k] * x.s16[2 * b] + m[2 * k + 1] * x.s16[2 * b + 1];
+                    }
                 }
             }
             Weights::Q8_0 { d, qs } => {
@@ -376,7 +328,15 @@ mod avx2 {
                     let wq = load32(simd, &qs[k * QK..]);
                     // u8 × i8 products: |w| times x with w's sign.
                     let aw = simd.avx2._mm256_abs_epi8(wq);
-                    accumulate(simd, aw, Some(wq), Scales::Block(d[k]), xs, b, &mut acc);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sx = simd
+                            .avx2
+                            ._mm256_sign_epi8(load32(simd, &x.qs[b * QK..]), wq);
+                        let sums = block_sums(simd, aw, sx);
+                        let scale = simd.avx._mm256_set1_ps(d[k] * x.d[b]);
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                    }
                 }
             }
             Weights::Q8_16 { d, qs } => {
@@ -384,8 +344,32 @@ mod avx2 {
                     let k = n * nb + b;
                     let wq = load32(simd, &qs[k * QK..]);
                     let aw = simd.avx2._mm256_abs_epi8(wq);
-                    let scales = Scales::Halves(d[2 * k], d[2 * k + 1]);
-                    accumulate(simd, aw, Some(wq), scales, xs, b, &mut acc);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sx = simd
+                            .avx2
+                            ._mm256_sign_epi8(load32(simd, &x.qs[b * QK..]), wq);
+                        let sums = block_sums(simd, aw, sx);
+                        // Lanes 0..4 sum the first 16 values, 4..8 the last 16.
+                        let scale = simd.avx._mm256_set_m128(
+                            simd.sse._mm_set1_ps(d[2 * k + 1] * x.d[b]),
+                            simd.sse._mm_set1_ps(d[2 * k] * x.d[b]),
+                        );
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                    }
+                }
+            }
+            Weights::U8 { d, m, qs } => {
+                for b in 0..nb {
+                    let k = n * nb + b;
+                    let wq = load32u(&qs[k * QK..]);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = block_sums(simd, wq, load32(simd, &x.qs[b * QK..]));
+                        let scale = simd.avx._mm256_set1_ps(d[k] * x.d[b]);
+                        acc[j] = simd.fma._mm256_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b];
+                    }
                 }
             }
             Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
@@ -401,7 +385,7 @@ mod avx512 {
     use pulp::cast;
     use pulp::x86::V4;
 
-    use super::{add_mins, QRow, Weights, QK};
+    use super::{QRow, Weights, QK};
 
     #[inline(always)]
     fn load64(q: &[i8]) -> __m512i {
@@ -434,49 +418,6 @@ mod avx512 {
         )
     }
 
-    /// The scales of two weight blocks: one per block, or one per 16 values.
-    #[derive(Clone, Copy)]
-    enum Scales {
-        Blocks(f32, f32),
-        Quarters([f32; 4]),
-    }
-
-    /// `acc[j] += scales · d_x · Σ w q_x` over blocks `b` and `b + 1` of each activation row:
-    /// `w` unsigned (for `vpmaddubsw`), with `sign` the signed weights whose signs the
-    /// activations take.
-    #[inline(always)]
-    fn accumulate<const NX: usize>(
-        simd: V4,
-        w: __m512i,
-        sign: Option<__m512i>,
-        scales: Scales,
-        xs: &[QRow<'_>; NX],
-        b: usize,
-        acc: &mut [__m512; NX],
-    ) {
-        let zero = simd.avx512f._mm512_setzero_si512();
-        let neg = sign.map(|sw| simd.avx512bw._mm512_movepi8_mask(sw));
-        for j in 0..NX {
-            let x = &xs[j];
-            let mut xq = load64(&x.qs[b * QK..]);
-            if let Some(neg) = neg {
-                xq = simd.avx512bw._mm512_mask_sub_epi8(xq, neg, zero, xq);
-            }
-            let sums = pair_sums(simd, w, xq);
-            let (d0, d1) = (x.d[b], x.d[b + 1]);
-            let scale = match scales {
-                Scales::Blocks(a, c) => two_scales(simd, a * d0, c * d1),
-                // Four lanes per 16 values, each with its scale.
-                Scales::Quarters(q) => {
-                    let s: [f32; 16] =
-                        std::array::from_fn(|l| q[l / 4] * if l < 8 { d0 } else { d1 });
-                    cast(s)
-                }
-            };
-            acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
-        }
-    }
-
     #[inline(always)]
     pub(super) fn row<const NX: usize>(
         simd: V4,
@@ -488,9 +429,6 @@ mod avx512 {
         let pairs = nb / 2;
         let mut acc = [simd.avx512f._mm512_setzero_ps(); NX];
         let mut mins = [0f32; NX];
-        let quarters = |d: &[f32], k: usize| -> [f32; 4] {
-            d[2 * k..2 * k + 4].try_into().expect("four scales")
-        };
         match w {
             Weights::Q4_1 { d, m, qs } => {
                 let mask = simd.avx512f._mm512_set1_epi8(0x0f);
@@ -506,49 +444,83 @@ mod avx512 {
                         second,
                     );
                     let wq = simd.avx512f._mm512_and_si512(both, mask);
-                    let scales = Scales::Blocks(d[k], d[k + 1]);
-                    accumulate(simd, wq, None, scales, xs, b, &mut acc);
-                    add_mins(&mut mins, xs, |x| m[k] * x.s[b] + m[k + 1] * x.s[b + 1]);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
+                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b] + m[k + 1] * x.s[b + 1];
+                    }
+                }
+            }
+            Weights::Q8_0 { d, qs } => {
+                let zero = simd.avx512f._mm512_setzero_si512();
+                for p in 0..pairs {
+                    let (b, k) = (2 * p, n * nb + 2 * p);
+                    let wq = load64(&qs[k * QK..]);
+                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
+                    let neg = simd.avx512bw._mm512_movepi8_mask(wq);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let xv = load64(&x.qs[b * QK..]);
+                        let sx = simd.avx512bw._mm512_mask_sub_epi8(xv, neg, zero, xv);
+                        let sums = pair_sums(simd, aw, sx);
+                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
+                    }
+                }
+            }
+            Weights::Q8_16 { d, qs } => {
+                let zero = simd.avx512f._mm512_setzero_si512();
+                for p in 0..pairs {
+                    let (b, k) = (2 * p, n * nb + 2 * p);
+                    let wq = load64(&qs[k * QK..]);
+                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
+                    let neg = simd.avx512bw._mm512_movepi8_mask(wq);
+                    let ds: [f32; 4] = d[2 * k..2 * k + 4].try_into().expect("four scales");
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let xv = load64(&x.qs[b * QK..]);
+                        let sx = simd.avx512bw._mm512_mask_sub_epi8(xv, neg, zero, xv);
+                        let sums = pair_sums(simd, aw, sx);
+                        // Four lanes per 16 values, each with its scale.
+                        let (d0, d1) = (x.d[b], x.d[b + 1]);
+                        let s: [f32; 16] =
+                            std::array::from_fn(|l| ds[l / 4] * if l < 8 { d0 } else { d1 });
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(cast(s), sums, acc[j]);
+                    }
                 }
             }
             Weights::U8 { d, m, qs } => {
                 for p in 0..pairs {
                     let (b, k) = (2 * p, n * nb + 2 * p);
                     let wq = load64u(&qs[k * QK..]);
-                    let scales = Scales::Blocks(d[k], d[k + 1]);
-                    accumulate(simd, wq, None, scales, xs, b, &mut acc);
-                    add_mins(&mut mins, xs, |x| m[k] * x.s[b] + m[k + 1] * x.s[b + 1]);
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
+                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
+                        mins[j] += m[k] * x.s[b] + m[k + 1] * x.s[b + 1];
+                    }
                 }
             }
             Weights::U8_16 { d, m, qs } => {
                 for p in 0..pairs {
                     let (b, k) = (2 * p, n * nb + 2 * p);
                     let wq = load64u(&qs[k * QK..]);
-                    let scales = Scales::Quarters(quarters(d, k));
-                    accumulate(simd, wq, None, scales, xs, b, &mut acc);
-                    let ms = quarters(m, k);
-                    add_mins(&mut mins, xs, |x| {
+                    let ds: [f32; 4] = d[2 * k..2 * k + 4].try_into().expect("four scales");
+                    let ms: [f32; 4] = m[2 * k..2 * k + 4].try_into().expect("four minimums");
+                    for j in 0..NX {
+                        let x = &xs[j];
+                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
+                        let (d0, d1) = (x.d[b], x.d[b + 1]);
+                        let s: [f32; 16] =
+                            std::array::from_fn(|l| ds[l / 4] * if l < 8 { d0 } else { d1 });
+                        acc[j] = simd.avx512f._mm512_fmadd_ps(cast(s), sums, acc[j]);
                         let s16 = &x.s16[2 * b..2 * b + 4];
-                        ms[0] * s16[0] + ms[1] * s16[1] + ms[2] * s16[2] + ms[3] * s16[3]
-                    });
-                }
-            }
-            Weights::Q8_0 { d, qs } => {
-                for p in 0..pairs {
-                    let (b, k) = (2 * p, n * nb + 2 * p);
-                    let wq = load64(&qs[k * QK..]);
-                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
-                    let scales = Scales::Blocks(d[k], d[k + 1]);
-                    accumulate(simd, aw, Some(wq), scales, xs, b, &mut acc);
-                }
-            }
-            Weights::Q8_16 { d, qs } => {
-                for p in 0..pairs {
-                    let (b, k) = (2 * p, n * nb + 2 * p);
-                    let wq = load64(&qs[k * QK..]);
-                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
-                    let scales = Scales::Quarters(quarters(d, k));
-                    accumulate(simd, aw, Some(wq), scales, xs, b, &mut acc);
+                        mins[j] +=
+                            ms[0] * s16[0] + ms[1] * s16[1] + ms[2] * s16[2] + ms[3] * s16[3];
+                    }
                 }
             }
             Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
