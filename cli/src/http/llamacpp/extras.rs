@@ -128,15 +128,19 @@ impl Default for Clock {
 pub struct SharedClock(std::sync::Arc<std::sync::Mutex<Clock>>);
 
 impl SharedClock {
-    /// Observes `ev`; the timings as of now when `want`.
+    /// When `want` (the request asked for timings; nothing is locked otherwise): observes
+    /// `ev` and gives the timings as of now.
     pub fn observe(&self, ev: &StreamEvent, want: bool) -> Option<Value> {
+        if !want {
+            return None;
+        }
         let mut clock = self.0.lock().unwrap_or_else(|e| e.into_inner());
         clock.observe(ev);
-        want.then(|| clock.timings())
+        Some(clock.timings())
     }
 
-    /// The timings as of now when `want`.
-    pub fn observe_none(&self, want: bool) -> Option<Value> {
+    /// The timings as of now, when `want`.
+    pub fn now(&self, want: bool) -> Option<Value> {
         want.then(|| self.0.lock().unwrap_or_else(|e| e.into_inner()).timings())
     }
 }

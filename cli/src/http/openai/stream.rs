@@ -317,15 +317,18 @@ pub(super) fn stream(st: Shared, h: Header, jobs: Vec<Job>, include_usage: bool)
         extras::with_timings(item, timings)
     });
     let usage = move |(p, c, cached): (usize, usize, usize)| {
+        if !include_usage {
+            return None;
+        }
         let chunk = serde_json::to_string(&Envelope::<CompletionChoice> {
             usage: Some(UsageBody::new(p, c, cached)),
             ..h.envelope(object, Vec::new())
-        });
-        let timings = clock.observe_none(h.extras.timings);
-        include_usage
-            .then(|| chunk.ok())
-            .flatten()
-            .map(|c| extras::add_timings(c, timings.as_ref()))
+        })
+        .ok()?;
+        Some(extras::add_timings(
+            chunk,
+            clock.now(h.extras.timings).as_ref(),
+        ))
     };
     sse::response(first, events, usage, st.limits.sse_keep_alive)
 }
