@@ -223,11 +223,8 @@ impl AttendRow<'_> {
             } => {
                 scratch.k.resize(l * hd, 0.0);
                 scratch.v.resize(l * hd, 0.0);
-                for (li, &s) in slots[..l].iter().enumerate() {
-                    let off = s as usize * width + j * hd;
-                    k.read(off, &mut scratch.k[li * hd..(li + 1) * hd]);
-                    v.read(off, &mut scratch.v[li * hd..(li + 1) * hd]);
-                }
+                k.read_cols(&slots[..l], width, j * hd, hd, &mut scratch.k);
+                v.read_cols(&slots[..l], width, j * hd, hd, &mut scratch.v);
                 (&scratch.k[..], &scratch.v[..], hd)
             }
         }
@@ -292,11 +289,14 @@ impl AttendRow<'_> {
         };
         let o = &mut self.out[head * hd..(head + 1) * hd];
         // Register accumulators for the usual head sizes; the plain loop otherwise.
-        let done = match hd / S::F32_LANES {
-            8 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 8>(simd, p, v, stride, o),
-            16 if hd.is_multiple_of(S::F32_LANES) => weighted_sum::<S, 16>(simd, p, v, stride, o),
-            _ => false,
-        };
+        let done = hd.is_multiple_of(S::F32_LANES)
+            && match hd / S::F32_LANES {
+                2 => weighted_sum::<S, 2>(simd, p, v, stride, o),
+                4 => weighted_sum::<S, 4>(simd, p, v, stride, o),
+                8 => weighted_sum::<S, 8>(simd, p, v, stride, o),
+                16 => weighted_sum::<S, 16>(simd, p, v, stride, o),
+                _ => false,
+            };
         if !done {
             o.fill(0.0);
             for (li, &w) in p.iter().enumerate() {

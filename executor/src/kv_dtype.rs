@@ -172,33 +172,147 @@ impl KvPool {
         }
     }
 
-    /// Reads the rows of `slots` (each `width` values) into `dst` as f32, converting each run
-    /// of consecutive slots (a prompt's slots usually are) in one call.
+    /// Reads the rows of `slots` (each `width` values) into `dst` as f32.
     pub(crate) fn read_rows(&self, slots: &[u32], width: usize, dst: &mut [f32]) {
-        let mut i = 0;
-        while i < slots.len() {
-            let mut j = i + 1;
-            while j < slots.len() && slots[j] == slots[j - 1].wrapping_add(1) {
-                j += 1;
-            }
-            let off = slots[i] as usize * width;
-            self.read(off, &mut dst[i * width..j * width]);
-            i = j;
-        }
+        self.read_cols(slots, width, 0, width, dst);
     }
 
     /// Reads `dst.len()` values at offset `off` as f32.
     pub(crate) fn read(&self, off: usize, dst: &mut [f32]) {
-        use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-        let end = off + dst.len();
+        let len = dst.len();
+        self.read_cols(&[0], 0, off, len, dst);
+    }
+
+    /// Reads `len` values at column `col` of each slot's row (`width` values from
+    /// `slot * width`) into consecutive `len`-value rows of `dst`, as f32: one KV head's keys
+    /// or values of a whole context in one call, converted with the CPU's vector instructions.
+    pub(crate) fn read_cols(
+        &self,
+        slots: &[u32],
+        width: usize,
+        col: usize,
+        len: usize,
+        dst: &mut [f32],
+    ) {
+        let rows = dst[..slots.len() * len].chunks_exact_mut(len).zip(slots);
+        let src = |s: u32| s as usize * width + col;
         match self {
-            KvPool::F32(v) => dst.copy_from_slice(&v[off..end]),
-            KvPool::F16(v) => v[off..end]
-                .reinterpret_cast::<f16>()
-                .convert_to_f32_slice(dst),
-            KvPool::Bf16(v) => v[off..end]
-                .reinterpret_cast::<bf16>()
-                .convert_to_f32_slice(dst),
+            KvPool::F32(v) => {
+                for (d, &s) in rows {
+                    d.copy_from_slice(&v[src(s)..src(s) + len]);
+                }
+            }
+            KvPool::F16(v) => widen::f16_rows(v, slots, width, col, len, dst),
+            KvPool::Bf16(v) => {
+                for (d, &s) in rows {
+                    for (o, &b) in d.iter_mut().zip(&v[src(s)..src(s) + len]) {
+                        *o = f32::from_bits(u32::from(b) << 16);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// f16 → f32 of whole rows under one instruction-set dispatch (exact, as every f16 is an f32).
+mod widen {
+    use half::f16;
+
+    /// [`super::KvPool::read_cols`] of an f16 pool `v`. Plain loops inside the dispatch, so
+    /// that the conversions inline under the enabled instruction set.
+    pub(super) fn f16_rows(
+        v: &[u16],
+        slots: &[u32],
+        width: usize,
+        col: usize,
+        len: usize,
+        dst: &mut [f32],
+    ) {
+        #[inline(always)]
+        fn each(
+            v: &[u16],
+            slots: &[u32],
+            width: usize,
+            col: usize,
+            len: usize,
+            dst: &mut [f32],
+            mut row: impl FnMut(&[u16], &mut [f32]),
+        ) {
+            for (k, &s) in slots.iter().enumerate() {
+                let at = s as usize * width + col;
+                row(&v[at..at + len], &mut dst[k * len..(k + 1) * len]);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(v4) = pulp::x86::V4::try_new() {
+                return v4.vectorize(
+                    #[inline(always)]
+                    || each(v, slots, width, col, len, dst, |s, d| x86::row_v4(v4, s, d)),
+                );
+            }
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                return v3.vectorize(
+                    #[inline(always)]
+                    || each(v, slots, width, col, len, dst, |s, d| x86::row_v3(v3, s, d)),
+                );
+            }
+        }
+        each(v, slots, width, col, len, dst, scalar);
+    }
+
+    /// The plain conversion (tails and CPUs without AVX2).
+    #[inline(always)]
+    pub(super) fn scalar(src: &[u16], dst: &mut [f32]) {
+        for (o, &h) in dst.iter_mut().zip(src) {
+            *o = f16::from_bits(h).to_f32();
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) mod x86 {
+        use std::arch::x86_64::{__m128i, __m256, __m256i, __m512};
+
+        use pulp::cast;
+        use pulp::x86::{V3, V4};
+
+        /// 16 values per `vcvtph2ps`.
+        #[inline(always)]
+        pub(crate) fn row_v4(simd: V4, src: &[u16], dst: &mut [f32]) {
+            let (s16, s_tail) = src.as_chunks::<16>();
+            let (d16, d_tail) = dst.as_chunks_mut::<16>();
+            for (s, d) in s16.iter().zip(d16.iter_mut()) {
+                let v: __m512 = simd.avx512f._mm512_cvtph_ps(cast::<[u16; 16], __m256i>(*s));
+                *d = cast(v);
+            }
+            super::scalar(s_tail, d_tail);
+        }
+
+        /// 8 values at a time with integer instructions (AVX2 has no f16 conversion in this
+        /// instruction set): the exponent and mantissa bits shifted into place and rescaled
+        /// by 2^112, which is exact for normal and subnormal halves; infinities and NaNs keep
+        /// an all-ones exponent.
+        #[inline(always)]
+        pub(crate) fn row_v3(simd: V3, src: &[u16], dst: &mut [f32]) {
+            let (s8, s_tail) = src.as_chunks::<8>();
+            let (d8, d_tail) = dst.as_chunks_mut::<8>();
+            let (a, a2) = (simd.avx, simd.avx2);
+            let scale = a._mm256_set1_ps(f32::from_bits(0x7780_0000)); // 2^112
+            let magnitude = a._mm256_set1_epi32(0x7fff);
+            let sign = a._mm256_set1_epi32(0x8000);
+            let exp = a._mm256_set1_epi32(0x7c00);
+            let inf = a._mm256_set1_epi32(0x7f80_0000);
+            for (s, d) in s8.iter().zip(d8.iter_mut()) {
+                let h = a2._mm256_cvtepu16_epi32(cast::<[u16; 8], __m128i>(*s));
+                let body = a2._mm256_slli_epi32::<13>(a2._mm256_and_si256(h, magnitude));
+                let f = a._mm256_mul_ps(a._mm256_castsi256_ps(body), scale);
+                let special = a2._mm256_cmpeq_epi32(a2._mm256_and_si256(h, exp), exp);
+                let f = a._mm256_or_ps(f, a._mm256_castsi256_ps(a2._mm256_and_si256(special, inf)));
+                let s = a2._mm256_slli_epi32::<16>(a2._mm256_and_si256(h, sign));
+                let v: __m256 = a._mm256_or_ps(f, a._mm256_castsi256_ps(s));
+                *d = cast(v);
+            }
+            super::scalar(s_tail, d_tail);
         }
     }
 }
@@ -206,6 +320,42 @@ impl KvPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every f16 bit pattern widens to the half crate's value under each kernel the CPU runs
+    /// (NaNs to a NaN with the same sign).
+    #[test]
+    fn f16_widening_is_exact_for_every_half() {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        let want: Vec<f32> = all.iter().map(|&h| f16::from_bits(h).to_f32()).collect();
+        let check = |got: &[f32], kernel: &str| {
+            for ((&g, &w), &h) in got.iter().zip(&want).zip(&all) {
+                let same = if w.is_nan() {
+                    g.is_nan() && g.is_sign_negative() == w.is_sign_negative()
+                } else {
+                    g.to_bits() == w.to_bits()
+                };
+                assert!(same, "{kernel}: {h:#06x} gave {g} for {w}");
+            }
+        };
+        let mut got = vec![0f32; all.len()];
+        widen::scalar(&all, &mut got);
+        check(&got, "scalar");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                got.fill(0.0);
+                v3.vectorize(|| widen::x86::row_v3(v3, &all[1..], &mut got[1..]));
+                got[0] = 0.0;
+                check(&got, "avx2");
+            }
+            if let Some(v4) = pulp::x86::V4::try_new() {
+                got.fill(0.0);
+                v4.vectorize(|| widen::x86::row_v4(v4, &all[3..], &mut got[3..]));
+                got[..3].copy_from_slice(&want[..3]);
+                check(&got, "avx512");
+            }
+        }
+    }
 
     #[test]
     fn pools_round_trip_through_their_type() {
@@ -230,6 +380,22 @@ mod tests {
                 let mut one = vec![0f32; 10];
                 pool.read(s as usize * 10, &mut one);
                 assert_eq!(rows[k * 10..(k + 1) * 10], one[..], "{dtype} slot {s}");
+            }
+        }
+        // One KV head's columns of chosen slots: the same values as each row read whole.
+        for dtype in [KvDtype::F32, KvDtype::F16, KvDtype::Bf16] {
+            let mut pool = KvPool::zeros(dtype, 100);
+            pool.write(
+                0,
+                &(0..100).map(|i| i as f32 * 0.71 - 30.0).collect::<Vec<_>>(),
+            );
+            let slots = [7u32, 2, 5];
+            let mut cols = vec![0f32; 12];
+            pool.read_cols(&slots, 10, 3, 4, &mut cols);
+            for (k, &s) in slots.iter().enumerate() {
+                let mut row = vec![0f32; 10];
+                pool.read(s as usize * 10, &mut row);
+                assert_eq!(cols[k * 4..k * 4 + 4], row[3..7], "{dtype} slot {s}");
             }
         }
         assert_eq!("half".parse::<KvDtype>().ok(), Some(KvDtype::F16));

@@ -142,23 +142,88 @@ pub(crate) fn rows_times<const NX: usize>(
     ld: usize,
     col0: usize,
 ) {
-    let xs: [QRow<'_>; NX] = std::array::from_fn(|b| x.row(i0 + b));
-    let nb = inp / QK;
-    let mut put = |r: usize, out: [f32; NX]| {
-        for (b, v) in out.into_iter().enumerate() {
-            y[(i0 + b) * ld + col0 + r] = v;
-        }
+    let job = Rows::<NX> {
+        w,
+        nb: inp / QK,
+        n0,
+        rows,
+        xs: std::array::from_fn(|b| x.row(i0 + b)),
+        y,
+        at: i0 * ld + col0,
+        ld,
     };
     match isa {
-        Isa::Scalar => (0..rows).for_each(|r| put(r, scalar::row::<NX>(w, n0 + r, nb, &xs))),
+        Isa::Scalar => {
+            let mut job = job;
+            for r in 0..job.rows {
+                let out = scalar::row::<NX>(job.w, job.n0 + r, job.nb, &job.xs);
+                job.put(r, out);
+            }
+        }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2(v3) => v3.vectorize(|| {
-            (0..rows).for_each(|r| put(r, avx2::row::<NX>(v3, w, n0 + r, nb, &xs)));
-        }),
+        Isa::Avx2(v3) => v3.vectorize(RowsV3(job, v3)),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512(v4) => v4.vectorize(|| {
-            (0..rows).for_each(|r| put(r, avx512::row::<NX>(v4, w, n0 + r, nb, &xs)));
-        }),
+        Isa::Avx512(v4) => v4.vectorize(RowsV4(job, v4)),
+    }
+}
+
+/// One call of [`rows_times`]: the weight rows `n0..n0 + rows` against `NX` activation rows.
+struct Rows<'a, const NX: usize> {
+    w: &'a Weights,
+    nb: usize,
+    n0: usize,
+    rows: usize,
+    xs: [QRow<'a>; NX],
+    y: &'a mut [f32],
+    /// Where output `(0, 0)` goes; activation row `b` is `b * ld` further.
+    at: usize,
+    ld: usize,
+}
+
+impl<const NX: usize> Rows<'_, NX> {
+    /// Stores the outputs of weight row `n0 + r`.
+    #[inline(always)]
+    fn put(&mut self, r: usize, out: [f32; NX]) {
+        for (b, v) in out.into_iter().enumerate() {
+            self.y[self.at + b * self.ld + r] = v;
+        }
+    }
+}
+
+// The dispatched jobs as structs with plain loops rather than closures: a closure (or its
+// `FnOnce` shim) is not always inlined into the function compiled for the instruction set,
+// and then every intrinsic in it becomes a call (28x slower).
+#[cfg(target_arch = "x86_64")]
+struct RowsV3<'a, const NX: usize>(Rows<'a, NX>, pulp::x86::V3);
+
+#[cfg(target_arch = "x86_64")]
+impl<const NX: usize> pulp::NullaryFnOnce for RowsV3<'_, NX> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let (mut job, simd) = (self.0, self.1);
+        for r in 0..job.rows {
+            let out = avx2::row::<NX>(simd, job.w, job.n0 + r, job.nb, &job.xs);
+            job.put(r, out);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct RowsV4<'a, const NX: usize>(Rows<'a, NX>, pulp::x86::V4);
+
+#[cfg(target_arch = "x86_64")]
+impl<const NX: usize> pulp::NullaryFnOnce for RowsV4<'_, NX> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let (mut job, simd) = (self.0, self.1);
+        for r in 0..job.rows {
+            let out = avx512::row::<NX>(simd, job.w, job.n0 + r, job.nb, &job.xs);
+            job.put(r, out);
+        }
     }
 }
 

@@ -409,7 +409,9 @@ impl<B: Backend> LlamaModel<B> {
             if hkv.k.len() != c.num_layers || hkv.width != c.num_kv_heads * c.head_dim {
                 return Err(ExecutorError::KvMismatch("layer count or width"));
             }
-            return Ok(hm.forward(batch, hkv));
+            // The whole pass on a pool thread: its parallel loops then fork and join among
+            // the pool's threads, instead of each blocking and waking this thread.
+            return Ok(rayon::scope(|_| hm.forward(batch, hkv)));
         }
         if self.released {
             return Err(ExecutorError::HostPath(
