@@ -10,6 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use engine::{ChatMessage, Input, StreamEvent};
 use std::io::{BufRead, Write};
 
+/// mimalloc keeps freed memory for reuse, where the system allocator maps and unmaps every
+/// large buffer (a projection's output, a logits row), faulting its pages in again each step.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// radixserve: an LLM serving engine with SGLang's RadixAttention prefix cache.
 #[derive(Parser, Debug)]
 #[command(name = "radixserve", version, about, long_about = None, args_override_self = true)]

@@ -8,6 +8,9 @@ use std::time::Instant;
 use executor::{default_model_path, load_gguf, CpuBackend, Executor};
 use router::{ForwardBatch, ForwardMode, SequenceInput};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("decode", String::as_str).to_string();

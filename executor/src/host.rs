@@ -179,6 +179,11 @@ impl Context {
     }
 }
 
+thread_local! {
+    /// A decode row's K and V rows of one KV head, per thread.
+    static SCRATCH: std::cell::RefCell<Context> = std::cell::RefCell::default();
+}
+
 /// Where a query row reads its context's K and V.
 enum Source<'a> {
     /// Its sequence's rows, gathered once for all of the sequence's query rows (prefill).
@@ -394,35 +399,38 @@ impl HostModel {
                 .for_each(|(ctx, s)| ctx.gather(k_pool, v_pool, &s.slot_row, width));
             let mut attn = vec![0f32; t * h * hd];
             let group = h / kvh * hd;
-            attn.par_chunks_mut(group).enumerate().for_each_init(
-                Context::default,
-                |scratch, (task, out)| {
-                    let (r, j) = (task / kvh, task % kvh);
-                    let (si, i) = rows[r];
-                    let row = &qkv[r * qkv_w..(r + 1) * qkv_w];
-                    let s = &batch.seqs[si];
-                    let source = if s.token_ids.len() > 1 {
-                        Source::Gathered(&contexts[si])
-                    } else {
-                        Source::Pools {
-                            k: k_pool,
-                            v: v_pool,
-                            slots: &s.slot_row,
-                            scratch,
-                        }
-                    };
-                    Arch::new().dispatch(AttendRow {
-                        cfg: c,
-                        q: &row[j * group..(j + 1) * group],
-                        j,
-                        source,
-                        l: s.slot_row.len() - s.token_ids.len() + i + 1,
-                        width,
-                        dtype,
-                        out,
-                    });
-                },
-            );
+            attn.par_chunks_mut(group)
+                .enumerate()
+                .for_each(|(task, out)| {
+                    // Each pool thread's own scratch, kept across tasks and steps: a fresh
+                    // buffer per task would map and fault in new pages every time.
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        let (r, j) = (task / kvh, task % kvh);
+                        let (si, i) = rows[r];
+                        let row = &qkv[r * qkv_w..(r + 1) * qkv_w];
+                        let s = &batch.seqs[si];
+                        let source = if s.token_ids.len() > 1 {
+                            Source::Gathered(&contexts[si])
+                        } else {
+                            Source::Pools {
+                                k: k_pool,
+                                v: v_pool,
+                                slots: &s.slot_row,
+                                scratch,
+                            }
+                        };
+                        Arch::new().dispatch(AttendRow {
+                            cfg: c,
+                            q: &row[j * group..(j + 1) * group],
+                            j,
+                            source,
+                            l: s.slot_row.len() - s.token_ids.len() + i + 1,
+                            width,
+                            dtype,
+                            out,
+                        });
+                    })
+                });
             let o = layer.wo.forward(&attn, t);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;

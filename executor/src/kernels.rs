@@ -20,6 +20,8 @@ mod blocks;
 mod qdot;
 mod refit;
 #[cfg(target_arch = "x86_64")]
+mod vnni;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use refit::compress;

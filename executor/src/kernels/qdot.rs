@@ -30,6 +30,9 @@ pub(crate) struct QuantRows {
     s: Vec<f32>,
     /// `[m][inp / 16]` `d · Σq` per half block (f16-rounded), for minimums per 16 values.
     s16: Vec<f32>,
+    /// `[m][inp / 64][16]`: per pair of blocks, the first block's scale in lanes 0..8 and the
+    /// second's in lanes 8..16, the layout of the AVX-512 kernels' per-block sums.
+    d2: Vec<f32>,
     inp: usize,
 }
 
@@ -43,6 +46,7 @@ impl QuantRows {
             d: Vec::with_capacity(blocks),
             s: Vec::with_capacity(blocks),
             s16: Vec::with_capacity(2 * blocks),
+            d2: Vec::new(),
             inp,
         };
         for (v, q) in x.chunks_exact(QK).zip(out.qs.chunks_exact_mut(QK)) {
@@ -62,6 +66,15 @@ impl QuantRows {
                 out.s16.push(f16::from_f32(d * h as f32).to_f32());
             }
         }
+        let nb = inp / QK;
+        if nb >= 2 {
+            out.d2.reserve(blocks / nb * (nb / 2) * 16);
+            for row in out.d.chunks_exact(nb) {
+                for pair in row.chunks_exact(2) {
+                    out.d2.extend((0..16).map(|l| pair[l / 8]));
+                }
+            }
+        }
         out
     }
 
@@ -72,17 +85,23 @@ impl QuantRows {
             d: &self.d[i * nb..(i + 1) * nb],
             s: &self.s[i * nb..(i + 1) * nb],
             s16: &self.s16[2 * i * nb..2 * (i + 1) * nb],
+            d2: self
+                .d2
+                .get(i * (nb / 2) * 16..(i + 1) * (nb / 2) * 16)
+                .unwrap_or(&[]),
         }
     }
 }
 
 /// One quantised activation row.
 #[derive(Clone, Copy)]
-struct QRow<'a> {
+pub(crate) struct QRow<'a> {
     qs: &'a [i8],
     d: &'a [f32],
     s: &'a [f32],
     s16: &'a [f32],
+    /// Block-pair scale vectors (see [`QuantRows`]), empty for a single block.
+    d2: &'a [f32],
 }
 
 /// The instruction set the kernels run with, detected once per projection.
@@ -93,6 +112,9 @@ pub(crate) enum Isa {
     Avx2(pulp::x86::V3),
     #[cfg(target_arch = "x86_64")]
     Avx512(pulp::x86::V4),
+    /// AVX-512 with VNNI's `vpdpbusd` for the integer sums.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni(pulp::x86::V4, super::vnni::Vnni),
 }
 
 impl Isa {
@@ -101,7 +123,10 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if let Some(v4) = pulp::x86::V4::try_new() {
-                return Isa::Avx512(v4);
+                return match super::vnni::Vnni::try_new() {
+                    Some(vnni) => Isa::Avx512Vnni(v4, vnni),
+                    None => Isa::Avx512(v4),
+                };
             }
             if let Some(v3) = pulp::x86::V3::try_new() {
                 return Isa::Avx2(v3);
@@ -118,6 +143,8 @@ impl Isa {
             Isa::Avx2(_) => "avx2",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512(_) => "avx512bw",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni(..) => "avx512vnni",
         }
     }
 }
@@ -164,16 +191,18 @@ pub(crate) fn rows_times<const NX: usize>(
         Isa::Avx2(v3) => v3.vectorize(RowsV3(job, v3)),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512(v4) => v4.vectorize(RowsV4(job, v4)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni(v4, vnni) => vnni.run(v4, job),
     }
 }
 
 /// One call of [`rows_times`]: the weight rows `n0..n0 + rows` against `NX` activation rows.
-struct Rows<'a, const NX: usize> {
-    w: &'a Weights,
-    nb: usize,
-    n0: usize,
-    rows: usize,
-    xs: [QRow<'a>; NX],
+pub(crate) struct Rows<'a, const NX: usize> {
+    pub(crate) w: &'a Weights,
+    pub(crate) nb: usize,
+    pub(crate) n0: usize,
+    pub(crate) rows: usize,
+    pub(crate) xs: [QRow<'a>; NX],
     y: &'a mut [f32],
     /// Where output `(0, 0)` goes; activation row `b` is `b * ld` further.
     at: usize,
@@ -183,7 +212,7 @@ struct Rows<'a, const NX: usize> {
 impl<const NX: usize> Rows<'_, NX> {
     /// Stores the outputs of weight row `n0 + r`.
     #[inline(always)]
-    fn put(&mut self, r: usize, out: [f32; NX]) {
+    pub(crate) fn put(&mut self, r: usize, out: [f32; NX]) {
         for (b, v) in out.into_iter().enumerate() {
             self.y[self.at + b * self.ld + r] = v;
         }
@@ -221,7 +250,7 @@ impl<const NX: usize> pulp::NullaryFnOnce for RowsV4<'_, NX> {
     fn call(self) {
         let (mut job, simd) = (self.0, self.1);
         for r in 0..job.rows {
-            let out = avx512::row::<NX>(simd, job.w, job.n0 + r, job.nb, &job.xs);
+            let out = avx512::row::<NX>(simd, avx512::Bw, job.w, job.n0 + r, job.nb, &job.xs);
             job.put(r, out);
         }
     }
@@ -444,169 +473,4 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::{__m256i, __m512, __m512i};
-
-    use pulp::cast;
-    use pulp::x86::V4;
-
-    use super::{QRow, Weights, QK};
-
-    #[inline(always)]
-    fn load64(q: &[i8]) -> __m512i {
-        let a: [i8; 64] = q[..64].try_into().expect("two 32-value blocks");
-        cast(a)
-    }
-
-    #[inline(always)]
-    fn load64u(q: &[u8]) -> __m512i {
-        let a: [u8; 64] = q[..64].try_into().expect("two 32-value blocks");
-        cast(a)
-    }
-
-    /// Σ q_w q_x of two blocks: lanes 0..8 the first, 8..16 the second, as f32 (exact).
-    #[inline(always)]
-    fn pair_sums(simd: V4, w_u8: __m512i, x_i8: __m512i) -> __m512 {
-        let ones = simd.avx512f._mm512_set1_epi16(1);
-        let p16 = simd.avx512bw._mm512_maddubs_epi16(w_u8, x_i8);
-        simd.avx512f
-            ._mm512_cvtepi32_ps(simd.avx512bw._mm512_madd_epi16(p16, ones))
-    }
-
-    /// `[a × 8, b × 8]`.
-    #[inline(always)]
-    fn two_scales(simd: V4, a: f32, b: f32) -> __m512 {
-        simd.avx512f._mm512_mask_blend_ps(
-            0xff00,
-            simd.avx512f._mm512_set1_ps(a),
-            simd.avx512f._mm512_set1_ps(b),
-        )
-    }
-
-    #[inline(always)]
-    pub(super) fn row<const NX: usize>(
-        simd: V4,
-        w: &Weights,
-        n: usize,
-        nb: usize,
-        xs: &[QRow<'_>; NX],
-    ) -> [f32; NX] {
-        let pairs = nb / 2;
-        let mut acc = [simd.avx512f._mm512_setzero_ps(); NX];
-        let mut mins = [0f32; NX];
-        match w {
-            Weights::Q4_1 { d, m, qs } => {
-                let mask = simd.avx512f._mm512_set1_epi8(0x0f);
-                for p in 0..pairs {
-                    let (b, k) = (2 * p, n * nb + 2 * p);
-                    let q: [u8; 32] = qs[k * 16..(k + 2) * 16].try_into().expect("32 bytes");
-                    let v = cast::<_, __m256i>(q);
-                    let hi = simd.avx2._mm256_srli_epi16::<4>(v);
-                    let first = simd.avx2._mm256_permute2x128_si256::<0x20>(v, hi);
-                    let second = simd.avx2._mm256_permute2x128_si256::<0x31>(v, hi);
-                    let both = simd.avx512f._mm512_inserti64x4::<1>(
-                        simd.avx512f._mm512_castsi256_si512(first),
-                        second,
-                    );
-                    let wq = simd.avx512f._mm512_and_si512(both, mask);
-                    for j in 0..NX {
-                        let x = &xs[j];
-                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
-                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
-                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
-                        mins[j] += m[k] * x.s[b] + m[k + 1] * x.s[b + 1];
-                    }
-                }
-            }
-            Weights::Q8_0 { d, qs } => {
-                let zero = simd.avx512f._mm512_setzero_si512();
-                for p in 0..pairs {
-                    let (b, k) = (2 * p, n * nb + 2 * p);
-                    let wq = load64(&qs[k * QK..]);
-                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
-                    let neg = simd.avx512bw._mm512_movepi8_mask(wq);
-                    for j in 0..NX {
-                        let x = &xs[j];
-                        let xv = load64(&x.qs[b * QK..]);
-                        let sx = simd.avx512bw._mm512_mask_sub_epi8(xv, neg, zero, xv);
-                        let sums = pair_sums(simd, aw, sx);
-                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
-                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
-                    }
-                }
-            }
-            Weights::Q8_16 { d, qs } => {
-                let zero = simd.avx512f._mm512_setzero_si512();
-                for p in 0..pairs {
-                    let (b, k) = (2 * p, n * nb + 2 * p);
-                    let wq = load64(&qs[k * QK..]);
-                    let aw = simd.avx512bw._mm512_abs_epi8(wq);
-                    let neg = simd.avx512bw._mm512_movepi8_mask(wq);
-                    let ds: [f32; 4] = d[2 * k..2 * k + 4].try_into().expect("four scales");
-                    for j in 0..NX {
-                        let x = &xs[j];
-                        let xv = load64(&x.qs[b * QK..]);
-                        let sx = simd.avx512bw._mm512_mask_sub_epi8(xv, neg, zero, xv);
-                        let sums = pair_sums(simd, aw, sx);
-                        // Four lanes per 16 values, each with its scale.
-                        let (d0, d1) = (x.d[b], x.d[b + 1]);
-                        let s: [f32; 16] =
-                            std::array::from_fn(|l| ds[l / 4] * if l < 8 { d0 } else { d1 });
-                        acc[j] = simd.avx512f._mm512_fmadd_ps(cast(s), sums, acc[j]);
-                    }
-                }
-            }
-            Weights::U8 { d, m, qs } => {
-                for p in 0..pairs {
-                    let (b, k) = (2 * p, n * nb + 2 * p);
-                    let wq = load64u(&qs[k * QK..]);
-                    for j in 0..NX {
-                        let x = &xs[j];
-                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
-                        let scale = two_scales(simd, d[k] * x.d[b], d[k + 1] * x.d[b + 1]);
-                        acc[j] = simd.avx512f._mm512_fmadd_ps(scale, sums, acc[j]);
-                        mins[j] += m[k] * x.s[b] + m[k + 1] * x.s[b + 1];
-                    }
-                }
-            }
-            Weights::U8_16 { d, m, qs } => {
-                for p in 0..pairs {
-                    let (b, k) = (2 * p, n * nb + 2 * p);
-                    let wq = load64u(&qs[k * QK..]);
-                    let ds: [f32; 4] = d[2 * k..2 * k + 4].try_into().expect("four scales");
-                    let ms: [f32; 4] = m[2 * k..2 * k + 4].try_into().expect("four minimums");
-                    for j in 0..NX {
-                        let x = &xs[j];
-                        let sums = pair_sums(simd, wq, load64(&x.qs[b * QK..]));
-                        let (d0, d1) = (x.d[b], x.d[b + 1]);
-                        let s: [f32; 16] =
-                            std::array::from_fn(|l| ds[l / 4] * if l < 8 { d0 } else { d1 });
-                        acc[j] = simd.avx512f._mm512_fmadd_ps(cast(s), sums, acc[j]);
-                        let s16 = &x.s16[2 * b..2 * b + 4];
-                        mins[j] +=
-                            ms[0] * s16[0] + ms[1] * s16[1] + ms[2] * s16[2] + ms[3] * s16[3];
-                    }
-                }
-            }
-            Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
-        }
-        let mut out: [f32; NX] = std::array::from_fn(|j| simd.avx512f._mm512_reduce_add_ps(acc[j]));
-        if nb % 2 == 1 {
-            // The odd last block through the scalar kernel.
-            let last: [QRow<'_>; NX] = std::array::from_fn(|j| QRow {
-                qs: &xs[j].qs[(nb - 1) * QK..],
-                d: &xs[j].d[nb - 1..],
-                s: &xs[j].s[nb - 1..],
-                s16: &xs[j].s16[2 * (nb - 1)..],
-            });
-            let one = super::scalar::row::<NX>(w, n * nb + nb - 1, 1, &last);
-            for j in 0..NX {
-                out[j] += one[j];
-            }
-        }
-        for j in 0..NX {
-            out[j] += mins[j];
-        }
-        out
-    }
-}
+pub(crate) mod avx512;

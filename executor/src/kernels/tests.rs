@@ -168,6 +168,9 @@ fn isas() -> Vec<qdot::Isa> {
     {
         out.extend(pulp::x86::V3::try_new().map(qdot::Isa::Avx2));
         out.extend(pulp::x86::V4::try_new().map(qdot::Isa::Avx512));
+        if let (Some(v4), Some(vnni)) = (pulp::x86::V4::try_new(), super::vnni::Vnni::try_new()) {
+            out.push(qdot::Isa::Avx512Vnni(v4, vnni));
+        }
     }
     out
 }
@@ -221,8 +224,10 @@ fn integer_kernels_agree_across_instruction_sets_and_batches() {
             y.split_off(i0 * out)
         };
         let scalar = run(qdot::Isa::Scalar, 4, 0);
+        let mut by_isa = std::collections::HashMap::new();
         for isa in isas() {
             let wide = run(isa, 4, 0);
+            by_isa.insert(isa.name(), wide.clone());
             for (a, b) in scalar.iter().zip(&wide) {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
@@ -243,6 +248,10 @@ fn integer_kernels_agree_across_instruction_sets_and_batches() {
             }
             let three = run(isa, 3, 1);
             assert_eq!(three, wide[out..4 * out], "{}", isa.name());
+        }
+        // VNNI forms the same integer sums as AVX-512BW: the same bits.
+        if let (Some(bw), Some(vnni)) = (by_isa.get("avx512bw"), by_isa.get("avx512vnni")) {
+            assert_eq!(bw, vnni, "{}", w.name());
         }
     }
 }
