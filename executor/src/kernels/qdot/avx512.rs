@@ -62,17 +62,20 @@ fn nibbles(simd: V4, q: [u8; 32]) -> __m512i {
         ._mm512_and_si512(both, simd.avx512f._mm512_set1_epi8(0x0f))
 }
 
-/// `Σ_b m_b s_b` over whole pairs of blocks, in the order the scalar kernel adds them.
+/// `Σ_b m_b s_b` over whole pairs of blocks, in the order the scalar kernel adds them; the
+/// rows' sums interleaved, so that their chains of additions overlap.
 #[inline(always)]
 fn minimums<const NX: usize>(m: &[f32], xs: &[QRow<'_>; NX], pairs: usize) -> [f32; NX] {
-    std::array::from_fn(|j| {
-        let s = xs[j].s;
-        let mut t = 0f32;
-        for b in (0..2 * pairs).step_by(2) {
-            t += m[b] * s[b] + m[b + 1] * s[b + 1];
+    let m = m[..2 * pairs].as_chunks::<2>().0;
+    let s: [&[[f32; 2]]; NX] = std::array::from_fn(|j| xs[j].s[..2 * pairs].as_chunks().0);
+    let mut t = [0f32; NX];
+    for (p, mp) in m.iter().enumerate() {
+        for j in 0..NX {
+            let sp = s[j][p];
+            t[j] += mp[0] * sp[0] + mp[1] * sp[1];
         }
-        t
-    })
+    }
+    t
 }
 
 /// Weight row `n` (of `nb` blocks) against the activation rows `xs`.
@@ -173,15 +176,13 @@ pub(crate) fn row<const NX: usize>(
                     scaled!(j, ws, p, sums);
                 }
             }
-            mins = std::array::from_fn(|j| {
-                let s16 = xs[j].s16;
-                let mut t = 0f32;
-                for p in 0..pairs {
-                    let (ms, s) = (&m[2 * (k0 + 2 * p)..], &s16[4 * p..]);
-                    t += ms[0] * s[0] + ms[1] * s[1] + ms[2] * s[2] + ms[3] * s[3];
+            let ms = m[2 * k0..2 * (k0 + 2 * pairs)].as_chunks::<4>().0;
+            for (p, ms) in ms.iter().enumerate() {
+                for j in 0..NX {
+                    let s = &xs[j].s16[4 * p..4 * p + 4];
+                    mins[j] += ms[0] * s[0] + ms[1] * s[1] + ms[2] * s[2] + ms[3] * s[3];
                 }
-                t
-            });
+            }
         }
         Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
     }
