@@ -49,16 +49,9 @@ impl QuantRows {
             d2: Vec::new(),
             inp,
         };
-        for (v, q) in x.chunks_exact(QK).zip(out.qs.chunks_exact_mut(QK)) {
-            let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut halves = [0i32; 2];
-            for (j, (qi, &x)) in q.iter_mut().zip(v).enumerate() {
-                let r = (x * id).round() as i8;
-                *qi = r;
-                halves[j / 16] += i32::from(r);
-            }
+        let mut scales = vec![(0f32, [0i32; 2]); blocks];
+        quantize_blocks(x, &mut out.qs, &mut scales);
+        for (d, halves) in scales {
             let sum = halves[0] + halves[1];
             out.d.push(f16::from_f32(d).to_f32());
             out.s.push(f16::from_f32(d * sum as f32).to_f32());
@@ -89,6 +82,88 @@ impl QuantRows {
                 .d2
                 .get(i * (nb / 2) * 16..(i + 1) * (nb / 2) * 16)
                 .unwrap_or(&[]),
+        }
+    }
+}
+
+/// Quantises each 32-value block of `x` into `qs`: `q = round(x / d)` (halves away from
+/// zero) with `d = max|x| / 127`, giving per block `d` (not yet f16-rounded) and the sums of
+/// its two halves of `q`. AVX-512 where the CPU has it, the same values either way.
+pub(crate) fn quantize_blocks(x: &[f32], qs: &mut [i8], out: &mut [(f32, [i32; 2])]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v4) = pulp::x86::V4::try_new() {
+        return v4.vectorize(QuantizeV4 {
+            simd: v4,
+            x,
+            qs,
+            out,
+        });
+    }
+    quantize_scalar(x, qs, out);
+}
+
+/// The plain form of [`quantize_blocks`].
+pub(crate) fn quantize_scalar(x: &[f32], qs: &mut [i8], out: &mut [(f32, [i32; 2])]) {
+    let blocks = x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK));
+    for ((v, q), o) in blocks.zip(out) {
+        let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut halves = [0i32; 2];
+        for (j, (qi, &x)) in q.iter_mut().zip(v).enumerate() {
+            let r = (x * id).round() as i8;
+            *qi = r;
+            halves[j / 16] += i32::from(r);
+        }
+        *o = (d, halves);
+    }
+}
+
+/// [`quantize_blocks`] under AVX-512: a block is two vectors; rounding is truncation plus
+/// one away from zero where the dropped fraction is at least a half, exactly `f32::round`.
+#[cfg(target_arch = "x86_64")]
+struct QuantizeV4<'a> {
+    simd: pulp::x86::V4,
+    x: &'a [f32],
+    qs: &'a mut [i8],
+    out: &'a mut [(f32, [i32; 2])],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::NullaryFnOnce for QuantizeV4<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        use std::arch::x86_64::{__m128i, __m512};
+        let f = self.simd.avx512f;
+        let (half, one, minus_one) = (
+            f._mm512_set1_ps(0.5),
+            f._mm512_set1_ps(1.0),
+            f._mm512_set1_ps(-1.0),
+        );
+        let xs = self.x.as_chunks::<16>().0;
+        let qs = self.qs.as_chunks_mut::<16>().0;
+        for (b, o) in self.out.iter_mut().enumerate() {
+            let v: [__m512; 2] = [pulp::cast(xs[2 * b]), pulp::cast(xs[2 * b + 1])];
+            let amax = f._mm512_reduce_max_ps(
+                f._mm512_max_ps(f._mm512_abs_ps(v[0]), f._mm512_abs_ps(v[1])),
+            );
+            let d = amax / 127.0;
+            let id = f._mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+            let mut halves = [0i32; 2];
+            for h in 0..2 {
+                let y = f._mm512_mul_ps(v[h], id);
+                // Truncate (imm 0x0b: toward zero, no exceptions), then step away from zero.
+                let t = f._mm512_roundscale_ps::<0x0b>(y);
+                let up = f._mm512_cmp_ps_mask::<29>(f._mm512_abs_ps(f._mm512_sub_ps(y, t)), half); // >=
+                let negative = f._mm512_cmp_ps_mask::<1>(y, f._mm512_setzero_ps()); // <
+                let step = f._mm512_mask_blend_ps(negative, one, minus_one);
+                let r = f._mm512_cvttps_epi32(f._mm512_mask_add_ps(t, up, t, step));
+                halves[h] = f._mm512_reduce_add_epi32(r);
+                qs[2 * b + h] = pulp::cast::<__m128i, [i8; 16]>(f._mm512_cvtepi32_epi8(r));
+            }
+            *o = (d, halves);
         }
     }
 }

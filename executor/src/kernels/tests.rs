@@ -255,3 +255,26 @@ fn integer_kernels_agree_across_instruction_sets_and_batches() {
         }
     }
 }
+
+/// The vectorised activation quantisation gives the scalar one's values exactly, ties at
+/// halves included.
+#[test]
+fn activation_quantisation_is_the_same_on_every_path() {
+    let mut x: Vec<f32> = activations(7, 4 * QK, 11);
+    // Values that land exactly on halves after scaling by 127 / 127.
+    x[..QK]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = (i as f32 - 16.0) + 0.5);
+    x[0] = 127.0;
+    x[QK..2 * QK].fill(0.0);
+    let blocks = x.len() / QK;
+    let (mut q1, mut q2) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+    let (mut s1, mut s2) = (vec![(0f32, [0; 2]); blocks], vec![(0f32, [0; 2]); blocks]);
+    qdot::quantize_scalar(&x, &mut q1, &mut s1);
+    qdot::quantize_blocks(&x, &mut q2, &mut s2);
+    assert_eq!(q1, q2);
+    assert_eq!(s1, s2);
+    // Halves round away from zero: 0.5 -> 1, -0.5 -> -1, 1.5 -> 2.
+    assert_eq!(&q1[15..18], &[-1, 1, 2]);
+}
