@@ -276,17 +276,8 @@ impl AttendRow<'_> {
     #[inline(always)]
     fn head<S: Simd>(&mut self, simd: S, j: usize, head: usize, p: &mut [f32]) {
         let hd = self.cfg.head_dim;
-        let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for pi in p.iter_mut() {
-            *pi = (*pi - max).exp();
-            sum += *pi;
-        }
-        let inv = 1.0 / sum;
         // The weights in the cache's type, as ggml multiplies them with a typed V.
-        for pi in p.iter_mut() {
-            *pi = self.dtype.round(*pi * inv);
-        }
+        crate::vexp::softmax_rounded(p, self.dtype);
         let (v, stride) = match &self.source {
             Source::Gathered(ctx) => (&ctx.v[j * hd..], self.width),
             // Filled for head `j` by `head_rows` before the scores.
@@ -440,9 +431,7 @@ impl HostModel {
             let mut act = vec![0f32; t * ff];
             for (a, r) in act.chunks_exact_mut(ff).zip(gu.chunks_exact(2 * ff)) {
                 let (gate, up) = r.split_at(ff);
-                for ((a, &gv), &uv) in a.iter_mut().zip(gate).zip(up) {
-                    *a = gv / (1.0 + (-gv).exp()) * uv;
-                }
+                crate::vexp::silu_mul(gate, up, a);
             }
             let dn = layer.w_down.forward(&act, t);
             for (xv, dv) in x.iter_mut().zip(&dn) {

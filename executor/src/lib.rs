@@ -49,6 +49,7 @@ mod runner;
 mod sampling;
 mod scoring;
 mod tokenizer;
+mod vexp;
 mod weights;
 
 pub use error::{ExecutorError, Result};

@@ -259,8 +259,13 @@ fn greedy_continuations_match_llamacpp_golden() {
         matched_first8 >= 4,
         "only {matched_first8} prompts match llama.cpp's first 8 tokens"
     );
+    // Two correct forwards differ by this much here: 8-bit activation rounding turns an ulp
+    // anywhere upstream (the order of a sum, the last bit of an exp) into a step, and thirty
+    // layers carry it. Measured: 0.37 with softmax sums in sequential f32, 0.51 with ggml's
+    // f64 sums, on a low-ranked logit of a flat distribution; a wrong kernel moves logits by
+    // whole units and greedy tokens with them.
     assert!(
-        worst_top5 < 0.5,
+        worst_top5 < 0.6,
         "top-5 logits differ from llama.cpp by {worst_top5}"
     );
 }
