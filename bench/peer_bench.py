@@ -8,11 +8,13 @@ markers `<!-- bench-peer:start -->` and `<!-- bench-peer:end -->`.
   A  one ~1,000-token system prompt shared by every request
   B  four such prompts interleaved
   C  no shared prefix
+  batch32 workload A's prompt, 32 clients at once: aggregate output tokens/s, set against
+          the peer's batch-1 decode
   decode  one client on workload A: per-request decode tokens/s at ~1k context
   RSS     resident memory of each server after its runs
 
 Usage (normally through `cargo xtask bench-peer`):
-  peer_bench.py --radixserve BIN --model GGUF --peer-python PY [--requests 32] [--workloads A,B,C,decode]
+  peer_bench.py --radixserve BIN --model GGUF --peer-python PY [--requests 32] [--workloads A,batch32,B,C,decode]
 """
 import argparse
 import datetime
@@ -37,6 +39,7 @@ WORKLOADS = {
     "A": ("shared", 4),
     "B": ("multi", 4),
     "C": ("distinct", 4),
+    "batch32": ("shared", 32),
     "decode": ("shared", 1),
 }
 
@@ -123,8 +126,29 @@ def run_client(server, args, port, key):
     if server == "llama.cpp":
         cmd += ["--extra-json", json.dumps({"repeat_penalty": 1.0})]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with open(out) as f:
-        return json.load(f)["summary"]
+    return load_summary(out)
+
+
+def load_summary(path):
+    """A run's summary, plus the time to first token of its first request."""
+    with open(path) as f:
+        data = json.load(f)
+    summary = data["summary"]
+    first = (data.get("requests") or [{}])[0]
+    summary["first_ttft_s"] = first.get("ttft_s")
+    return summary
+
+
+def reload(args):
+    """The results of an earlier run, from the files it left in --out-dir."""
+    with open(os.path.join(args.out_dir, "results.json")) as f:
+        results = json.load(f)
+    for server, runs in results.items():
+        for key in args.workloads:
+            path = os.path.join(args.out_dir, f"{server}-{key}.json")
+            if os.path.exists(path):
+                runs[key] = load_summary(path)
+    return results
 
 
 def bench(args):
@@ -157,9 +181,18 @@ def table(results, args):
             a, b = ours[k]["ttft_mean_later_requests_s"], peer[k]["ttft_mean_later_requests_s"]
             rows.append(f"| {label} | {a:.2f} s | {b:.2f} s | {b / a:.2f}x |")
     if "decode" in ours and "decode" in peer:
+        a, b = ours["decode"].get("first_ttft_s"), peer["decode"].get("first_ttft_s")
+        if a and b:
+            rows.append(f"| prefill: first token of a cold ~1,050-token prompt (decode run, first request) | {a:.2f} s | {b:.2f} s | {b / a:.2f}x |")
         a = ours["decode"]["per_request_decode_tok_per_s_mean"]
         b = peer["decode"]["per_request_decode_tok_per_s_mean"]
         rows.append(f"| decode tokens/s per request at ~1k context, 1 client | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
+    if "batch32" in ours and "batch32" in peer:
+        a, b = ours["batch32"]["output_tok_per_s"], peer["batch32"]["output_tok_per_s"]
+        rows.append(f"| 32 clients at once on A's prompt (cached), output tokens/s | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
+        if "decode" in peer:
+            d = peer["decode"]["per_request_decode_tok_per_s_mean"]
+            rows.append(f"| the same against llama.cpp's batch-1 decode | {a:.1f} | {d:.1f} | {a / d:.2f}x |")
     if "A" in ours and "A" in peer:
         a, b = ours["A"]["output_tok_per_s"], peer["A"]["output_tok_per_s"]
         rows.append(f"| A: output tokens/s, 4 clients | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
@@ -191,21 +224,26 @@ def main():
     ap.add_argument("--radixserve", required=True, help="the radixserve binary")
     ap.add_argument("--model", required=True, help="GGUF file both servers load")
     ap.add_argument("--client-python", default=sys.executable, help="a Python with httpx")
-    ap.add_argument("--workloads", default="A,B,C,decode")
+    ap.add_argument("--workloads", default="A,batch32,B,C,decode")
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--decode-requests", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--max-seconds", type=float, default=900)
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "target", "bench-peer"))
     ap.add_argument("--no-doc", action="store_true", help="print the table, leave docs alone")
+    ap.add_argument("--from-results", action="store_true",
+                    help="run nothing: rebuild the table from the files an earlier run left in --out-dir")
     args = ap.parse_args()
     args.workloads = [w for w in args.workloads.split(",") if w]
     for w in args.workloads:
         if w not in WORKLOADS:
-            raise SystemExit(f"unknown workload {w!r} (A, B, C, decode)")
-    results = bench(args)
-    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+            raise SystemExit(f"unknown workload {w!r} (A, B, C, batch32, decode)")
+    if args.from_results:
+        results = reload(args)
+    else:
+        results = bench(args)
+        with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
     text = table(results, args)
     print(text)
     if not args.no_doc:

@@ -218,8 +218,7 @@ impl KvPool {
 mod widen {
     use half::f16;
 
-    /// [`super::KvPool::read_cols`] of an f16 pool `v`. Plain loops inside the dispatch, so
-    /// that the conversions inline under the enabled instruction set.
+    /// [`super::KvPool::read_cols`] of an f16 pool `v`.
     pub(super) fn f16_rows(
         v: &[u16],
         slots: &[u32],
@@ -228,37 +227,48 @@ mod widen {
         len: usize,
         dst: &mut [f32],
     ) {
-        #[inline(always)]
-        fn each(
-            v: &[u16],
-            slots: &[u32],
-            width: usize,
-            col: usize,
-            len: usize,
-            dst: &mut [f32],
-            mut row: impl FnMut(&[u16], &mut [f32]),
-        ) {
-            for (k, &s) in slots.iter().enumerate() {
-                let at = s as usize * width + col;
-                row(&v[at..at + len], &mut dst[k * len..(k + 1) * len]);
-            }
-        }
+        let job = Job {
+            v,
+            slots,
+            width,
+            col,
+            len,
+            dst,
+        };
         #[cfg(target_arch = "x86_64")]
         {
             if let Some(v4) = pulp::x86::V4::try_new() {
-                return v4.vectorize(
-                    #[inline(always)]
-                    || each(v, slots, width, col, len, dst, |s, d| x86::row_v4(v4, s, d)),
-                );
+                return v4.vectorize(x86::Rows(job, v4));
             }
             if let Some(v3) = pulp::x86::V3::try_new() {
-                return v3.vectorize(
-                    #[inline(always)]
-                    || each(v, slots, width, col, len, dst, |s, d| x86::row_v3(v3, s, d)),
-                );
+                return v3.vectorize(x86::Rows(job, v3));
             }
         }
-        each(v, slots, width, col, len, dst, scalar);
+        let mut job = job;
+        for k in 0..job.slots.len() {
+            let (src, dst) = job.row(k);
+            scalar(src, dst);
+        }
+    }
+
+    /// One [`f16_rows`] call's operands.
+    pub(super) struct Job<'a> {
+        v: &'a [u16],
+        slots: &'a [u32],
+        width: usize,
+        col: usize,
+        len: usize,
+        dst: &'a mut [f32],
+    }
+
+    impl Job<'_> {
+        /// The `k`-th slot's source values and their place in `dst`.
+        #[inline(always)]
+        fn row(&mut self, k: usize) -> (&[u16], &mut [f32]) {
+            let at = self.slots[k] as usize * self.width + self.col;
+            let len = self.len;
+            (&self.v[at..at + len], &mut self.dst[k * len..(k + 1) * len])
+        }
     }
 
     /// The plain conversion (tails and CPUs without AVX2).
@@ -275,6 +285,45 @@ mod widen {
 
         use pulp::cast;
         use pulp::x86::{V3, V4};
+
+        use super::Job;
+
+        /// A widening kernel of one instruction set.
+        pub(crate) trait Widen: Copy {
+            fn row(self, src: &[u16], dst: &mut [f32]);
+        }
+
+        impl Widen for V4 {
+            #[inline(always)]
+            fn row(self, src: &[u16], dst: &mut [f32]) {
+                row_v4(self, src, dst);
+            }
+        }
+
+        impl Widen for V3 {
+            #[inline(always)]
+            fn row(self, src: &[u16], dst: &mut [f32]) {
+                row_v3(self, src, dst);
+            }
+        }
+
+        // The dispatched job as a struct with a plain loop: a closure's shim may not inline
+        // into the function compiled for the instruction set, and each intrinsic would be a
+        // call.
+        pub(crate) struct Rows<'a, K>(pub Job<'a>, pub K);
+
+        impl<K: Widen> pulp::NullaryFnOnce for Rows<'_, K> {
+            type Output = ();
+
+            #[inline(always)]
+            fn call(self) {
+                let (mut job, kernel) = (self.0, self.1);
+                for k in 0..job.slots.len() {
+                    let (src, dst) = job.row(k);
+                    kernel.row(src, dst);
+                }
+            }
+        }
 
         /// 16 values per `vcvtph2ps`.
         #[inline(always)]

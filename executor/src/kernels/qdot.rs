@@ -263,9 +263,9 @@ pub(crate) fn rows_times<const NX: usize>(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2(v3) => v3.vectorize(RowsV3(job, v3)),
+        Isa::Avx2(v3) => v3.vectorize(RowsOn(job, v3)),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512(v4) => v4.vectorize(RowsV4(job, v4)),
+        Isa::Avx512(v4) => v4.vectorize(RowsOn(job, v4)),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni(v4, vnni) => vnni.run(v4, job),
     }
@@ -294,38 +294,61 @@ impl<const NX: usize> Rows<'_, NX> {
     }
 }
 
-// The dispatched jobs as structs with plain loops rather than closures: a closure (or its
-// `FnOnce` shim) is not always inlined into the function compiled for the instruction set,
-// and then every intrinsic in it becomes a call (28x slower).
+/// An integer kernel of one instruction set.
 #[cfg(target_arch = "x86_64")]
-struct RowsV3<'a, const NX: usize>(Rows<'a, NX>, pulp::x86::V3);
+trait RowKernel: Copy {
+    fn row<const NX: usize>(
+        self,
+        w: &Weights,
+        n: usize,
+        nb: usize,
+        xs: &[QRow<'_>; NX],
+    ) -> [f32; NX];
+}
 
 #[cfg(target_arch = "x86_64")]
-impl<const NX: usize> pulp::NullaryFnOnce for RowsV3<'_, NX> {
-    type Output = ();
-
+impl RowKernel for pulp::x86::V3 {
     #[inline(always)]
-    fn call(self) {
-        let (mut job, simd) = (self.0, self.1);
-        for r in 0..job.rows {
-            let out = avx2::row::<NX>(simd, job.w, job.n0 + r, job.nb, &job.xs);
-            job.put(r, out);
-        }
+    fn row<const NX: usize>(
+        self,
+        w: &Weights,
+        n: usize,
+        nb: usize,
+        xs: &[QRow<'_>; NX],
+    ) -> [f32; NX] {
+        avx2::row::<NX>(self, w, n, nb, xs)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-struct RowsV4<'a, const NX: usize>(Rows<'a, NX>, pulp::x86::V4);
+impl RowKernel for pulp::x86::V4 {
+    #[inline(always)]
+    fn row<const NX: usize>(
+        self,
+        w: &Weights,
+        n: usize,
+        nb: usize,
+        xs: &[QRow<'_>; NX],
+    ) -> [f32; NX] {
+        avx512::row::<NX>(self, avx512::Bw, w, n, nb, xs)
+    }
+}
+
+// The dispatched job as a struct with a plain loop rather than a closure: a closure (or its
+// `FnOnce` shim) is not always inlined into the function compiled for the instruction set,
+// and then every intrinsic in it becomes a call (28x slower).
+#[cfg(target_arch = "x86_64")]
+struct RowsOn<'a, K, const NX: usize>(Rows<'a, NX>, K);
 
 #[cfg(target_arch = "x86_64")]
-impl<const NX: usize> pulp::NullaryFnOnce for RowsV4<'_, NX> {
+impl<K: RowKernel, const NX: usize> pulp::NullaryFnOnce for RowsOn<'_, K, NX> {
     type Output = ();
 
     #[inline(always)]
     fn call(self) {
-        let (mut job, simd) = (self.0, self.1);
+        let (mut job, kernel) = (self.0, self.1);
         for r in 0..job.rows {
-            let out = avx512::row::<NX>(simd, avx512::Bw, job.w, job.n0 + r, job.nb, &job.xs);
+            let out = kernel.row::<NX>(job.w, job.n0 + r, job.nb, &job.xs);
             job.put(r, out);
         }
     }
