@@ -179,6 +179,7 @@ impl KvPool {
 
     /// Reads `dst.len()` values at offset `off` as f32.
     pub(crate) fn read(&self, off: usize, dst: &mut [f32]) {
+        // One "slot" 0 with a zero-width row: its only column run starts at `off`.
         let len = dst.len();
         self.read_cols(&[0], 0, off, len, dst);
     }
