@@ -17,10 +17,10 @@
 //! without any `unsafe` in this crate.
 
 mod blocks;
+#[cfg(target_arch = "x86_64")]
+mod intrinsics;
 mod qdot;
 mod refit;
-#[cfg(target_arch = "x86_64")]
-mod vnni;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -52,6 +52,13 @@ enum Weights {
     BF16(Vec<half::bf16>),
     /// Per block: scale `d`, minimum `m`, 16 bytes of nibbles (low: value j, high: value j+16).
     Q4_1 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        qs: Vec<u8>,
+    },
+    /// Q4_1 blocks of 16 rows interleaved ([`qdot::x16`]): per group of 16 rows and block,
+    /// the rows' 16 scales, 16 minimums and 256 bytes of nibbles.
+    Q4_1x16 {
         d: Vec<f32>,
         m: Vec<f32>,
         qs: Vec<u8>,
@@ -135,6 +142,7 @@ impl Weights {
                     }
                 }
             }
+            Weights::Q4_1x16 { d, m, qs } => qdot::x16::expand_row(d, m, qs, n, inp / QK, out),
             Weights::Q8_0 { d, qs } => {
                 let nb = inp / QK;
                 let b0 = n * nb;
@@ -242,7 +250,7 @@ impl Weights {
             Weights::F32(w) => w.len(),
             Weights::F16(w) => w.len(),
             Weights::BF16(w) => w.len(),
-            Weights::Q4_1 { qs, .. } => qs.len() * 2,
+            Weights::Q4_1 { qs, .. } | Weights::Q4_1x16 { qs, .. } => qs.len() * 2,
             Weights::Q8_0 { qs, .. } | Weights::Q8_16 { qs, .. } => qs.len(),
             Weights::U8 { qs, .. } | Weights::U8_16 { qs, .. } => qs.len(),
         }
@@ -254,9 +262,10 @@ impl Weights {
             Weights::F32(w) => w.len() * 4,
             Weights::F16(w) => w.len() * 2,
             Weights::BF16(w) => w.len() * 2,
-            Weights::Q4_1 { d, m, qs } | Weights::U8 { d, m, qs } | Weights::U8_16 { d, m, qs } => {
-                (d.len() + m.len()) * 4 + qs.len()
-            }
+            Weights::Q4_1 { d, m, qs }
+            | Weights::Q4_1x16 { d, m, qs }
+            | Weights::U8 { d, m, qs }
+            | Weights::U8_16 { d, m, qs } => (d.len() + m.len()) * 4 + qs.len(),
             Weights::Q8_0 { d, qs } | Weights::Q8_16 { d, qs } => d.len() * 4 + qs.len(),
         }
     }
@@ -268,6 +277,7 @@ impl Weights {
             Weights::F16(_) => "f16",
             Weights::BF16(_) => "bf16",
             Weights::Q4_1 { .. } => "q4_1",
+            Weights::Q4_1x16 { .. } => "q4_1x16",
             Weights::Q8_0 { .. } => "q8_0",
             Weights::Q8_16 { .. } => "q8_16",
             Weights::U8 { .. } => "u8",
@@ -409,6 +419,9 @@ fn qtask(
     chunk: &mut [f32],
 ) {
     let rows = chunk.len() / m;
+    if let Weights::Q4_1x16 { .. } = w {
+        return qdot::x16::task(isa, w, inp, x, m, n0, chunk, rows);
+    }
     let mut i = 0;
     while i + 4 <= m {
         qdot::rows_times::<4>(isa, w, inp, n0, rows, x, i, chunk, rows, 0);
@@ -488,6 +501,14 @@ impl HostLinear {
             };
             out.push(Part { start, rows, w });
             start += rows;
+        }
+        for p in &mut out {
+            // Q4_1 rows in whole groups of 16 run interleaved (see `qdot::x16`).
+            if let Weights::Q4_1 { d, m, qs } = &p.w {
+                if p.rows.is_multiple_of(qdot::x16::ROWS) {
+                    p.w = qdot::x16::interleave(d, m, qs, p.rows, inp / QK);
+                }
+            }
         }
         Some(Self {
             inp,
@@ -572,12 +593,12 @@ impl HostLinear {
         // contiguous chunk; the tiles' rows are then copied into place.
         let mut yt = vec![0f32; out * m];
         let integer = |w: &Weights| self.integer && qdot::supported(w);
+        let isa = qdot::Isa::detect();
         let xq = self
             .parts
             .iter()
             .any(|p| integer(&p.w))
             .then(|| qdot::QuantRows::new(x, inp));
-        let isa = qdot::Isa::detect();
         yt.par_chunks_mut(BLOCK * m).enumerate().for_each_init(
             Vec::new,
             |buf: &mut Vec<f32>, (bi, chunk)| {
@@ -618,3 +639,5 @@ impl HostLinear {
 mod blocks_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod x16_tests;

@@ -204,6 +204,10 @@ fn chat_template_from_gguf_reproduces_fixture_prompt() {
     assert_eq!(l.tokenizer.eos_token_id, Some(2));
 }
 
+/// How far two correct forwards' logits may lie apart here (see the last assertion of
+/// [`greedy_continuations_match_llamacpp_golden`]).
+const LOGIT_TOLERANCE: f32 = 0.6;
+
 #[test]
 #[ignore = "needs the default model: run `cargo xtask fetch-model`"]
 fn greedy_continuations_match_llamacpp_golden() {
@@ -211,7 +215,7 @@ fn greedy_continuations_match_llamacpp_golden() {
     let fx = fixture();
     let prompts = fx["prompts"].as_array().expect("prompts");
     let mut exec = executor(l, 2048);
-    let mut matched_first8 = 0;
+    let (mut matched_first8, mut near_ties) = (0, 0);
     let mut worst_top5 = 0f32;
     for p in prompts {
         let name = p["name"].as_str().expect("name");
@@ -242,30 +246,52 @@ fn greedy_continuations_match_llamacpp_golden() {
         let (out, _) = generate(&mut exec, &[(prompt.clone(), Vec::new())], 32, &mut next);
         let got = &out[0];
         let agree = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        // A first token that llama.cpp itself all but ties: its top two logits closer than
+        // two correct forwards differ (the bound below), and ours is its second choice.
+        let theirs = p["top5_logits_first_generated_position"]
+            .as_array()
+            .expect("top5");
+        let logit = |k: usize| theirs[k][1].as_f64().expect("logit") as f32;
+        let near_tie = agree == 0
+            && theirs[1][0].as_u64() == Some(u64::from(got[0]))
+            && logit(0) - logit(1) < LOGIT_TOLERANCE;
         if agree >= 8 {
             matched_first8 += 1;
+        } else if near_tie {
+            near_ties += 1;
         }
         eprintln!(
             "golden {name:>15}: {agree:>2}/32 tokens agree with llama.cpp (first 8 {}); top-5 ours/theirs [{}]",
-            if agree >= 8 { "MATCH" } else { "DIFFER" },
+            if agree >= 8 {
+                "MATCH"
+            } else if near_tie {
+                "DIFFER at llama.cpp's near tie"
+            } else {
+                "DIFFER"
+            },
             top5.join(" ")
         );
         if agree < 32 {
             eprintln!("    ours:  {:?}\n    llama: {:?}", &got[..], &want[..]);
         }
     }
-    eprintln!("golden: {matched_first8}/{} prompts match the first 8 tokens; worst top-5 logit diff {worst_top5:.4}", prompts.len());
+    eprintln!("golden: {matched_first8}/{} prompts match the first 8 tokens, {near_ties} differ at a first-token near tie; worst top-5 logit diff {worst_top5:.4}", prompts.len());
+    // Every prompt matches or takes llama.cpp's second choice at a tie the logit tolerance
+    // cannot decide, but one; and most match outright.
     assert!(
-        matched_first8 >= 4,
-        "only {matched_first8} prompts match llama.cpp's first 8 tokens"
+        matched_first8 + near_ties + 1 >= prompts.len() && matched_first8 * 2 > prompts.len(),
+        "only {matched_first8} prompts match llama.cpp's first 8 tokens ({near_ties} near ties)"
     );
     // Two correct forwards differ by this much here: 8-bit activation rounding turns an ulp
     // anywhere upstream (the order of a sum, the last bit of an exp) into a step, and thirty
     // layers carry it. Measured: 0.37 with softmax sums in sequential f32, 0.51 with ggml's
-    // f64 sums, on a low-ranked logit of a flat distribution; a wrong kernel moves logits by
-    // whole units and greedy tokens with them.
+    // f64 sums, on a low-ranked logit of a flat distribution; 0.52 with the interleaved Q4_1
+    // kernels, whose whole-block integer sums round differently from ggml's lanes of four and
+    // so take llama.cpp's second choice where its first two lie 0.13 (`code`) and 0.05
+    // (`long_600`) apart. A wrong kernel moves logits by whole units and greedy tokens with
+    // them.
     assert!(
-        worst_top5 < 0.6,
+        worst_top5 < LOGIT_TOLERANCE,
         "top-5 logits differ from llama.cpp by {worst_top5}"
     );
 }

@@ -197,7 +197,10 @@ fn a_fused_projection_may_mix_types_at_multiples_of_32_rows() {
         .map(|(&(ty, rows), b)| (ty, rows, b.as_slice()))
         .collect();
     let lin = HostLinear::from_ggml(inp, &tensors).expect("converts");
-    assert_eq!((lin.out(), lin.format().as_str()), (136, "q4_1+q8_16+q8_0"));
+    assert_eq!(
+        (lin.out(), lin.format().as_str()),
+        (136, "q4_1x16+q8_16+q8_0")
+    );
     let w: Vec<f32> = parts
         .iter()
         .zip(&blocks)

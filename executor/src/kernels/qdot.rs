@@ -189,7 +189,7 @@ pub(crate) enum Isa {
     Avx512(pulp::x86::V4),
     /// AVX-512 with VNNI's `vpdpbusd` for the integer sums.
     #[cfg(target_arch = "x86_64")]
-    Avx512Vnni(pulp::x86::V4, super::vnni::Vnni),
+    Avx512Vnni(pulp::x86::V4, super::intrinsics::vnni::Vnni),
 }
 
 impl Isa {
@@ -198,7 +198,7 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if let Some(v4) = pulp::x86::V4::try_new() {
-                return match super::vnni::Vnni::try_new() {
+                return match super::intrinsics::vnni::Vnni::try_new() {
                     Some(vnni) => Isa::Avx512Vnni(v4, vnni),
                     None => Isa::Avx512(v4),
                 };
@@ -354,6 +354,17 @@ impl<K: RowKernel, const NX: usize> pulp::NullaryFnOnce for RowsOn<'_, K, NX> {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+impl<const NX: usize> super::intrinsics::vnni::VnniJob for Rows<'_, NX> {
+    #[inline(always)]
+    fn call(mut self, simd: pulp::x86::V4, vnni: super::intrinsics::vnni::Vnni) {
+        for r in 0..self.rows {
+            let out = avx512::row::<NX>(simd, vnni, self.w, self.n0 + r, self.nb, &self.xs);
+            self.put(r, out);
+        }
+    }
+}
+
 /// The reference kernel: the same integer sums and float terms in plain Rust.
 mod scalar {
     use super::{QRow, Weights, QK};
@@ -418,7 +429,10 @@ mod scalar {
                             + m[2 * k] * x.s16[2 * b]
                             + m[2 * k + 1] * x.s16[2 * b + 1]
                     }
-                    Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => 0.0,
+                    Weights::F32(_)
+                    | Weights::F16(_)
+                    | Weights::BF16(_)
+                    | Weights::Q4_1x16 { .. } => 0.0,
                 };
             }
         }
@@ -564,7 +578,7 @@ mod avx2 {
                     }
                 }
             }
-            Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
+            Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) | Weights::Q4_1x16 { .. } => {}
         }
         std::array::from_fn(|j| hsum(simd, acc[j]) + mins[j])
     }
@@ -572,3 +586,4 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+pub(crate) mod x16;

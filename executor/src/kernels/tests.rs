@@ -35,7 +35,7 @@ fn matches_naive_product_for_odd_shapes() {
 }
 
 /// Values of GGUF-style blocks: Q4_1 (`q * d + m`) or Q8_0 (`q * d`) with f16 d and m.
-fn quantised(rows: usize, cols: usize, q4: bool) -> Vec<f32> {
+pub(super) fn quantised(rows: usize, cols: usize, q4: bool) -> Vec<f32> {
     let mut w = Vec::with_capacity(rows * cols);
     for b in 0..rows * cols / QK {
         let d = f16::from_f32(0.01 + (b % 7) as f32 * 0.003).to_f32();
@@ -100,7 +100,7 @@ fn q4_0_and_q5_0_blocks_run_as_exact_q8_0_blocks() {
 }
 
 /// Activations with a spread of magnitudes per block (so block scales differ).
-fn activations(m: usize, inp: usize, seed: usize) -> Vec<f32> {
+pub(super) fn activations(m: usize, inp: usize, seed: usize) -> Vec<f32> {
     (0..m * inp)
         .map(|i| {
             let t = (i * 2654435761 + seed * 97) % 10007;
@@ -112,7 +112,7 @@ fn activations(m: usize, inp: usize, seed: usize) -> Vec<f32> {
 /// The error the 8-bit activations may add to `w · x`: per element half a quantisation
 /// step plus the f16 rounding of the block scale (127 steps of 2^-11), per block the f16
 /// rounding of the Q4_1 sum term, and float reassociation.
-fn int_error_bound(w: &[f32], x: &[f32], mins: Option<&[f32]>) -> f32 {
+pub(super) fn int_error_bound(w: &[f32], x: &[f32], mins: Option<&[f32]>) -> f32 {
     let mut bound = 1e-6;
     for (b, (wb, xb)) in w.chunks_exact(QK).zip(x.chunks_exact(QK)).enumerate() {
         let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
@@ -161,14 +161,17 @@ fn integer_kernels_stay_within_the_activation_rounding_bound() {
 }
 
 /// Every instruction set this CPU runs, the scalar reference first.
-fn isas() -> Vec<qdot::Isa> {
+pub(super) fn isas() -> Vec<qdot::Isa> {
     #[allow(unused_mut)]
     let mut out = vec![qdot::Isa::Scalar];
     #[cfg(target_arch = "x86_64")]
     {
         out.extend(pulp::x86::V3::try_new().map(qdot::Isa::Avx2));
         out.extend(pulp::x86::V4::try_new().map(qdot::Isa::Avx512));
-        if let (Some(v4), Some(vnni)) = (pulp::x86::V4::try_new(), super::vnni::Vnni::try_new()) {
+        if let (Some(v4), Some(vnni)) = (
+            pulp::x86::V4::try_new(),
+            super::intrinsics::vnni::Vnni::try_new(),
+        ) {
             out.push(qdot::Isa::Avx512Vnni(v4, vnni));
         }
     }

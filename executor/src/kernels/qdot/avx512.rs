@@ -1,7 +1,7 @@
 //! The AVX-512 integer kernels: two 32-value blocks per instruction, each block's integer sums
 //! scaled in f32 by the weight and activation scales, one output row at a time against up to
 //! four activation rows. The integer sums come from a [`PairDot`]: AVX-512BW here, VNNI in
-//! [`super::super::vnni`]; both give the same exact integers and so the same results.
+//! [`super::super::intrinsics::vnni`]; both give the same exact integers and so the same results.
 
 use std::arch::x86_64::{__m256i, __m512, __m512i};
 
@@ -184,7 +184,7 @@ pub(crate) fn row<const NX: usize>(
                 }
             }
         }
-        Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) => {}
+        Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) | Weights::Q4_1x16 { .. } => {}
     }
     let mut out: [f32; NX] = std::array::from_fn(|j| simd.avx512f._mm512_reduce_add_ps(acc[j]));
     if nb % 2 == 1 {

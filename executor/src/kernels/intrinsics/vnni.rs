@@ -1,8 +1,5 @@
-//! The AVX-512 VNNI form of the integer kernels: `vpdpbusd` forms each block's sums in one
-//! instruction where AVX-512BW needs two. `pulp` has no VNNI intrinsics, so this module holds
-//! the crate's only `unsafe` code, kept to two calls whose one condition, that the CPU has the
-//! instruction sets they are compiled for, is checked when the [`Vnni`] token is made.
-#![allow(unsafe_code)]
+//! The AVX-512 VNNI form of the integer kernels: `vpdpbusd` forms four products' sum per lane
+//! in one instruction where AVX-512BW needs two.
 
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_setzero_si512,
@@ -10,12 +7,19 @@ use std::arch::x86_64::{
 
 use pulp::x86::V4;
 
-use super::qdot::{avx512, Rows};
+use super::super::qdot::{avx512, x16};
 
 /// Proof that this CPU runs AVX-512F/BW/CD/DQ/VL and VNNI: made only by [`Vnni::try_new`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Vnni {
     _checked: (),
+}
+
+/// Work compiled for AVX-512 with VNNI: [`Vnni::run`] calls it from a function built for
+/// those instruction sets, so that the kernels (`#[inline(always)]`) and their VNNI calls
+/// inline into it.
+pub(crate) trait VnniJob {
+    fn call(self, simd: V4, vnni: Vnni);
 }
 
 impl Vnni {
@@ -25,11 +29,11 @@ impl Vnni {
         ok.then_some(Self { _checked: () })
     }
 
-    /// Runs [`super::qdot::rows_times`]'s job with the VNNI kernel.
-    pub(crate) fn run<const NX: usize>(self, simd: V4, job: Rows<'_, NX>) {
+    /// Runs `job` compiled for AVX-512 with VNNI.
+    pub(crate) fn run(self, simd: V4, job: impl VnniJob) {
         // SAFETY: `self` exists only where `try_new` found AVX-512 (the V4 set) and VNNI, the
-        // features `rows` is compiled for.
-        unsafe { rows(self, simd, job) }
+        // features `run_on` is compiled for.
+        unsafe { run_on(self, simd, job) }
     }
 }
 
@@ -41,6 +45,14 @@ impl avx512::PairDot for Vnni {
     }
 }
 
+impl x16::x86::Dot4 for Vnni {
+    #[inline(always)]
+    fn dot4(self, _simd: V4, acc: __m512i, w_u8: __m512i, x_i8: __m512i) -> __m512i {
+        // SAFETY: as in `run`.
+        unsafe { dot_acc(acc, w_u8, x_i8) }
+    }
+}
+
 /// Σ of four u8 × i8 products per i32 lane, as f32 (exact: far below 2^24).
 #[target_feature(enable = "avx512f,avx512vnni")]
 #[inline]
@@ -48,13 +60,17 @@ fn dot(w_u8: __m512i, x_i8: __m512i) -> __m512 {
     _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w_u8, x_i8))
 }
 
-/// The row loop compiled for AVX-512 with VNNI, so that the kernel and [`dot`] inline into it.
+/// `acc` plus the sum of four u8 × i8 products per i32 lane.
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+fn dot_acc(acc: __m512i, w_u8: __m512i, x_i8: __m512i) -> __m512i {
+    _mm512_dpbusd_epi32(acc, w_u8, x_i8)
+}
+
+/// The job compiled for AVX-512 with VNNI, so that the kernel and [`dot`] inline into it.
 #[target_feature(
     enable = "sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512vnni"
 )]
-fn rows<const NX: usize>(vnni: Vnni, simd: V4, mut job: Rows<'_, NX>) {
-    for r in 0..job.rows {
-        let out = avx512::row::<NX>(simd, vnni, job.w, job.n0 + r, job.nb, &job.xs);
-        job.put(r, out);
-    }
+fn run_on(vnni: Vnni, simd: V4, job: impl VnniJob) {
+    job.call(simd, vnni);
 }

@@ -1,0 +1,100 @@
+//! Tests of the interleaved Q4_1 layout and its kernels (vector, AMX, scalar).
+
+use super::tests::{activations, int_error_bound, isas, quantised};
+use super::*;
+
+/// Q4_1-valued weights of `out` rows (a multiple of 16) as a projection in the interleaved
+/// layout, with the values they hold.
+fn interleaved(inp: usize, out: usize) -> (HostLinear, Vec<f32>) {
+    let w = quantised(out, inp, true);
+    let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
+    assert_eq!(lin.format(), "q4_1x16");
+    (lin, w)
+}
+
+#[test]
+fn interleaving_keeps_every_weight() {
+    let (inp, out) = (5 * QK, 48);
+    let (lin, w) = interleaved(inp, out);
+    assert_eq!(lin.weight_bytes(), out * inp / QK * (8 + 16));
+    let mut row = vec![0f32; inp];
+    for n in 0..out {
+        lin.row(n, &mut row);
+        assert_eq!(row, w[n * inp..(n + 1) * inp], "row {n}");
+    }
+    // Exact f32 products through the expanded rows.
+    let exact = lin.clone().exact();
+    for m in [1, 3, 17] {
+        let x = activations(m, inp, 5);
+        let y = exact.forward(&x, m);
+        for i in 0..m {
+            for n in 0..out {
+                let want: f32 = (0..inp).map(|k| x[i * inp + k] * w[n * inp + k]).sum();
+                assert!((y[i * out + n] - want).abs() < 1e-4, "m{m} i{i} n{n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_kernels_stay_within_the_activation_rounding_bound() {
+    let (inp, out) = (7 * QK, 32);
+    let (lin, w) = interleaved(inp, out);
+    // The generator's block minimums (see `quantised`), as the refit keeps them.
+    let mins: Vec<f32> = (0..out * 7)
+        .map(|b| half::f16::from_f32(-0.05 - (b % 5) as f32 * 0.01).to_f32())
+        .collect();
+    for m in [1, 2, 5, 16, 21] {
+        let x = activations(m, inp, m);
+        let y = lin.forward(&x, m);
+        for i in 0..m {
+            let xi = &x[i * inp..(i + 1) * inp];
+            for n in 0..out {
+                let wn = &w[n * inp..(n + 1) * inp];
+                let want: f32 = wn.iter().zip(xi).map(|(a, b)| a * b).sum();
+                let bound = int_error_bound(wn, xi, Some(&mins[n * 7..(n + 1) * 7]));
+                let got = y[i * out + n];
+                assert!(
+                    (got - want).abs() <= bound,
+                    "m{m} i{i} n{n}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+/// Every path gives the same bits: scalar, AVX2, AVX-512BW and VNNI, whatever the batch and
+/// a row's place in it.
+#[test]
+fn interleaved_kernels_give_the_same_bits_on_every_path_and_batch() {
+    let (inp, out) = (9 * QK, 64);
+    let (lin, _) = interleaved(inp, out);
+    let w = &lin.parts[0].w;
+    let x = activations(37, inp, 7);
+    // Rows `i0..i0 + m` through one path, weight rows from `n0` (a later group's first row).
+    let run = |isa: qdot::Isa, i0: usize, m: usize, n0: usize| {
+        let rows = out - n0;
+        let xq = qdot::QuantRows::new(&x[i0 * inp..(i0 + m) * inp], inp);
+        let mut y = vec![0f32; m * rows];
+        qdot::x16::task(isa, w, inp, &xq, m, n0, &mut y, rows);
+        y
+    };
+    let reference = run(qdot::Isa::Scalar, 0, 37, 0);
+    for isa in isas() {
+        for (i0, m) in [(0, 37), (0, 1), (5, 1), (3, 4), (16, 16), (1, 17), (20, 5)] {
+            for n0 in [0, 32] {
+                let got = run(isa, i0, m, n0);
+                let rows = out - n0;
+                for i in 0..m {
+                    let want = &reference[(i0 + i) * out + n0..(i0 + i + 1) * out];
+                    assert_eq!(
+                        &got[i * rows..(i + 1) * rows],
+                        want,
+                        "{} i0 {i0} m {m} n0 {n0} row {i}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}
