@@ -1,6 +1,7 @@
 //! Times prefill or decode steps of the default model outside criterion (for profiling).
 //! `cargo run --release -p radixserve-executor --example step_timing -- decode 8 [iters] [burn|CTX]`
-//! or `... -- prefill 128 [iters]`, or `... -- kernel M [iters] [exact]` for one projection.
+//! or `... -- shared 32 [iters] [CTX]` (decode rows over one shared context), or
+//! `... -- prefill 128 [iters]`, or `... -- kernel M [iters] [exact]` for one projection.
 #![allow(missing_docs)]
 
 use std::time::Instant;
@@ -33,7 +34,8 @@ fn main() {
             .and_then(|m| m.with_kv_dtype(executor::KvDtype::F16))
             .expect("host model loads")
     };
-    eprintln!("layouts: {:?}", model.host_layouts().get(..5));
+    let layouts = model.host_layouts();
+    eprintln!("layouts: {:?} ... LM head {:?}", layouts.get(..5), layouts.last());
     let prompt =
         |n: usize| -> Vec<u32> { (0..n).map(|i| 100 + (i as u32 * 37) % 40_000).collect() };
     let (mut exec, batch) = if mode == "prefill" {
@@ -45,6 +47,23 @@ fn main() {
                 seqs: vec![SequenceInput::new(prompt(n), &[], &slots, true)],
             },
         )
+    } else if mode == "shared" {
+        // `n` decode rows over one shared context of `ctx` slots (as the radix cache hands
+        // out a cached system prompt), each with its own next slot.
+        let mut exec = Executor::new(model, ctx + n + 1);
+        let shared: Vec<u32> = (1..=ctx as u32).collect();
+        let prefill = ForwardBatch {
+            mode: ForwardMode::Extend,
+            seqs: vec![SequenceInput::new(prompt(ctx), &[], &shared, false)],
+        };
+        exec.step(&prefill).expect("prefill");
+        let decode = ForwardBatch {
+            mode: ForwardMode::Decode,
+            seqs: (0..n)
+                .map(|i| SequenceInput::new(vec![42], &shared, &[(ctx + 1 + i) as u32], true))
+                .collect(),
+        };
+        (exec, decode)
     } else {
         let mut exec = Executor::new(model, n * (ctx + 1) + 1);
         let rows: Vec<Vec<u32>> = (0..n)
