@@ -35,7 +35,11 @@ fn main() {
             .expect("host model loads")
     };
     let layouts = model.host_layouts();
-    eprintln!("layouts: {:?} ... LM head {:?}", layouts.get(..5), layouts.last());
+    eprintln!(
+        "layouts: {:?} ... LM head {:?}",
+        layouts.get(..5),
+        layouts.last()
+    );
     let prompt =
         |n: usize| -> Vec<u32> { (0..n).map(|i| 100 + (i as u32 * 37) % 40_000).collect() };
     let (mut exec, batch) = if mode == "prefill" {

@@ -63,6 +63,9 @@ enum Weights {
         m: Vec<f32>,
         qs: Vec<u8>,
     },
+    /// Q8_0 blocks of 16 rows interleaved ([`qdot::x16`]): per group of 16 rows and block,
+    /// the rows' 16 scales and 512 signed quants.
+    Q8_0x16 { d: Vec<f32>, qs: Vec<i8> },
     /// Per block: scale `d` and 32 signed quants.
     Q8_0 { d: Vec<f32>, qs: Vec<i8> },
     /// Per 16 values: scale `d` and 16 signed quants (Q6_K, Q3_K).
@@ -143,6 +146,7 @@ impl Weights {
                 }
             }
             Weights::Q4_1x16 { d, m, qs } => qdot::x16::expand_row(d, m, qs, n, inp / QK, out),
+            Weights::Q8_0x16 { d, qs } => qdot::x16::expand_row_q8(d, qs, n, inp / QK, out),
             Weights::Q8_0 { d, qs } => {
                 let nb = inp / QK;
                 let b0 = n * nb;
@@ -251,7 +255,9 @@ impl Weights {
             Weights::F16(w) => w.len(),
             Weights::BF16(w) => w.len(),
             Weights::Q4_1 { qs, .. } | Weights::Q4_1x16 { qs, .. } => qs.len() * 2,
-            Weights::Q8_0 { qs, .. } | Weights::Q8_16 { qs, .. } => qs.len(),
+            Weights::Q8_0 { qs, .. } | Weights::Q8_16 { qs, .. } | Weights::Q8_0x16 { qs, .. } => {
+                qs.len()
+            }
             Weights::U8 { qs, .. } | Weights::U8_16 { qs, .. } => qs.len(),
         }
     }
@@ -266,7 +272,9 @@ impl Weights {
             | Weights::Q4_1x16 { d, m, qs }
             | Weights::U8 { d, m, qs }
             | Weights::U8_16 { d, m, qs } => (d.len() + m.len()) * 4 + qs.len(),
-            Weights::Q8_0 { d, qs } | Weights::Q8_16 { d, qs } => d.len() * 4 + qs.len(),
+            Weights::Q8_0 { d, qs } | Weights::Q8_16 { d, qs } | Weights::Q8_0x16 { d, qs } => {
+                d.len() * 4 + qs.len()
+            }
         }
     }
 
@@ -279,6 +287,7 @@ impl Weights {
             Weights::Q4_1 { .. } => "q4_1",
             Weights::Q4_1x16 { .. } => "q4_1x16",
             Weights::Q8_0 { .. } => "q8_0",
+            Weights::Q8_0x16 { .. } => "q8_0x16",
             Weights::Q8_16 { .. } => "q8_16",
             Weights::U8 { .. } => "u8",
             Weights::U8_16 { .. } => "u8_16",
@@ -419,7 +428,7 @@ fn qtask(
     chunk: &mut [f32],
 ) {
     let rows = chunk.len() / m;
-    if let Weights::Q4_1x16 { .. } = w {
+    if let Weights::Q4_1x16 { .. } | Weights::Q8_0x16 { .. } = w {
         return qdot::x16::task(isa, w, inp, x, m, n0, chunk, rows);
     }
     let mut i = 0;
@@ -503,11 +512,16 @@ impl HostLinear {
             start += rows;
         }
         for p in &mut out {
-            // Q4_1 rows in whole groups of 16 run interleaved (see `qdot::x16`).
-            if let Weights::Q4_1 { d, m, qs } = &p.w {
-                if p.rows.is_multiple_of(qdot::x16::ROWS) {
+            // Q4_1 and Q8_0 rows in whole groups of 16 run interleaved (see `qdot::x16`).
+            if !p.rows.is_multiple_of(qdot::x16::ROWS) {
+                continue;
+            }
+            match &p.w {
+                Weights::Q4_1 { d, m, qs } => {
                     p.w = qdot::x16::interleave(d, m, qs, p.rows, inp / QK);
                 }
+                Weights::Q8_0 { d, qs } => p.w = qdot::x16::interleave_q8(d, qs, p.rows, inp / QK),
+                _ => {}
             }
         }
         Some(Self {

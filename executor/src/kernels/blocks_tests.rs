@@ -221,7 +221,7 @@ fn a_fused_projection_may_mix_types_at_multiples_of_32_rows() {
         (GgmlType::Q8_0, 24, &q8_0[..]),
     ];
     let lin = HostLinear::from_ggml(inp, &same).expect("converts");
-    assert_eq!((lin.parts.len(), lin.format().as_str()), (1, "q8_0"));
+    assert_eq!((lin.parts.len(), lin.format().as_str()), (1, "q8_0x16"));
     let mut w = dequantized(GgmlType::Q4_0, &q4_0, 40 * inp);
     w.extend(dequantized(GgmlType::Q8_0, &q8_0, 24 * inp));
     check_products(&lin, &w, "merged");

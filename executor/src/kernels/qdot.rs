@@ -28,6 +28,8 @@ pub(crate) struct QuantRows {
     d: Vec<f32>,
     /// `[m][inp / 32]` `d · Σq` per block (f16-rounded), for the Q4_1 minimum term.
     s: Vec<f32>,
+    /// `[m][inp / 32]` the exact `Σq` per block.
+    sum: Vec<i32>,
     /// `[m][inp / 16]` `d · Σq` per half block (f16-rounded), for minimums per 16 values.
     s16: Vec<f32>,
     /// `[m][inp / 64][16]`: per pair of blocks, the first block's scale in lanes 0..8 and the
@@ -46,6 +48,7 @@ impl QuantRows {
             d: Vec::with_capacity(blocks),
             s: Vec::with_capacity(blocks),
             s16: Vec::with_capacity(2 * blocks),
+            sum: Vec::with_capacity(blocks),
             d2: Vec::new(),
             inp,
         };
@@ -53,6 +56,7 @@ impl QuantRows {
         quantize_blocks(x, &mut out.qs, &mut scales);
         for (d, halves) in scales {
             let sum = halves[0] + halves[1];
+            out.sum.push(sum);
             out.d.push(f16::from_f32(d).to_f32());
             out.s.push(f16::from_f32(d * sum as f32).to_f32());
             for h in halves {
@@ -78,6 +82,7 @@ impl QuantRows {
             d: &self.d[i * nb..(i + 1) * nb],
             s: &self.s[i * nb..(i + 1) * nb],
             s16: &self.s16[2 * i * nb..2 * (i + 1) * nb],
+            sum: &self.sum[i * nb..(i + 1) * nb],
             d2: self
                 .d2
                 .get(i * (nb / 2) * 16..(i + 1) * (nb / 2) * 16)
@@ -175,6 +180,8 @@ pub(crate) struct QRow<'a> {
     d: &'a [f32],
     s: &'a [f32],
     s16: &'a [f32],
+    /// Exact `Σq` per block.
+    sum: &'a [i32],
     /// Block-pair scale vectors (see [`QuantRows`]), empty for a single block.
     d2: &'a [f32],
 }
@@ -432,7 +439,8 @@ mod scalar {
                     Weights::F32(_)
                     | Weights::F16(_)
                     | Weights::BF16(_)
-                    | Weights::Q4_1x16 { .. } => 0.0,
+                    | Weights::Q4_1x16 { .. }
+                    | Weights::Q8_0x16 { .. } => 0.0,
                 };
             }
         }
@@ -578,7 +586,11 @@ mod avx2 {
                     }
                 }
             }
-            Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) | Weights::Q4_1x16 { .. } => {}
+            Weights::F32(_)
+            | Weights::F16(_)
+            | Weights::BF16(_)
+            | Weights::Q4_1x16 { .. }
+            | Weights::Q8_0x16 { .. } => {}
         }
         std::array::from_fn(|j| hsum(simd, acc[j]) + mins[j])
     }

@@ -1,22 +1,31 @@
-//! Tests of the interleaved Q4_1 layout and its kernels (vector, AMX, scalar).
+//! Tests of the interleaved Q4_1 and Q8_0 layouts and their kernels (vector and scalar).
 
 use super::tests::{activations, int_error_bound, isas, quantised};
 use super::*;
 
-/// Q4_1-valued weights of `out` rows (a multiple of 16) as a projection in the interleaved
-/// layout, with the values they hold.
-fn interleaved(inp: usize, out: usize) -> (HostLinear, Vec<f32>) {
-    let w = quantised(out, inp, true);
+/// Q4_1- (`q4`) or Q8_0-valued weights of `out` rows (a multiple of 16) as a projection in
+/// the interleaved layout, with the values they hold.
+fn interleaved(inp: usize, out: usize, q4: bool) -> (HostLinear, Vec<f32>) {
+    let w = quantised(out, inp, q4);
     let lin = HostLinear::new(inp, out, w.clone()).expect("shape");
-    assert_eq!(lin.format(), "q4_1x16");
+    assert_eq!(lin.format(), if q4 { "q4_1x16" } else { "q8_0x16" });
     (lin, w)
 }
 
 #[test]
 fn interleaving_keeps_every_weight() {
     let (inp, out) = (5 * QK, 48);
-    let (lin, w) = interleaved(inp, out);
-    assert_eq!(lin.weight_bytes(), out * inp / QK * (8 + 16));
+    for q4 in [true, false] {
+        let (lin, w) = interleaved(inp, out, q4);
+        let block = if q4 { 8 + 16 } else { 4 + 32 };
+        assert_eq!(lin.weight_bytes(), out * inp / QK * block);
+        check_rows_and_exact_products(&lin, &w);
+    }
+}
+
+/// Every row expands to the values `w` holds, and the f32 path multiplies them exactly.
+fn check_rows_and_exact_products(lin: &HostLinear, w: &[f32]) {
+    let (inp, out) = (lin.inp(), lin.out());
     let mut row = vec![0f32; inp];
     for n in 0..out {
         lin.row(n, &mut row);
@@ -39,7 +48,13 @@ fn interleaving_keeps_every_weight() {
 #[test]
 fn interleaved_kernels_stay_within_the_activation_rounding_bound() {
     let (inp, out) = (7 * QK, 32);
-    let (lin, w) = interleaved(inp, out);
+    for q4 in [true, false] {
+        check_bound(inp, out, q4);
+    }
+}
+
+fn check_bound(inp: usize, out: usize, q4: bool) {
+    let (lin, w) = interleaved(inp, out, q4);
     // The generator's block minimums (see `quantised`), as the refit keeps them.
     let mins: Vec<f32> = (0..out * 7)
         .map(|b| half::f16::from_f32(-0.05 - (b % 5) as f32 * 0.01).to_f32())
@@ -67,8 +82,14 @@ fn interleaved_kernels_stay_within_the_activation_rounding_bound() {
 /// a row's place in it.
 #[test]
 fn interleaved_kernels_give_the_same_bits_on_every_path_and_batch() {
+    for q4 in [true, false] {
+        check_paths(q4);
+    }
+}
+
+fn check_paths(q4: bool) {
     let (inp, out) = (9 * QK, 64);
-    let (lin, _) = interleaved(inp, out);
+    let (lin, _) = interleaved(inp, out, q4);
     let w = &lin.parts[0].w;
     let x = activations(37, inp, 7);
     // Rows `i0..i0 + m` through one path, weight rows from `n0` (a later group's first row).
@@ -90,7 +111,7 @@ fn interleaved_kernels_give_the_same_bits_on_every_path_and_batch() {
                     assert_eq!(
                         &got[i * rows..(i + 1) * rows],
                         want,
-                        "{} i0 {i0} m {m} n0 {n0} row {i}",
+                        "{} q4 {q4} i0 {i0} m {m} n0 {n0} row {i}",
                         isa.name()
                     );
                 }

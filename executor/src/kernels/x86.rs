@@ -28,6 +28,7 @@ pub(super) fn expand_row(simd: V3, w: &Weights, n: usize, inp: usize, out: &mut 
         | Weights::F16(_)
         | Weights::BF16(_)
         | Weights::Q4_1x16 { .. }
+        | Weights::Q8_0x16 { .. }
         | Weights::Q8_16 { .. }
         | Weights::U8 { .. }
         | Weights::U8_16 { .. } => w.expand_row(n, inp, out),

@@ -51,6 +51,19 @@ impl x16::x86::Dot4 for Vnni {
         // SAFETY: as in `run`.
         unsafe { dot_acc(acc, w_u8, x_i8) }
     }
+
+    /// `w + 128` (the sign bit flipped) is `w` as an unsigned byte offset by 128.
+    #[inline(always)]
+    fn dot4_i8(self, simd: V4, acc: __m512i, w_i8: __m512i, x_i8: __m512i) -> __m512i {
+        let f = simd.avx512f;
+        let w_u8 = f._mm512_xor_si512(w_i8, f._mm512_set1_epi8(-128));
+        self.dot4(simd, acc, w_u8, x_i8)
+    }
+
+    #[inline(always)]
+    fn i8_bias(self) -> i32 {
+        128
+    }
 }
 
 /// Σ of four u8 × i8 products per i32 lane, as f32 (exact: far below 2^24).

@@ -184,7 +184,11 @@ pub(crate) fn row<const NX: usize>(
                 }
             }
         }
-        Weights::F32(_) | Weights::F16(_) | Weights::BF16(_) | Weights::Q4_1x16 { .. } => {}
+        Weights::F32(_)
+        | Weights::F16(_)
+        | Weights::BF16(_)
+        | Weights::Q4_1x16 { .. }
+        | Weights::Q8_0x16 { .. } => {}
     }
     let mut out: [f32; NX] = std::array::from_fn(|j| simd.avx512f._mm512_reduce_add_ps(acc[j]));
     if nb % 2 == 1 {
@@ -194,6 +198,7 @@ pub(crate) fn row<const NX: usize>(
             d: &xs[j].d[nb - 1..],
             s: &xs[j].s[nb - 1..],
             s16: &xs[j].s16[2 * (nb - 1)..],
+            sum: &xs[j].sum[nb - 1..],
             d2: &[],
         });
         let one = super::scalar::row::<NX>(w, n * nb + nb - 1, 1, &last);

@@ -1,23 +1,28 @@
-//! Q4_1 weights interleaved in groups of 16 rows, and the kernels that multiply them.
+//! Q4_1 and Q8_0 weights interleaved in groups of 16 rows, and the kernels that multiply
+//! them.
 //!
 //! A group's block `b` is 256 bytes: tile row `r < 4` holds, for each of the 16 weight rows
 //! `n`, the row's bytes `4r..4r + 4` of block `b` at `64r + 4n` (low nibbles: values
 //! `4r..4r + 4`, high nibbles: values `16 + 4r..20 + 4r`). Unpacked, its eight 64-byte rows
 //! are the layout that `vpdpbusd` reads against four broadcast activation bytes (and that
 //! AMX's `tdpbsud` reads against sixteen activation rows): four consecutive values of each of
-//! 16 weight rows, so that a lane holds one weight row's sum and no horizontal sum is needed. The 16 rows' scales and minimums of a block lie side by side, one vector.
+//! 16 weight rows, so that a lane holds one weight row's sum and no horizontal sum is needed.
+//! The 16 rows' scales and minimums of a block lie side by side, one vector. Q8_0 blocks are
+//! held the same way, unpacked: 512 bytes of signed values per block of a group.
 //!
 //! Every kernel here computes each output the same way, so the results are the same bits on
 //! every path and whatever the batch: per block in order, `acc = fma(d_w · d_x, Σ q_w q_x,
 //! acc)` with the exact integer sum, the minimum terms `mins = fma(m_w, s_x, mins)` alike,
-//! and the output `acc + mins`.
+//! and the output `acc + mins` (Q8_0 has no minimums: the output is `acc`).
 
 use super::{Isa, QRow, QuantRows, Weights, QK};
 
 /// Weight rows per group.
 pub(crate) const ROWS: usize = 16;
-/// Packed bytes of one block of a group.
+/// Packed bytes of one Q4_1 block of a group.
 const PACKED: usize = 256;
+/// Bytes of one Q8_0 block of a group.
+const BYTES_Q8: usize = 512;
 
 /// Interleaves row-major Q4_1 blocks (`d`, `m` per block, 16 bytes of nibbles each) of
 /// `rows` rows of `nb` blocks, `rows` a multiple of [`ROWS`].
@@ -49,6 +54,42 @@ pub(crate) fn interleave(d: &[f32], m: &[f32], qs: &[u8], rows: usize, nb: usize
     }
 }
 
+/// Interleaves row-major Q8_0 blocks (`d` per block, 32 signed values each) of `rows` rows
+/// of `nb` blocks, `rows` a multiple of [`ROWS`]: tile row `r < 8` of block `b` holds each
+/// weight row's values `4r..4r + 4` at `64r + 4n`.
+pub(crate) fn interleave_q8(d: &[f32], qs: &[i8], rows: usize, nb: usize) -> Weights {
+    debug_assert!(rows.is_multiple_of(ROWS) && d.len() == rows * nb);
+    let (mut od, mut oq) = (vec![0f32; d.len()], vec![0i8; qs.len()]);
+    for g in 0..rows / ROWS {
+        for b in 0..nb {
+            let dst = g * nb + b;
+            for n in 0..ROWS {
+                let src = (g * ROWS + n) * nb + b;
+                od[dst * ROWS + n] = d[src];
+                for r in 0..8 {
+                    let at = dst * BYTES_Q8 + 64 * r + 4 * n;
+                    oq[at..at + 4].copy_from_slice(&qs[src * QK + 4 * r..src * QK + 4 * r + 4]);
+                }
+            }
+        }
+    }
+    Weights::Q8_0x16 { d: od, qs: oq }
+}
+
+/// Row `n` of interleaved Q8_0 weights (of `nb` blocks) as f32: `q · d`.
+pub(crate) fn expand_row_q8(d: &[f32], qs: &[i8], n: usize, nb: usize, out: &mut [f32]) {
+    let (g, n) = (n / ROWS, n % ROWS);
+    for (b, y) in out.chunks_exact_mut(QK).enumerate() {
+        let blk = g * nb + b;
+        let bd = d[blk * ROWS + n];
+        for r in 0..8 {
+            for j in 0..4 {
+                y[4 * r + j] = qs[blk * BYTES_Q8 + 64 * r + 4 * n + j] as f32 * bd;
+            }
+        }
+    }
+}
+
 /// Row `n` of interleaved weights (of `nb` blocks) as f32: `q · d + m`.
 pub(crate) fn expand_row(d: &[f32], m: &[f32], qs: &[u8], n: usize, nb: usize, out: &mut [f32]) {
     let (g, n) = (n / ROWS, n % ROWS);
@@ -65,24 +106,35 @@ pub(crate) fn expand_row(d: &[f32], m: &[f32], qs: &[u8], n: usize, nb: usize, o
     }
 }
 
-/// One group of 16 weight rows: per block its packed bytes, scales and minimums.
+/// One group of 16 weight rows: per block its bytes, scales and (Q4_1) minimums.
 #[derive(Clone, Copy)]
-pub(crate) struct Group<'a> {
-    qs: &'a [[u8; PACKED]],
-    d: &'a [[f32; ROWS]],
-    m: &'a [[f32; ROWS]],
+pub(crate) enum Group<'a> {
+    Q4 {
+        qs: &'a [[u8; PACKED]],
+        d: &'a [[f32; ROWS]],
+        m: &'a [[f32; ROWS]],
+    },
+    Q8 {
+        qs: &'a [[i8; BYTES_Q8]],
+        d: &'a [[f32; ROWS]],
+    },
 }
 
 impl<'a> Group<'a> {
     /// Group `g` of interleaved weights of `nb` blocks per row.
     fn of(w: &'a Weights, g: usize, nb: usize) -> Self {
-        let Weights::Q4_1x16 { d, m, qs } = w else {
-            unreachable!("only interleaved weights reach these kernels")
-        };
-        Self {
-            qs: qs[g * nb * PACKED..(g + 1) * nb * PACKED].as_chunks().0,
-            d: d[g * nb * ROWS..(g + 1) * nb * ROWS].as_chunks().0,
-            m: m[g * nb * ROWS..(g + 1) * nb * ROWS].as_chunks().0,
+        let (b0, b1) = (g * nb, (g + 1) * nb);
+        match w {
+            Weights::Q4_1x16 { d, m, qs } => Group::Q4 {
+                qs: qs[b0 * PACKED..b1 * PACKED].as_chunks().0,
+                d: d[b0 * ROWS..b1 * ROWS].as_chunks().0,
+                m: m[b0 * ROWS..b1 * ROWS].as_chunks().0,
+            },
+            Weights::Q8_0x16 { d, qs } => Group::Q8 {
+                qs: qs[b0 * BYTES_Q8..b1 * BYTES_Q8].as_chunks().0,
+                d: d[b0 * ROWS..b1 * ROWS].as_chunks().0,
+            },
+            _ => unreachable!("only interleaved weights reach these kernels"),
         }
     }
 }
@@ -172,25 +224,45 @@ impl<const NX: usize> Job<'_, NX> {
 fn scalar<const NX: usize>(g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX] {
     let mut acc = [[0f32; ROWS]; NX];
     let mut mins = [[0f32; ROWS]; NX];
-    for (b, q) in g.qs.iter().enumerate() {
+    let (d, nb) = match g {
+        Group::Q4 { d, .. } | Group::Q8 { d, .. } => (d, d.len()),
+    };
+    for b in 0..nb {
         for (j, x) in xs.iter().enumerate() {
             let xq = &x.qs[b * QK..(b + 1) * QK];
             for n in 0..ROWS {
                 let mut sum = 0i32;
-                for r in 0..4 {
-                    for t in 0..4 {
-                        let byte = q[64 * r + 4 * n + t];
-                        sum += i32::from(byte & 0x0f) * i32::from(xq[4 * r + t])
-                            + i32::from(byte >> 4) * i32::from(xq[16 + 4 * r + t]);
+                match g {
+                    Group::Q4 { qs, m, .. } => {
+                        for r in 0..4 {
+                            for t in 0..4 {
+                                let byte = qs[b][64 * r + 4 * n + t];
+                                sum += i32::from(byte & 0x0f) * i32::from(xq[4 * r + t])
+                                    + i32::from(byte >> 4) * i32::from(xq[16 + 4 * r + t]);
+                            }
+                        }
+                        mins[j][n] = m[b][n].mul_add(x.s[b], mins[j][n]);
+                    }
+                    Group::Q8 { qs, .. } => {
+                        for r in 0..8 {
+                            for t in 0..4 {
+                                sum +=
+                                    i32::from(qs[b][64 * r + 4 * n + t]) * i32::from(xq[4 * r + t]);
+                            }
+                        }
                     }
                 }
-                let scale = g.d[b][n] * x.d[b];
+                let scale = d[b][n] * x.d[b];
                 acc[j][n] = scale.mul_add(sum as f32, acc[j][n]);
-                mins[j][n] = g.m[b][n].mul_add(x.s[b], mins[j][n]);
             }
         }
     }
-    std::array::from_fn(|j| std::array::from_fn(|n| acc[j][n] + mins[j][n]))
+    match g {
+        Group::Q4 { .. } => {
+            std::array::from_fn(|j| std::array::from_fn(|n| acc[j][n] + mins[j][n]))
+        }
+        Group::Q8 { .. } => acc,
+    }
 }
 
 /// The vector kernels: a lane per weight row.
@@ -250,6 +322,11 @@ pub(crate) mod x86 {
     /// `vpmaddubsw` + `vpmaddwd`, or VNNI's `vpdpbusd`; the same exact integers.
     pub(crate) trait Dot4: Copy {
         fn dot4(self, simd: V4, acc: __m512i, w_u8: __m512i, x_i8: __m512i) -> __m512i;
+        /// Four i8 × i8 products per lane, plus [`Self::i8_bias`] times the four `x`.
+        fn dot4_i8(self, simd: V4, acc: __m512i, w_i8: __m512i, x_i8: __m512i) -> __m512i;
+        /// The offset [`Self::dot4_i8`] adds to each weight (128 where it makes the weights
+        /// unsigned), which the caller takes back off with the block's exact `Σ x`.
+        fn i8_bias(self) -> i32;
     }
 
     impl Dot4 for Bw {
@@ -259,6 +336,21 @@ pub(crate) mod x86 {
             let p16 = simd.avx512bw._mm512_maddubs_epi16(w_u8, x_i8);
             simd.avx512f
                 ._mm512_add_epi32(acc, simd.avx512bw._mm512_madd_epi16(p16, ones))
+        }
+
+        /// `|w|` times `x` with `w`'s sign: no pair of products reaches `vpmaddubsw`'s
+        /// saturation (2 · 128 · 127 < 2^15).
+        #[inline(always)]
+        fn dot4_i8(self, simd: V4, acc: __m512i, w_i8: __m512i, x_i8: __m512i) -> __m512i {
+            let neg = simd.avx512bw._mm512_movepi8_mask(w_i8);
+            let zero = simd.avx512f._mm512_setzero_si512();
+            let sx = simd.avx512bw._mm512_mask_sub_epi8(x_i8, neg, zero, x_i8);
+            self.dot4(simd, acc, simd.avx512bw._mm512_abs_epi8(w_i8), sx)
+        }
+
+        #[inline(always)]
+        fn i8_bias(self) -> i32 {
+            0
         }
     }
 
@@ -286,6 +378,15 @@ pub(crate) mod x86 {
         cast(q)
     }
 
+    /// `acc += (d_w ⊙ d_x) ⊙ sums` (a function, not a closure: a closure is compiled apart
+    /// from the instruction set it is called under).
+    #[inline(always)]
+    fn scaled(simd: V4, acc: &mut __m512, wd: __m512, xd: f32, sums: __m512i) {
+        let f = simd.avx512f;
+        let scale = f._mm512_mul_ps(wd, f._mm512_set1_ps(xd));
+        *acc = f._mm512_fmadd_ps(scale, f._mm512_cvtepi32_ps(sums), *acc);
+    }
+
     /// The AVX-512 kernel: a lane per weight row.
     #[inline(always)]
     fn avx512<const NX: usize>(
@@ -296,24 +397,52 @@ pub(crate) mod x86 {
     ) -> [[f32; ROWS]; NX] {
         let f = simd.avx512f;
         let mut acc = [f._mm512_setzero_ps(); NX];
-        let mut mins = [f._mm512_setzero_ps(); NX];
-        for (b, q) in g.qs.iter().enumerate() {
-            let w = unpack_v4(simd, q);
-            let (wd, wm): (__m512, __m512) = (cast(g.d[b]), cast(g.m[b]));
-            for j in 0..NX {
-                let xw = words(&xs[j], b);
-                // Two chains of four, added exactly.
-                let mut s = [f._mm512_setzero_si512(); 2];
-                for r in 0..8 {
-                    s[r % 2] = dot.dot4(simd, s[r % 2], w[r], f._mm512_set1_epi32(xw[r]));
+        match g {
+            Group::Q4 { qs, d, m } => {
+                let mut mins = [f._mm512_setzero_ps(); NX];
+                for (b, q) in qs.iter().enumerate() {
+                    let w = unpack_v4(simd, q);
+                    let (wd, wm): (__m512, __m512) = (cast(d[b]), cast(m[b]));
+                    for j in 0..NX {
+                        let xw = words(&xs[j], b);
+                        // Two chains of four, added exactly.
+                        let mut s = [f._mm512_setzero_si512(); 2];
+                        for r in 0..8 {
+                            s[r % 2] = dot.dot4(simd, s[r % 2], w[r], f._mm512_set1_epi32(xw[r]));
+                        }
+                        scaled(
+                            simd,
+                            &mut acc[j],
+                            wd,
+                            xs[j].d[b],
+                            f._mm512_add_epi32(s[0], s[1]),
+                        );
+                        mins[j] = f._mm512_fmadd_ps(wm, f._mm512_set1_ps(xs[j].s[b]), mins[j]);
+                    }
                 }
-                let sum = f._mm512_cvtepi32_ps(f._mm512_add_epi32(s[0], s[1]));
-                let scale = f._mm512_mul_ps(wd, f._mm512_set1_ps(xs[j].d[b]));
-                acc[j] = f._mm512_fmadd_ps(scale, sum, acc[j]);
-                mins[j] = f._mm512_fmadd_ps(wm, f._mm512_set1_ps(xs[j].s[b]), mins[j]);
+                std::array::from_fn(|j| cast(f._mm512_add_ps(acc[j], mins[j])))
+            }
+            Group::Q8 { qs, d } => {
+                let bias = dot.i8_bias();
+                for (b, q) in qs.iter().enumerate() {
+                    let rows: &[[i8; 64]] = q.as_chunks().0;
+                    let w: [__m512i; 8] = std::array::from_fn(|r| cast(rows[r]));
+                    let wd: __m512 = cast(d[b]);
+                    for j in 0..NX {
+                        let xw = words(&xs[j], b);
+                        let mut s = [f._mm512_setzero_si512(); 2];
+                        for r in 0..8 {
+                            let xv = f._mm512_set1_epi32(xw[r]);
+                            s[r % 2] = dot.dot4_i8(simd, s[r % 2], w[r], xv);
+                        }
+                        let offset = f._mm512_set1_epi32(bias * xs[j].sum[b]);
+                        let sums = f._mm512_sub_epi32(f._mm512_add_epi32(s[0], s[1]), offset);
+                        scaled(simd, &mut acc[j], wd, xs[j].d[b], sums);
+                    }
+                }
+                std::array::from_fn(|j| cast(acc[j]))
             }
         }
-        std::array::from_fn(|j| cast(f._mm512_add_ps(acc[j], mins[j])))
     }
 
     /// The AVX2 kernel: a lane per weight row, the group in two halves of eight.
@@ -324,41 +453,75 @@ pub(crate) mod x86 {
         let ones = a._mm256_set1_epi16(1);
         let mut acc = [[a._mm256_setzero_ps(); 2]; NX];
         let mut mins = [[a._mm256_setzero_ps(); 2]; NX];
-        for (b, q) in g.qs.iter().enumerate() {
-            let halves: &[[u8; 32]] = q.as_chunks().0;
+        let nb = match g {
+            Group::Q4 { d, .. } | Group::Q8 { d, .. } => d.len(),
+        };
+        for b in 0..nb {
+            // Each tile row's two halves as u8 (Q8_0: `|w|`, with `w` kept for its signs).
             let mut w = [[a._mm256_setzero_si256(); 2]; 8];
-            for r in 0..4 {
-                for h in 0..2 {
-                    let v: __m256i = cast(halves[2 * r + h]);
-                    w[r][h] = a2._mm256_and_si256(v, mask);
-                    w[r + 4][h] = a2._mm256_and_si256(a2._mm256_srli_epi16::<4>(v), mask);
+            let mut signs = [[a._mm256_setzero_si256(); 2]; 8];
+            let (d, m) = match g {
+                Group::Q4 { qs, d, m } => {
+                    let halves: &[[u8; 32]] = qs[b].as_chunks().0;
+                    for r in 0..4 {
+                        for h in 0..2 {
+                            let v: __m256i = cast(halves[2 * r + h]);
+                            w[r][h] = a2._mm256_and_si256(v, mask);
+                            w[r + 4][h] = a2._mm256_and_si256(a2._mm256_srli_epi16::<4>(v), mask);
+                        }
+                    }
+                    (d, Some(m))
                 }
-            }
-            let wd: [__m256; 2] = cast(g.d[b]);
-            let wm: [__m256; 2] = cast(g.m[b]);
+                Group::Q8 { qs, d } => {
+                    let halves: &[[i8; 32]] = qs[b].as_chunks().0;
+                    for r in 0..8 {
+                        for h in 0..2 {
+                            signs[r][h] = cast(halves[2 * r + h]);
+                            w[r][h] = a2._mm256_abs_epi8(signs[r][h]);
+                        }
+                    }
+                    (d, None)
+                }
+            };
+            let wd: [__m256; 2] = cast(d[b]);
             for j in 0..NX {
                 let xw = words(&xs[j], b);
                 let mut s = [a._mm256_setzero_si256(); 2];
                 for (r, wr) in w.iter().enumerate() {
                     let xv = a._mm256_set1_epi32(xw[r]);
                     for h in 0..2 {
-                        let p = a2._mm256_madd_epi16(a2._mm256_maddubs_epi16(wr[h], xv), ones);
+                        let x = match m {
+                            Some(_) => xv,
+                            None => a2._mm256_sign_epi8(xv, signs[r][h]),
+                        };
+                        let p = a2._mm256_madd_epi16(a2._mm256_maddubs_epi16(wr[h], x), ones);
                         s[h] = a2._mm256_add_epi32(s[h], p);
                     }
                 }
                 let xd = a._mm256_set1_ps(xs[j].d[b]);
-                let xsum = a._mm256_set1_ps(xs[j].s[b]);
                 for h in 0..2 {
                     let scale = a._mm256_mul_ps(wd[h], xd);
                     acc[j][h] = fma._mm256_fmadd_ps(scale, a._mm256_cvtepi32_ps(s[h]), acc[j][h]);
-                    mins[j][h] = fma._mm256_fmadd_ps(wm[h], xsum, mins[j][h]);
+                }
+                if let Some(m) = m {
+                    let wm: [__m256; 2] = cast(m[b]);
+                    let xsum = a._mm256_set1_ps(xs[j].s[b]);
+                    for h in 0..2 {
+                        mins[j][h] = fma._mm256_fmadd_ps(wm[h], xsum, mins[j][h]);
+                    }
                 }
             }
         }
+        let q4 = matches!(g, Group::Q4 { .. });
         std::array::from_fn(|j| {
-            let lo: [f32; 8] = cast(a._mm256_add_ps(acc[j][0], mins[j][0]));
-            let hi: [f32; 8] = cast(a._mm256_add_ps(acc[j][1], mins[j][1]));
-            std::array::from_fn(|n| if n < 8 { lo[n] } else { hi[n - 8] })
+            let halves: [[f32; 8]; 2] = std::array::from_fn(|h| {
+                cast(if q4 {
+                    a._mm256_add_ps(acc[j][h], mins[j][h])
+                } else {
+                    acc[j][h]
+                })
+            });
+            std::array::from_fn(|n| halves[n / 8][n % 8])
         })
     }
 }
