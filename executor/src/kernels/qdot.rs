@@ -180,9 +180,11 @@ pub(crate) struct QRow<'a> {
     d: &'a [f32],
     s: &'a [f32],
     s16: &'a [f32],
-    /// Exact `Σq` per block.
+    /// Exact `Σq` per block (read by the x86 kernels of signed interleaved weights).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     sum: &'a [i32],
     /// Block-pair scale vectors (see [`QuantRows`]), empty for a single block.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     d2: &'a [f32],
 }
 

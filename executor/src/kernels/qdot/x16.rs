@@ -189,7 +189,7 @@ fn rows_times<const NX: usize>(
     };
     match isa {
         Isa::Scalar => {
-            let out = scalar::<NX>(g, &job.xs);
+            let out = scalar::<NX>(job.g, &job.xs);
             job.finish(out);
         }
         #[cfg(target_arch = "x86_64")]
