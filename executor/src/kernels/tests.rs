@@ -139,22 +139,36 @@ fn integer_kernels_stay_within_the_activation_rounding_bound() {
             Weights::Q4_1 { m, .. } => m.clone(),
             _ => unreachable!("q4_1 weights"),
         });
-        for m in [1, 2, 3, 4, 5, 9] {
-            let x = activations(m, inp, m);
-            let y = lin.forward(&x, m);
-            for i in 0..m {
-                let xi = &x[i * inp..(i + 1) * inp];
-                for n in 0..out {
-                    let wn = &w[n * inp..(n + 1) * inp];
-                    let want: f32 = wn.iter().zip(xi).map(|(a, b)| a * b).sum();
-                    let row_mins = mins.as_ref().map(|v| &v[n * 7..(n + 1) * 7]);
-                    let bound = int_error_bound(wn, xi, row_mins);
-                    let got = y[i * out + n];
-                    assert!(
-                        (got - want).abs() <= bound,
-                        "q4 {q4} m{m} i{i} n{n}: {got} vs {want} (bound {bound})"
-                    );
-                }
+        assert_within_bound(&lin, &w, mins.as_deref(), &[1, 2, 3, 4, 5, 9], q4);
+    }
+}
+
+/// `lin.forward` against the f32 product with the weights `w` it holds, within
+/// [`int_error_bound`] (with the Q4_1 block minimums `mins`), for each row count in `ms`.
+pub(super) fn assert_within_bound(
+    lin: &HostLinear,
+    w: &[f32],
+    mins: Option<&[f32]>,
+    ms: &[usize],
+    q4: bool,
+) {
+    let (inp, out, nb) = (lin.inp(), lin.out(), lin.inp() / QK);
+    for &m in ms {
+        let x = activations(m, inp, m);
+        let y = lin.forward(&x, m);
+        for i in 0..m {
+            let xi = &x[i * inp..(i + 1) * inp];
+            for n in 0..out {
+                let wn = &w[n * inp..(n + 1) * inp];
+                let want: f32 = wn.iter().zip(xi).map(|(a, b)| a * b).sum();
+                let row_mins = mins.map(|v| &v[n * nb..(n + 1) * nb]);
+                let bound = int_error_bound(wn, xi, row_mins);
+                let got = y[i * out + n];
+                assert!(
+                    (got - want).abs() <= bound,
+                    "{} q4 {q4} m{m} i{i} n{n}: {got} vs {want} (bound {bound})",
+                    lin.format()
+                );
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Tests of the interleaved Q4_1 and Q8_0 layouts and their kernels (vector and scalar).
 
-use super::tests::{activations, int_error_bound, isas, quantised};
+use super::tests::{activations, assert_within_bound, isas, quantised};
 use super::*;
 
 /// Q4_1- (`q4`) or Q8_0-valued weights of `out` rows (a multiple of 16) as a projection in
@@ -59,23 +59,7 @@ fn check_bound(inp: usize, out: usize, q4: bool) {
     let mins: Vec<f32> = (0..out * 7)
         .map(|b| half::f16::from_f32(-0.05 - (b % 5) as f32 * 0.01).to_f32())
         .collect();
-    for m in [1, 2, 5, 16, 21] {
-        let x = activations(m, inp, m);
-        let y = lin.forward(&x, m);
-        for i in 0..m {
-            let xi = &x[i * inp..(i + 1) * inp];
-            for n in 0..out {
-                let wn = &w[n * inp..(n + 1) * inp];
-                let want: f32 = wn.iter().zip(xi).map(|(a, b)| a * b).sum();
-                let bound = int_error_bound(wn, xi, Some(&mins[n * 7..(n + 1) * 7]));
-                let got = y[i * out + n];
-                assert!(
-                    (got - want).abs() <= bound,
-                    "m{m} i{i} n{n}: {got} vs {want}"
-                );
-            }
-        }
-    }
+    assert_within_bound(&lin, &w, q4.then_some(&mins[..]), &[1, 2, 5, 16, 21], q4);
 }
 
 /// Every path gives the same bits: scalar, AVX2, AVX-512BW and VNNI, whatever the batch and

@@ -24,34 +24,33 @@ const PACKED: usize = 256;
 /// Bytes of one Q8_0 block of a group.
 const BYTES_Q8: usize = 512;
 
+/// For each block of each group: `(source block, destination block, row n in the group)` of
+/// `rows` rows (a multiple of [`ROWS`]) of `nb` blocks, the source row-major.
+fn group_blocks(rows: usize, nb: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..rows / ROWS).flat_map(move |g| {
+        (0..nb).flat_map(move |b| (0..ROWS).map(move |n| ((g * ROWS + n) * nb + b, g * nb + b, n)))
+    })
+}
+
 /// Interleaves row-major Q4_1 blocks (`d`, `m` per block, 16 bytes of nibbles each) of
 /// `rows` rows of `nb` blocks, `rows` a multiple of [`ROWS`].
 pub(crate) fn interleave(d: &[f32], m: &[f32], qs: &[u8], rows: usize, nb: usize) -> Weights {
     debug_assert!(rows.is_multiple_of(ROWS) && d.len() == rows * nb);
-    let (mut od, mut om, mut oq) = (
+    let mut out = (
         vec![0f32; d.len()],
         vec![0f32; m.len()],
         vec![0u8; qs.len()],
     );
-    for g in 0..rows / ROWS {
-        for b in 0..nb {
-            let dst = g * nb + b;
-            for n in 0..ROWS {
-                let src = (g * ROWS + n) * nb + b;
-                od[dst * ROWS + n] = d[src];
-                om[dst * ROWS + n] = m[src];
-                for r in 0..4 {
-                    let at = dst * PACKED + 64 * r + 4 * n;
-                    oq[at..at + 4].copy_from_slice(&qs[src * 16 + 4 * r..src * 16 + 4 * r + 4]);
-                }
-            }
+    for (src, dst, n) in group_blocks(rows, nb) {
+        out.0[dst * ROWS + n] = d[src];
+        out.1[dst * ROWS + n] = m[src];
+        for r in 0..4 {
+            let at = dst * PACKED + 64 * r + 4 * n;
+            out.2[at..at + 4].copy_from_slice(&qs[src * 16 + 4 * r..src * 16 + 4 * r + 4]);
         }
     }
-    Weights::Q4_1x16 {
-        d: od,
-        m: om,
-        qs: oq,
-    }
+    let (d, m, qs) = out;
+    Weights::Q4_1x16 { d, m, qs }
 }
 
 /// Interleaves row-major Q8_0 blocks (`d` per block, 32 signed values each) of `rows` rows
@@ -60,17 +59,11 @@ pub(crate) fn interleave(d: &[f32], m: &[f32], qs: &[u8], rows: usize, nb: usize
 pub(crate) fn interleave_q8(d: &[f32], qs: &[i8], rows: usize, nb: usize) -> Weights {
     debug_assert!(rows.is_multiple_of(ROWS) && d.len() == rows * nb);
     let (mut od, mut oq) = (vec![0f32; d.len()], vec![0i8; qs.len()]);
-    for g in 0..rows / ROWS {
-        for b in 0..nb {
-            let dst = g * nb + b;
-            for n in 0..ROWS {
-                let src = (g * ROWS + n) * nb + b;
-                od[dst * ROWS + n] = d[src];
-                for r in 0..8 {
-                    let at = dst * BYTES_Q8 + 64 * r + 4 * n;
-                    oq[at..at + 4].copy_from_slice(&qs[src * QK + 4 * r..src * QK + 4 * r + 4]);
-                }
-            }
+    for (src, dst, n) in group_blocks(rows, nb) {
+        od[dst * ROWS + n] = d[src];
+        for r in 0..8 {
+            let at = dst * BYTES_Q8 + 64 * r + 4 * n;
+            oq[at..at + 4].copy_from_slice(&qs[src * QK + 4 * r..src * QK + 4 * r + 4]);
         }
     }
     Weights::Q8_0x16 { d: od, qs: oq }
