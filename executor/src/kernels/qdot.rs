@@ -350,27 +350,51 @@ impl RowKernel for pulp::x86::V4 {
 struct RowsOn<'a, K, const NX: usize>(Rows<'a, NX>, K);
 
 #[cfg(target_arch = "x86_64")]
+impl<const NX: usize> Rows<'_, NX> {
+    /// Every weight row of the job through `kernel`.
+    #[inline(always)]
+    fn run(mut self, kernel: impl RowKernel) {
+        for r in 0..self.rows {
+            let out = kernel.row::<NX>(self.w, self.n0 + r, self.nb, &self.xs);
+            self.put(r, out);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 impl<K: RowKernel, const NX: usize> pulp::NullaryFnOnce for RowsOn<'_, K, NX> {
     type Output = ();
 
     #[inline(always)]
     fn call(self) {
-        let (mut job, kernel) = (self.0, self.1);
-        for r in 0..job.rows {
-            let out = kernel.row::<NX>(job.w, job.n0 + r, job.nb, &job.xs);
-            job.put(r, out);
-        }
+        self.0.run(self.1);
+    }
+}
+
+/// The AVX-512 kernel with VNNI's integer sums.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct VnniRows(pulp::x86::V4, super::intrinsics::vnni::Vnni);
+
+#[cfg(target_arch = "x86_64")]
+impl RowKernel for VnniRows {
+    #[inline(always)]
+    fn row<const NX: usize>(
+        self,
+        w: &Weights,
+        n: usize,
+        nb: usize,
+        xs: &[QRow<'_>; NX],
+    ) -> [f32; NX] {
+        avx512::row::<NX>(self.0, self.1, w, n, nb, xs)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 impl<const NX: usize> super::intrinsics::vnni::VnniJob for Rows<'_, NX> {
     #[inline(always)]
-    fn call(mut self, simd: pulp::x86::V4, vnni: super::intrinsics::vnni::Vnni) {
-        for r in 0..self.rows {
-            let out = avx512::row::<NX>(simd, vnni, self.w, self.n0 + r, self.nb, &self.xs);
-            self.put(r, out);
-        }
+    fn call(self, simd: pulp::x86::V4, vnni: super::intrinsics::vnni::Vnni) {
+        self.run(VnniRows(simd, vnni));
     }
 }
 
