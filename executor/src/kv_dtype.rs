@@ -195,15 +195,44 @@ impl KvPool {
         len: usize,
         dst: &mut [f32],
     ) {
-        let rows = dst[..slots.len() * len].chunks_exact_mut(len).zip(slots);
-        let src = |s: u32| s as usize * width + col;
+        let cols = Cols {
+            slots,
+            width,
+            col,
+            len,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if let KvPool::F16(_) = self {
+            if let Some(v4) = pulp::x86::V4::try_new() {
+                return v4.vectorize(widen::x86::Read(self, v4, cols, dst));
+            }
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                return v3.vectorize(widen::x86::Read(self, v3, cols, dst));
+            }
+        }
+        self.read_cols_with(widen::Plain, cols, dst);
+    }
+
+    /// [`KvPool::read_cols`] with the f16 widening kernel `kernel`, for callers already
+    /// running under its instruction set.
+    #[inline(always)]
+    pub(crate) fn read_cols_with<W: Widen>(&self, kernel: W, cols: Cols<'_>, dst: &mut [f32]) {
+        let len = cols.len;
+        let rows = dst[..cols.slots.len() * len]
+            .chunks_exact_mut(len)
+            .zip(cols.slots);
+        let src = |s: u32| s as usize * cols.width + cols.col;
         match self {
             KvPool::F32(v) => {
                 for (d, &s) in rows {
                     d.copy_from_slice(&v[src(s)..src(s) + len]);
                 }
             }
-            KvPool::F16(v) => widen::f16_rows(v, slots, width, col, len, dst),
+            KvPool::F16(v) => {
+                for (d, &s) in rows {
+                    kernel.row(&v[src(s)..src(s) + len], d);
+                }
+            }
             KvPool::Bf16(v) => {
                 for (d, &s) in rows {
                     for (o, &b) in d.iter_mut().zip(&v[src(s)..src(s) + len]) {
@@ -215,60 +244,35 @@ impl KvPool {
     }
 }
 
-/// f16 → f32 of whole rows under one instruction-set dispatch (exact, as every f16 is an f32).
+/// Which values [`KvPool::read_cols_with`] reads: `len` values at column `col` of each slot's
+/// row (`width` values from `slot * width`).
+#[derive(Clone, Copy)]
+pub(crate) struct Cols<'a> {
+    pub slots: &'a [u32],
+    pub width: usize,
+    pub col: usize,
+    pub len: usize,
+}
+
+pub(crate) use widen::{Plain, Widen};
+
+/// f16 → f32 of whole rows (exact, as every f16 is an f32), per instruction set.
 mod widen {
     use half::f16;
 
-    /// [`super::KvPool::read_cols`] of an f16 pool `v`.
-    pub(super) fn f16_rows(
-        v: &[u16],
-        slots: &[u32],
-        width: usize,
-        col: usize,
-        len: usize,
-        dst: &mut [f32],
-    ) {
-        let job = Job {
-            v,
-            slots,
-            width,
-            col,
-            len,
-            dst,
-        };
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(v4) = pulp::x86::V4::try_new() {
-                return v4.vectorize(x86::Rows(job, v4));
-            }
-            if let Some(v3) = pulp::x86::V3::try_new() {
-                return v3.vectorize(x86::Rows(job, v3));
-            }
-        }
-        let mut job = job;
-        for k in 0..job.slots.len() {
-            let (src, dst) = job.row(k);
-            scalar(src, dst);
-        }
+    /// An f16 widening kernel of one instruction set.
+    pub(crate) trait Widen: Copy {
+        fn row(self, src: &[u16], dst: &mut [f32]);
     }
 
-    /// One [`f16_rows`] call's operands.
-    pub(super) struct Job<'a> {
-        v: &'a [u16],
-        slots: &'a [u32],
-        width: usize,
-        col: usize,
-        len: usize,
-        dst: &'a mut [f32],
-    }
+    /// The plain conversion, for CPUs without AVX2.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Plain;
 
-    impl Job<'_> {
-        /// The `k`-th slot's source values and their place in `dst`.
+    impl Widen for Plain {
         #[inline(always)]
-        fn row(&mut self, k: usize) -> (&[u16], &mut [f32]) {
-            let at = self.slots[k] as usize * self.width + self.col;
-            let len = self.len;
-            (&self.v[at..at + len], &mut self.dst[k * len..(k + 1) * len])
+        fn row(self, src: &[u16], dst: &mut [f32]) {
+            scalar(src, dst);
         }
     }
 
@@ -287,12 +291,8 @@ mod widen {
         use pulp::cast;
         use pulp::x86::{V3, V4};
 
-        use super::Job;
-
-        /// A widening kernel of one instruction set.
-        pub(crate) trait Widen: Copy {
-            fn row(self, src: &[u16], dst: &mut [f32]);
-        }
+        use super::super::{Cols, KvPool};
+        use super::Widen;
 
         impl Widen for V4 {
             #[inline(always)]
@@ -308,21 +308,17 @@ mod widen {
             }
         }
 
-        // The dispatched job as a struct with a plain loop: a closure's shim may not inline
+        // The dispatched read as a struct with a plain call: a closure's shim may not inline
         // into the function compiled for the instruction set, and each intrinsic would be a
         // call.
-        pub(crate) struct Rows<'a, K>(pub Job<'a>, pub K);
+        pub(crate) struct Read<'a, K>(pub &'a KvPool, pub K, pub Cols<'a>, pub &'a mut [f32]);
 
-        impl<K: Widen> pulp::NullaryFnOnce for Rows<'_, K> {
+        impl<K: Widen> pulp::NullaryFnOnce for Read<'_, K> {
             type Output = ();
 
             #[inline(always)]
             fn call(self) {
-                let (mut job, kernel) = (self.0, self.1);
-                for k in 0..job.slots.len() {
-                    let (src, dst) = job.row(k);
-                    kernel.row(src, dst);
-                }
+                self.0.read_cols_with(self.1, self.2, self.3);
             }
         }
 

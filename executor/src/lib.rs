@@ -35,6 +35,7 @@
 //! # Ok::<(), executor::ExecutorError>(())
 //! ```
 
+mod attention;
 mod batch;
 mod error;
 mod gguf;

@@ -1,0 +1,519 @@
+//! Causal attention of a step's query rows over their contexts, on the host.
+//!
+//! A task is one KV head `j` of up to [`ROWS_PER_TASK`] query rows that share their context's
+//! first keys: the decode rows of sequences on one cached prefix (the same slots), or
+//! consecutive prefill rows of one sequence. The shared keys and values are read once, a block
+//! at a time, for all the task's rows and their query heads that share KV head `j`; each row
+//! then reads its own remaining keys. A single decode row still makes one task per KV head, so
+//! it keeps every core busy.
+
+mod scores;
+#[cfg(test)]
+mod tests;
+
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
+
+use crate::batch::ForwardBatch;
+use crate::kv_dtype::{Cols, KvDtype, KvPool};
+use crate::weights::LlamaConfig;
+use scores::{PerKey, Scorer};
+
+/// Most query rows in one attention task: enough to read a shared prefix's keys and values
+/// once for many rows, few enough that a batch still makes tasks for every core.
+pub(crate) const ROWS_PER_TASK: usize = 8;
+
+/// `acc += Σ p_k * v_k` over the value rows `v[k * hd..][..hd]`, in two chains of `NV`
+/// vector accumulators held in registers: even keys in `acc[..hd]`, odd keys in `acc[hd..]`
+/// (`hd == NV * lanes`; blocks start at even keys). Returns false if shapes differ.
+#[inline(always)]
+fn accumulate<S: Simd, const NV: usize>(simd: S, p: &[f32], v: &[f32], acc: &mut [f32]) -> bool {
+    let hd = acc.len() / 2;
+    let (av, _) = S::as_mut_simd_f32s(acc);
+    if av.len() != 2 * NV || hd != NV * S::F32_LANES {
+        return false;
+    }
+    let (ev, od) = av.split_at_mut(NV);
+    let mut even = [simd.splat_f32s(0.0); NV];
+    let mut odd = [simd.splat_f32s(0.0); NV];
+    even.copy_from_slice(ev);
+    odd.copy_from_slice(od);
+    let row = |k: usize| S::as_simd_f32s(&v[k * hd..k * hd + hd]).0;
+    let (pairs, last) = p.as_chunks::<2>();
+    for (i, pk) in pairs.iter().enumerate() {
+        let (we, wo) = (simd.splat_f32s(pk[0]), simd.splat_f32s(pk[1]));
+        let (re, ro) = (row(2 * i), row(2 * i + 1));
+        for ((a, b), (&x, &y)) in even.iter_mut().zip(odd.iter_mut()).zip(re.iter().zip(ro)) {
+            *a = simd.mul_add_e_f32s(we, x, *a);
+            *b = simd.mul_add_e_f32s(wo, y, *b);
+        }
+    }
+    if let [pk] = last {
+        let w = simd.splat_f32s(*pk);
+        for (a, &x) in even.iter_mut().zip(row(p.len() - 1)) {
+            *a = simd.mul_add_e_f32s(w, x, *a);
+        }
+    }
+    ev.copy_from_slice(&even);
+    od.copy_from_slice(&odd);
+    true
+}
+
+/// One sequence's context K and V rows of one layer as f32, `[l][width]` each, read once
+/// from the pools for all of the sequence's query rows.
+#[derive(Default)]
+pub(crate) struct Context {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Context {
+    pub(crate) fn gather(&mut self, k_pool: &KvPool, v_pool: &KvPool, slots: &[u32], width: usize) {
+        self.k.resize(slots.len() * width, 0.0);
+        self.v.resize(slots.len() * width, 0.0);
+        k_pool.read_rows(slots, width, &mut self.k);
+        v_pool.read_rows(slots, width, &mut self.v);
+    }
+}
+
+thread_local! {
+    /// Each pool thread's block buffers, kept across tasks and steps.
+    pub(crate) static SCRATCH: std::cell::RefCell<Context> = std::cell::RefCell::default();
+}
+
+/// Where a task's rows read their context's K and V.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// Their sequence's rows, gathered once for all of the sequence's query rows (prefill).
+    Gathered(&'a Context),
+    /// Straight from the pools by each row's slots, a block of keys at a time (decode rows:
+    /// gathering whole contexts would only add memory traffic).
+    Pools { k: &'a KvPool, v: &'a KvPool },
+}
+
+/// One query row of a task.
+pub(crate) struct Query<'a> {
+    /// Its query heads that share the task's KV head, already rounded to the cache's type.
+    pub q: &'a [f32],
+    /// Its context's slots, itself last (the row attends to all of them).
+    pub slots: &'a [u32],
+    /// Its output for those heads.
+    pub out: &'a mut [f32],
+}
+
+/// Causal attention of the query rows `rows` over KV head `j`.
+///
+/// Keys and values are taken a block of `W` rows at a time (the scorer's block): read once
+/// for all of the task's query heads, and from the pools widened into a small buffer that
+/// stays in the first-level cache. Every block starts at a multiple of `W`, and each score,
+/// softmax and weighted sum follows the same arithmetic whichever source, task or batch the
+/// row comes in, so a row's output does not depend on what else is computed with it.
+pub(crate) struct AttendRows<'a> {
+    pub cfg: &'a LlamaConfig,
+    pub j: usize,
+    pub source: Source<'a>,
+    pub rows: Vec<Query<'a>>,
+    /// Leading keys that every row's context holds alike (the same slots).
+    pub shared: usize,
+    /// This thread's buffers, kept across tasks.
+    pub scratch: &'a mut Context,
+    pub width: usize,
+    pub dtype: KvDtype,
+}
+
+/// Which of a context's two row sets a block reads.
+#[derive(Clone, Copy)]
+enum Side {
+    K,
+    V,
+}
+
+/// Reads blocks of one KV head's rows.
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    source: Source<'a>,
+    /// The head's first column in a pool row.
+    col: usize,
+    hd: usize,
+    width: usize,
+}
+
+/// A block of `W` rows back to back, `n` of them real (the rest zero), of keys `k0..`.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    rows: &'a [f32],
+    k0: usize,
+    n: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// The `W` rows from key `k0` on of `slots`' context (`n` real, the rest zero), widened or
+    /// copied into `buf`: a block of rows back to back stays in the first-level cache for
+    /// all the heads and rows that read it, and its kernels address it with constant
+    /// offsets.
+    #[inline(always)]
+    fn block<'b, K: Scorer>(
+        self,
+        kern: K,
+        side: Side,
+        (slots, k0, n): (&[u32], usize, usize),
+        buf: &'b mut [f32],
+    ) -> Block<'b>
+    where
+        'a: 'b,
+    {
+        let (w, hd, width) = (K::W, self.hd, self.width);
+        match self.source {
+            Source::Gathered(ctx) => {
+                let all = match side {
+                    Side::K => &ctx.k,
+                    Side::V => &ctx.v,
+                };
+                let rows = &all[k0 * width + self.col..];
+                for (k, b) in buf.chunks_exact_mut(hd).take(n).enumerate() {
+                    b.copy_from_slice(&rows[k * width..k * width + hd]);
+                }
+            }
+            Source::Pools { k, v } => {
+                let pool = match side {
+                    Side::K => k,
+                    Side::V => v,
+                };
+                let cols = Cols {
+                    slots: &slots[k0..k0 + n],
+                    width,
+                    col: self.col,
+                    len: hd,
+                };
+                pool.read_cols_with(kern.widen(), cols, buf);
+            }
+        }
+        buf[n * hd..w * hd].fill(0.0);
+        Block { rows: buf, k0, n }
+    }
+}
+
+/// A task's head shape: `g` query heads of `hd` values per KV head.
+#[derive(Clone, Copy)]
+struct Heads {
+    g: usize,
+    hd: usize,
+}
+
+/// Scores of a row's query heads `q` against a block, into the row's `[head][key]` scores
+/// `s` (scaled by `1 / sqrt(hd)`).
+#[inline(always)]
+fn score<K: Scorer>(kern: K, heads: Heads, q: &[f32], b: Block<'_>, s: &mut [f32]) {
+    let l = s.len() / heads.g;
+    let scale = 1.0 / (heads.hd as f32).sqrt();
+    let mut sums = [0f32; 16];
+    for (a, qa) in q.chunks_exact(heads.hd).enumerate() {
+        kern.block(qa, b.rows, &mut sums);
+        for (o, x) in s[a * l + b.k0..a * l + b.k0 + b.n].iter_mut().zip(&sums) {
+            *o = x * scale;
+        }
+    }
+}
+
+/// A row's weighted sums of a block of values: its heads' weights `p` (`[head][key]`) into
+/// its accumulators `acc` (`[head][2 * hd]`, see [`accumulate`]).
+#[inline(always)]
+fn weigh_row<S: Simd>(simd: S, heads: Heads, p: &[f32], b: Block<'_>, acc: &mut [f32]) {
+    let l = p.len() / heads.g;
+    for (a, acc) in acc.chunks_exact_mut(2 * heads.hd).enumerate() {
+        let pa = &p[a * l + b.k0..a * l + b.k0 + b.n];
+        weigh(simd, pa, b.rows, acc);
+    }
+}
+
+impl AttendRows<'_> {
+    /// Runs the task under the best instruction set the CPU has.
+    pub(crate) fn run(self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(v4) = pulp::x86::V4::try_new() {
+                return v4.vectorize(Attend(self, v4));
+            }
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                return v3.vectorize(Attend(self, v3));
+            }
+        }
+        Arch::new().dispatch(self)
+    }
+
+    /// The task with the kernels of `kern`'s instruction set.
+    #[inline(always)]
+    fn attend<K: Scorer>(self, kern: K) {
+        let AttendRows {
+            cfg,
+            j,
+            source,
+            mut rows,
+            shared,
+            scratch,
+            width,
+            dtype,
+        } = self;
+        let heads = Heads {
+            g: cfg.num_heads / cfg.num_kv_heads,
+            hd: cfg.head_dim,
+        };
+        let (g, hd, w) = (heads.g, heads.hd, K::W);
+        let simd = kern.simd();
+        let reader = Reader {
+            source,
+            col: j * hd,
+            hd,
+            width,
+        };
+        let Context { k: kbuf, v: vbuf } = scratch;
+        kbuf.resize(w * hd, 0.0);
+        vbuf.resize(w * hd, 0.0);
+        let lens: Vec<usize> = rows.iter().map(|r| r.slots.len()).collect();
+        // Whole blocks only, so that every row's blocks start where they would alone.
+        let shared = shared.min(lens.iter().copied().min().unwrap_or(0)) / w * w;
+        let first = rows.first().map_or(&[][..], |r| r.slots);
+        // Each row's scores `[head][key]`, then its weights, back to back.
+        let mut scores: Vec<&mut [f32]> = Vec::with_capacity(rows.len());
+        let mut all = vec![0f32; g * lens.iter().sum::<usize>()];
+        let mut rest = &mut all[..];
+        for &l in &lens {
+            let (s, r) = rest.split_at_mut(g * l);
+            scores.push(s);
+            rest = r;
+        }
+        for k0 in (0..shared).step_by(w) {
+            let b = reader.block(kern, Side::K, (first, k0, w), kbuf);
+            for (row, s) in rows.iter().zip(scores.iter_mut()) {
+                score(kern, heads, row.q, b, s);
+            }
+        }
+        for (row, s) in rows.iter().zip(scores.iter_mut()) {
+            for k0 in (shared..row.slots.len()).step_by(w) {
+                let n = w.min(row.slots.len() - k0);
+                let b = reader.block(kern, Side::K, (row.slots, k0, n), kbuf);
+                score(kern, heads, row.q, b, s);
+            }
+        }
+        // The weights in the cache's type, as ggml multiplies them with a typed V.
+        for (s, &l) in scores.iter_mut().zip(&lens) {
+            for p in s.chunks_exact_mut(l) {
+                crate::vexp::softmax_rounded(p, dtype);
+            }
+        }
+        let mut acc = vec![0f32; rows.len() * g * 2 * hd];
+        for k0 in (0..shared).step_by(w) {
+            let b = reader.block(kern, Side::V, (first, k0, w), vbuf);
+            for (p, acc) in scores.iter().zip(acc.chunks_exact_mut(g * 2 * hd)) {
+                weigh_row(simd, heads, p, b, acc);
+            }
+        }
+        for ((row, p), acc) in rows
+            .iter()
+            .zip(&scores)
+            .zip(acc.chunks_exact_mut(g * 2 * hd))
+        {
+            for k0 in (shared..row.slots.len()).step_by(w) {
+                let n = w.min(row.slots.len() - k0);
+                let b = reader.block(kern, Side::V, (row.slots, k0, n), vbuf);
+                weigh_row(simd, heads, p, b, acc);
+            }
+        }
+        for (row, acc) in rows.iter_mut().zip(acc.chunks_exact(g * 2 * hd)) {
+            for (o, acc) in row.out.chunks_exact_mut(hd).zip(acc.chunks_exact(2 * hd)) {
+                let (even, odd) = acc.split_at(hd);
+                for ((o, e), d) in o.iter_mut().zip(even).zip(odd) {
+                    *o = e + d;
+                }
+            }
+        }
+    }
+}
+
+/// [`accumulate`] with register accumulators for the usual head sizes, the plain loop (one
+/// chain) otherwise.
+#[inline(always)]
+fn weigh<S: Simd>(simd: S, p: &[f32], v: &[f32], acc: &mut [f32]) {
+    let hd = acc.len() / 2;
+    let done = hd.is_multiple_of(S::F32_LANES)
+        && match hd / S::F32_LANES {
+            2 => accumulate::<S, 2>(simd, p, v, acc),
+            4 => accumulate::<S, 4>(simd, p, v, acc),
+            8 => accumulate::<S, 8>(simd, p, v, acc),
+            16 => accumulate::<S, 16>(simd, p, v, acc),
+            _ => false,
+        };
+    if !done {
+        for (k, &pk) in p.iter().enumerate() {
+            for (a, &x) in acc[..hd].iter_mut().zip(&v[k * hd..k * hd + hd]) {
+                *a += pk * x;
+            }
+        }
+    }
+}
+
+/// Instruction sets without a block scorer: one dot product per key.
+impl WithSimd for AttendRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        self.attend(PerKey(simd));
+    }
+}
+
+/// The task under an x86 instruction set's features, as a struct with a plain call: a
+/// closure's shim may not inline into the function compiled for the instruction set.
+#[cfg(target_arch = "x86_64")]
+struct Attend<'a, K>(AttendRows<'a>, K);
+
+#[cfg(target_arch = "x86_64")]
+impl<K: Scorer> pulp::NullaryFnOnce for Attend<'_, K> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        self.0.attend(self.1);
+    }
+}
+
+/// Token rows that one attention task computes (for each KV head), and how many leading keys
+/// of their contexts are the same slots.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Task {
+    pub rows: Vec<usize>,
+    pub shared: usize,
+}
+
+/// The step's attention tasks, once for all layers. `rows[r] = (sequence, index among its new
+/// tokens)`.
+///
+/// Decode rows whose contexts start at the same slot (sequences on one cached prefix) go
+/// together, up to [`ROWS_PER_TASK`] at a time, sharing their contexts' common slots; the
+/// rows of one prefill sequence go together in runs, sharing the first row's context.
+pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    // Decode rows by their context's first slot, in order of first appearance.
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    let mut r = 0;
+    while r < rows.len() {
+        let s = &batch.seqs[rows[r].0];
+        let n = s.token_ids.len();
+        if n == 1 {
+            let first = s.slot_row.first().copied().unwrap_or(0);
+            match groups.iter_mut().find(|(f, _)| *f == first) {
+                Some((_, g)) => g.push(r),
+                None => groups.push((first, vec![r])),
+            }
+        } else {
+            let past = s.slot_row.len() - n;
+            for start in (r..r + n).step_by(ROWS_PER_TASK) {
+                let end = (start + ROWS_PER_TASK).min(r + n);
+                tasks.push(Task {
+                    rows: (start..end).collect(),
+                    shared: past + (start - r) + 1,
+                });
+            }
+        }
+        r += n;
+    }
+    for (_, group) in groups {
+        for chunk in group.chunks(ROWS_PER_TASK) {
+            let slots = |r: usize| &batch.seqs[rows[r].0].slot_row[..];
+            let head = slots(chunk[0]);
+            let shared = chunk[1..].iter().fold(head.len(), |n, &r| {
+                n.min(
+                    head.iter()
+                        .zip(slots(r))
+                        .take_while(|(a, b)| a == b)
+                        .count(),
+                )
+            });
+            tasks.push(Task {
+                rows: chunk.to_vec(),
+                shared,
+            });
+        }
+    }
+    tasks
+}
+
+/// One layer's attention inputs for all of a step's rows.
+pub(crate) struct Layer<'a> {
+    pub cfg: &'a LlamaConfig,
+    pub batch: &'a ForwardBatch,
+    pub rows: &'a [(usize, usize)],
+    /// `[t][qkv_w]` projected, rotated and rounded queries, keys and values.
+    pub qkv: &'a [f32],
+    pub qkv_w: usize,
+    /// Per sequence, its gathered context (sequences with several new tokens).
+    pub contexts: &'a [Context],
+    pub k: &'a KvPool,
+    pub v: &'a KvPool,
+    pub width: usize,
+    pub dtype: KvDtype,
+}
+
+impl Layer<'_> {
+    /// The attention output of every row, `[t][num_heads * head_dim]`, task by task on the
+    /// thread pool.
+    pub(crate) fn attend(&self, plan: &[Task]) -> Vec<f32> {
+        let c = self.cfg;
+        let (kvh, group) = (c.num_kv_heads, c.num_heads / c.num_kv_heads * c.head_dim);
+        let mut attn = vec![0f32; self.rows.len() * kvh * group];
+        // Output `r * kvh + j` is row `r`'s heads of KV head `j`.
+        let mut outs: Vec<Option<&mut [f32]>> = attn.chunks_mut(group).map(Some).collect();
+        let mut jobs = Vec::with_capacity(plan.len() * kvh);
+        for task in plan {
+            for j in 0..kvh {
+                let mine: Vec<&mut [f32]> = task
+                    .rows
+                    .iter()
+                    .filter_map(|&r| outs[r * kvh + j].take())
+                    .collect();
+                jobs.push((task, j, mine));
+            }
+        }
+        jobs.into_par_iter().for_each(|(task, j, mine)| {
+            // Each pool thread's own buffers, kept across tasks and steps.
+            SCRATCH.with_borrow_mut(|scratch| self.job(task, j, mine, scratch));
+        });
+        attn
+    }
+
+    /// One task's rows over KV head `j`.
+    fn job(&self, task: &Task, j: usize, outs: Vec<&mut [f32]>, scratch: &mut Context) {
+        let group = self.cfg.num_heads / self.cfg.num_kv_heads * self.cfg.head_dim;
+        let rows = task.rows.iter().zip(outs).map(|(&r, out)| {
+            let (si, i) = self.rows[r];
+            let s = &self.batch.seqs[si];
+            let l = s.slot_row.len() - s.token_ids.len() + i + 1;
+            let at = r * self.qkv_w + j * group;
+            Query {
+                q: &self.qkv[at..at + group],
+                slots: &s.slot_row[..l],
+                out,
+            }
+        });
+        let si = task.rows.first().map_or(0, |&r| self.rows[r].0);
+        let source = if self.batch.seqs[si].token_ids.len() > 1 {
+            Source::Gathered(&self.contexts[si])
+        } else {
+            Source::Pools {
+                k: self.k,
+                v: self.v,
+            }
+        };
+        AttendRows {
+            cfg: self.cfg,
+            j,
+            source,
+            rows: rows.collect(),
+            shared: task.shared,
+            scratch,
+            width: self.width,
+            dtype: self.dtype,
+        }
+        .run();
+    }
+}

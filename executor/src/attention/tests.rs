@@ -1,0 +1,242 @@
+//! A row's attention output is the same whatever task, source or batch computes it, and it
+//! is the attention a plain f64 computation gives.
+
+use super::*;
+use crate::batch::SequenceInput;
+use crate::weights::RopeStyle;
+use router::ForwardMode;
+
+fn config(heads: usize, kv_heads: usize, head_dim: usize) -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 8,
+        hidden_size: heads * head_dim,
+        intermediate_size: 8,
+        num_layers: 1,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        rms_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position: 256,
+        rope_style: RopeStyle::Neox,
+        rope_scaling: Default::default(),
+    }
+}
+
+/// Pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Pools of `slots` rows filled with values rounded to `dtype`.
+fn pools(dtype: KvDtype, slots: usize, width: usize) -> (KvPool, KvPool) {
+    let (mut k, mut v) = (
+        KvPool::zeros(dtype, slots * width),
+        KvPool::zeros(dtype, slots * width),
+    );
+    k.write(0, &values(slots * width, 1));
+    v.write(0, &values(slots * width, 2));
+    (k, v)
+}
+
+/// Runs one task of `rows` (query heads for KV head `j`, context slots) and returns each
+/// row's output.
+fn run(
+    cfg: &LlamaConfig,
+    j: usize,
+    source: Source<'_>,
+    rows: &[(&[f32], &[u32])],
+    shared: usize,
+    dtype: KvDtype,
+) -> Vec<Vec<f32>> {
+    let group = cfg.num_heads / cfg.num_kv_heads * cfg.head_dim;
+    let mut outs = vec![vec![0f32; group]; rows.len()];
+    let mut scratch = Context::default();
+    AttendRows {
+        cfg,
+        j,
+        source,
+        rows: rows
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(&(q, slots), out)| Query { q, slots, out })
+            .collect(),
+        shared,
+        scratch: &mut scratch,
+        width: cfg.num_kv_heads * cfg.head_dim,
+        dtype,
+    }
+    .run();
+    outs
+}
+
+/// Softmax attention in f64 over the pools' values, for KV head `j`.
+fn reference(
+    cfg: &LlamaConfig,
+    j: usize,
+    (k, v): (&KvPool, &KvPool),
+    q: &[f32],
+    slots: &[u32],
+) -> Vec<f64> {
+    let (hd, width) = (cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
+    let mut keys = vec![0f32; slots.len() * hd];
+    let mut vals = vec![0f32; slots.len() * hd];
+    k.read_cols(slots, width, j * hd, hd, &mut keys);
+    v.read_cols(slots, width, j * hd, hd, &mut vals);
+    let mut out = Vec::new();
+    for qa in q.chunks_exact(hd) {
+        let s: Vec<f64> = keys
+            .chunks_exact(hd)
+            .map(|key| {
+                qa.iter()
+                    .zip(key)
+                    .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                    .sum::<f64>()
+                    / (hd as f64).sqrt()
+            })
+            .collect();
+        let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+        let total: f64 = e.iter().sum();
+        for d in 0..hd {
+            out.push(
+                e.iter()
+                    .zip(vals.chunks_exact(hd))
+                    .map(|(p, r)| p / total * f64::from(r[d]))
+                    .sum(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn a_row_gets_the_same_bits_alone_in_a_shared_task_or_from_a_gathered_context() {
+    for (dtype, hd) in [
+        (KvDtype::F16, 64),
+        (KvDtype::F32, 64),
+        (KvDtype::Bf16, 32),
+        (KvDtype::F16, 48),
+    ] {
+        let cfg = config(6, 2, hd);
+        let width = 2 * hd;
+        let (k, v) = pools(dtype, 120, width);
+        let pools = Source::Pools { k: &k, v: &v };
+        // Five rows on one 37-slot prefix, each with its own further slots.
+        let prefix: Vec<u32> = (1..=37).collect();
+        let ctxs: Vec<Vec<u32>> = (0..5u32)
+            .map(|r| {
+                prefix
+                    .iter()
+                    .copied()
+                    .chain(60 + 10 * r..60 + 10 * r + r + 1)
+                    .collect()
+            })
+            .collect();
+        let qs: Vec<Vec<f32>> = (0..5)
+            .map(|r| {
+                let q = values(3 * hd, 10 + r);
+                q.iter().map(|&x| dtype.round(x)).collect()
+            })
+            .collect();
+        for j in 0..2 {
+            let rows: Vec<(&[f32], &[u32])> = qs
+                .iter()
+                .zip(&ctxs)
+                .map(|(q, c)| (&q[..], &c[..]))
+                .collect();
+            let together = run(&cfg, j, pools, &rows, 37, dtype);
+            for (r, row) in rows.iter().enumerate() {
+                let alone = run(&cfg, j, pools, &[*row], 0, dtype);
+                assert_eq!(
+                    alone[0], together[r],
+                    "{dtype} hd {hd} row {r}: alone and shared differ"
+                );
+                // The same row as the last of a prefill sequence, from its gathered context.
+                let mut ctx = Context::default();
+                ctx.gather(&k, &v, row.1, width);
+                let gathered = run(&cfg, j, Source::Gathered(&ctx), &[*row], 0, dtype);
+                assert_eq!(
+                    alone[0], gathered[0],
+                    "{dtype} hd {hd} row {r}: pools and gathered differ"
+                );
+                let want = reference(&cfg, j, (&k, &v), row.0, row.1);
+                for (g, w) in alone[0].iter().zip(&want) {
+                    let tol = match dtype {
+                        KvDtype::F32 => 1e-5,
+                        KvDtype::F16 => 2e-3,
+                        KvDtype::Bf16 => 2e-2,
+                    };
+                    assert!(
+                        (f64::from(*g) - w).abs() <= tol,
+                        "{dtype} hd {hd} row {r}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plan_groups_decode_rows_by_prefix_and_prefill_rows_in_runs() {
+    let seq = |tokens: usize, prefix: &[u32], new: std::ops::Range<u32>| {
+        SequenceInput::new(vec![1; tokens], prefix, &new.collect::<Vec<_>>(), true)
+    };
+    let common: Vec<u32> = (1..=20).collect();
+    let mut longer = common.clone();
+    longer.extend(30..35);
+    let batch = ForwardBatch {
+        mode: ForwardMode::Mixed,
+        seqs: vec![
+            seq(1, &common, 40..41),
+            seq(1, &[50, 51], 52..53),
+            seq(10, &[60, 61, 62], 63..73),
+            seq(1, &longer, 41..42),
+            seq(1, &common[..12], 42..43),
+        ],
+    };
+    let mut rows = Vec::new();
+    for (si, s) in batch.seqs.iter().enumerate() {
+        rows.extend((0..s.token_ids.len()).map(|i| (si, i)));
+    }
+    let tasks = plan(&batch, &rows);
+    // The prefill run of 10 rows in 8 and 2, sharing the first row's context (4 and 12 keys).
+    assert_eq!(
+        tasks[0],
+        Task {
+            rows: (2..10).collect(),
+            shared: 4
+        }
+    );
+    assert_eq!(
+        tasks[1],
+        Task {
+            rows: vec![10, 11],
+            shared: 12
+        }
+    );
+    // Decode rows on slot 1 together, sharing the 12 slots all three hold; slot 50 alone.
+    assert_eq!(
+        tasks[2],
+        Task {
+            rows: vec![0, 12, 13],
+            shared: 12
+        }
+    );
+    assert_eq!(
+        tasks[3],
+        Task {
+            rows: vec![1],
+            shared: 3
+        }
+    );
+    assert_eq!(tasks.len(), 4);
+}
