@@ -80,17 +80,23 @@ impl HostKv {
     }
 }
 
+/// RMSNorm of each `w.len()`-wide row of `x`, rows in parallel.
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let d = w.len();
     let mut out = vec![0f32; x.len()];
-    for (o, r) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-        let ms = r.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
-            *o = v * inv * g;
-        }
-    }
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(o, r)| rms_norm(r, w, eps, o));
     out
+}
+
+/// RMSNorm of one row `r` into `o`.
+fn rms_norm(r: &[f32], w: &[f32], eps: f32, o: &mut [f32]) {
+    let ms = r.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+    let inv = 1.0 / (ms + eps).sqrt();
+    for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
+        *o = v * inv * g;
+    }
 }
 
 /// Rotates `heads` heads of `x` (one token) at table row `pos`.
@@ -160,33 +166,45 @@ impl HostModel {
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm_rows(&x, &layer.attn_norm, c.rms_eps);
             let mut qkv = layer.wqkv.forward(&hn, t);
-            for (r, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
-                if let Some(b) = &layer.bqkv {
-                    for (v, bv) in row.iter_mut().zip(b) {
-                        *v += bv;
+            // Bias, per-head norms and RoPE row by row in parallel; queries rounded to the
+            // cache's type as the keys are by the store below.
+            let dtype = kv.dtype;
+            qkv.par_chunks_exact_mut(qkv_w)
+                .zip(positions.par_iter())
+                .for_each(|(row, &p)| {
+                    if let Some(b) = &layer.bqkv {
+                        for (v, bv) in row.iter_mut().zip(b) {
+                            *v += bv;
+                        }
                     }
-                }
-                let p = positions[r];
-                let (cs, sn) = (
-                    &self.cos[p * half..(p + 1) * half],
-                    &self.sin[p * half..(p + 1) * half],
-                );
-                let (q, rest) = row.split_at_mut(h * hd);
-                if let Some(w) = &layer.q_norm {
-                    q.copy_from_slice(&rms_norm_rows(q, w, c.rms_eps));
-                }
-                rope(q, h, hd, cs, sn, c.rope_style);
-                let (k, v) = rest.split_at_mut(kvh * hd);
-                if let Some(w) = &layer.k_norm {
-                    k.copy_from_slice(&rms_norm_rows(k, w, c.rms_eps));
-                }
-                rope(k, kvh, hd, cs, sn, c.rope_style);
-                let slot = out_slots[r];
+                    let (cs, sn) = (
+                        &self.cos[p * half..(p + 1) * half],
+                        &self.sin[p * half..(p + 1) * half],
+                    );
+                    let (q, rest) = row.split_at_mut(h * hd);
+                    if let Some(w) = &layer.q_norm {
+                        for head in q.chunks_exact_mut(hd) {
+                            let r = head.to_vec();
+                            rms_norm(&r, w, c.rms_eps, head);
+                        }
+                    }
+                    rope(q, h, hd, cs, sn, c.rope_style);
+                    let k = &mut rest[..kvh * hd];
+                    if let Some(w) = &layer.k_norm {
+                        for head in k.chunks_exact_mut(hd) {
+                            let r = head.to_vec();
+                            rms_norm(&r, w, c.rms_eps, head);
+                        }
+                    }
+                    rope(k, kvh, hd, cs, sn, c.rope_style);
+                    for x in q.iter_mut() {
+                        *x = dtype.round(*x);
+                    }
+                });
+            for (row, &slot) in qkv.chunks_exact(qkv_w).zip(&out_slots) {
+                let (k, v) = row[h * hd..].split_at(kvh * hd);
                 kv.k[li].write(slot * width, k);
                 kv.v[li].write(slot * width, v);
-                for x in q.iter_mut() {
-                    *x = kv.dtype.round(*x);
-                }
             }
             let (k_pool, v_pool, dtype) = (&kv.k[li], &kv.v[li], kv.dtype);
             // Sequences with several query rows read their context once for all of them.
@@ -215,10 +233,12 @@ impl HostModel {
             let hn = rms_norm_rows(&x, &layer.ffn_norm, c.rms_eps);
             let gu = layer.w_gate_up.forward(&hn, t);
             let mut act = vec![0f32; t * ff];
-            for (a, r) in act.chunks_exact_mut(ff).zip(gu.chunks_exact(2 * ff)) {
-                let (gate, up) = r.split_at(ff);
-                crate::vexp::silu_mul(gate, up, a);
-            }
+            act.par_chunks_mut(ff)
+                .zip(gu.par_chunks(2 * ff))
+                .for_each(|(a, r)| {
+                    let (gate, up) = r.split_at(ff);
+                    crate::vexp::silu_mul(gate, up, a);
+                });
             let dn = layer.w_down.forward(&act, t);
             for (xv, dv) in x.iter_mut().zip(&dn) {
                 *xv += dv;
@@ -256,10 +276,14 @@ impl HostModel {
             return (out, scored);
         }
         let logits = head(&rows);
-        let mut chunks = logits.chunks_exact(c.vocab_size);
+        let mut per_row: Vec<Vec<f32>> = logits
+            .par_chunks_exact(c.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect();
+        per_row.reverse();
         for (o, s) in out.iter_mut().zip(&batch.seqs) {
             if s.sample {
-                *o = chunks.next().map(<[f32]>::to_vec);
+                *o = per_row.pop();
             }
         }
         (out, scored)

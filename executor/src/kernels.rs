@@ -637,14 +637,15 @@ impl HostLinear {
         if m == 1 {
             return yt;
         }
+        // Each output row gathers its columns from every tile, rows in parallel.
         let mut y = vec![0f32; m * out];
-        for (bi, tile) in yt.chunks(BLOCK * m).enumerate() {
-            let cols = tile.len() / m;
-            let n0 = bi * BLOCK;
-            for (i, src) in tile.chunks_exact(cols).enumerate() {
-                y[i * out + n0..i * out + n0 + cols].copy_from_slice(src);
+        y.par_chunks_mut(out).enumerate().for_each(|(i, row)| {
+            for (bi, tile) in yt.chunks(BLOCK * m).enumerate() {
+                let cols = tile.len() / m;
+                let n0 = bi * BLOCK;
+                row[n0..n0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
             }
-        }
+        });
         y
     }
 }

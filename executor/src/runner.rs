@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use rayon::prelude::*;
 
 use crate::batch::{ForwardBatch, StepOutput};
 use crate::error::{ExecutorError, Result};
@@ -45,13 +46,17 @@ impl<B: Backend> Executor<B> {
     /// Runs the batch and samples one token for each sequence with `sample` set.
     pub fn step(&mut self, batch: &ForwardBatch) -> Result<StepOutput> {
         let (logits, input_logprobs) = self.model.forward_scored(batch, &mut self.kv)?;
-        let mut tokens = Vec::with_capacity(logits.len());
-        for (l, s) in logits.iter().zip(&batch.seqs) {
-            tokens.push(match l {
-                Some(l) => Some(sample(l, &s.sampling, &s.prompt_ids, &s.output_ids)?),
-                None => None,
-            });
-        }
+        // Each sequence samples from its own logits and its own seeded stream: rows in
+        // parallel.
+        let tokens = logits
+            .par_iter()
+            .zip(batch.seqs.par_iter())
+            .map(|(l, s)| {
+                l.as_ref()
+                    .map(|l| sample(l, &s.sampling, &s.prompt_ids, &s.output_ids))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(StepOutput {
             tokens,
             input_logprobs,
