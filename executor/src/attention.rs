@@ -23,6 +23,11 @@ use scores::{PerKey, Scorer};
 /// once for many rows, few enough that a batch still makes tasks for every core.
 pub(crate) const ROWS_PER_TASK: usize = 8;
 
+/// Keys and values read at a time: enough loads in flight to stream a context from memory,
+/// few enough (16 KiB of f32 at 64 values a row) to stay in the first-level cache for the
+/// heads and rows that use them. A multiple of every scorer's block.
+const CHUNK: usize = 64;
+
 /// `acc += Σ p_k * v_k` over the value rows `v[k * hd..][..hd]`, in two chains of `NV`
 /// vector accumulators held in registers: even keys in `acc[..hd]`, odd keys in `acc[hd..]`
 /// (`hd == NV * lanes`; blocks start at even keys). Returns false if shapes differ.
@@ -103,9 +108,9 @@ pub(crate) struct Query<'a> {
 
 /// Causal attention of the query rows `rows` over KV head `j`.
 ///
-/// Keys and values are taken a block of `W` rows at a time (the scorer's block): read once
-/// for all of the task's query heads, and from the pools widened into a small buffer that
-/// stays in the first-level cache. Every block starts at a multiple of `W`, and each score,
+/// Keys and values are taken [`CHUNK`] rows at a time: read once for all of the task's query
+/// heads, and from the pools widened into a small buffer that stays in the first-level cache.
+/// Every chunk starts at a multiple of the scorer's block `W`, and each score,
 /// softmax and weighted sum follows the same arithmetic whichever source, task or batch the
 /// row comes in, so a row's output does not depend on what else is computed with it.
 pub(crate) struct AttendRows<'a> {
@@ -138,7 +143,7 @@ struct Reader<'a> {
     width: usize,
 }
 
-/// A block of `W` rows back to back, `n` of them real (the rest zero), of keys `k0..`.
+/// Rows of keys `k0..k0 + n` back to back, padded with zero rows to whole scorer blocks.
 #[derive(Clone, Copy)]
 struct Block<'a> {
     rows: &'a [f32],
@@ -147,10 +152,10 @@ struct Block<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// The `W` rows from key `k0` on of `slots`' context (`n` real, the rest zero), widened or
-    /// copied into `buf`: a block of rows back to back stays in the first-level cache for
-    /// all the heads and rows that read it, and its kernels address it with constant
-    /// offsets.
+    /// The `n` (at most [`CHUNK`]) rows from key `k0` on of `slots`' context, widened or
+    /// copied into `buf` back to back and padded with zero rows to whole scorer blocks: they
+    /// stay in the first-level cache for all the heads and rows that read them, and the
+    /// kernels address them with constant offsets.
     #[inline(always)]
     fn block<'b, K: Scorer>(
         self,
@@ -188,7 +193,7 @@ impl<'a> Reader<'a> {
                 pool.read_cols_with(kern.widen(), cols, buf);
             }
         }
-        buf[n * hd..w * hd].fill(0.0);
+        buf[n * hd..n.div_ceil(w) * w * hd].fill(0.0);
         Block { rows: buf, k0, n }
     }
 }
@@ -206,11 +211,17 @@ struct Heads {
 fn score<K: Scorer>(kern: K, heads: Heads, q: &[f32], b: Block<'_>, s: &mut [f32]) {
     let l = s.len() / heads.g;
     let scale = 1.0 / (heads.hd as f32).sqrt();
+    let (w, hd) = (K::W, heads.hd);
     let mut sums = [0f32; 16];
-    for (a, qa) in q.chunks_exact(heads.hd).enumerate() {
-        kern.block(qa, b.rows, &mut sums);
-        for (o, x) in s[a * l + b.k0..a * l + b.k0 + b.n].iter_mut().zip(&sums) {
-            *o = x * scale;
+    for (a, qa) in q.chunks_exact(hd).enumerate() {
+        // The scorer's blocks of `W` keys; the last may be padded with zero rows.
+        for i in (0..b.n).step_by(w) {
+            let n = w.min(b.n - i);
+            kern.block(qa, &b.rows[i * hd..(i + w) * hd], &mut sums);
+            let at = a * l + b.k0 + i;
+            for (o, x) in s[at..at + n].iter_mut().zip(&sums) {
+                *o = x * scale;
+            }
         }
     }
 }
@@ -267,8 +278,8 @@ impl AttendRows<'_> {
             width,
         };
         let Context { k: kbuf, v: vbuf } = scratch;
-        kbuf.resize(w * hd, 0.0);
-        vbuf.resize(w * hd, 0.0);
+        kbuf.resize(CHUNK * hd, 0.0);
+        vbuf.resize(CHUNK * hd, 0.0);
         let lens: Vec<usize> = rows.iter().map(|r| r.slots.len()).collect();
         // Whole blocks only, so that every row's blocks start where they would alone.
         let shared = shared.min(lens.iter().copied().min().unwrap_or(0)) / w * w;
@@ -282,15 +293,16 @@ impl AttendRows<'_> {
             scores.push(s);
             rest = r;
         }
-        for k0 in (0..shared).step_by(w) {
-            let b = reader.block(kern, Side::K, (first, k0, w), kbuf);
+        for k0 in (0..shared).step_by(CHUNK) {
+            let n = CHUNK.min(shared - k0);
+            let b = reader.block(kern, Side::K, (first, k0, n), kbuf);
             for (row, s) in rows.iter().zip(scores.iter_mut()) {
                 score(kern, heads, row.q, b, s);
             }
         }
         for (row, s) in rows.iter().zip(scores.iter_mut()) {
-            for k0 in (shared..row.slots.len()).step_by(w) {
-                let n = w.min(row.slots.len() - k0);
+            for k0 in (shared..row.slots.len()).step_by(CHUNK) {
+                let n = CHUNK.min(row.slots.len() - k0);
                 let b = reader.block(kern, Side::K, (row.slots, k0, n), kbuf);
                 score(kern, heads, row.q, b, s);
             }
@@ -302,8 +314,9 @@ impl AttendRows<'_> {
             }
         }
         let mut acc = vec![0f32; rows.len() * g * 2 * hd];
-        for k0 in (0..shared).step_by(w) {
-            let b = reader.block(kern, Side::V, (first, k0, w), vbuf);
+        for k0 in (0..shared).step_by(CHUNK) {
+            let n = CHUNK.min(shared - k0);
+            let b = reader.block(kern, Side::V, (first, k0, n), vbuf);
             for (p, acc) in scores.iter().zip(acc.chunks_exact_mut(g * 2 * hd)) {
                 weigh_row(simd, heads, p, b, acc);
             }
@@ -313,8 +326,8 @@ impl AttendRows<'_> {
             .zip(&scores)
             .zip(acc.chunks_exact_mut(g * 2 * hd))
         {
-            for k0 in (shared..row.slots.len()).step_by(w) {
-                let n = w.min(row.slots.len() - k0);
+            for k0 in (shared..row.slots.len()).step_by(CHUNK) {
+                let n = CHUNK.min(row.slots.len() - k0);
                 let b = reader.block(kern, Side::V, (row.slots, k0, n), vbuf);
                 weigh_row(simd, heads, p, b, acc);
             }

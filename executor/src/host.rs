@@ -13,6 +13,7 @@ use crate::kv_dtype::{KvDtype, KvPool};
 use crate::model::Scored;
 use crate::scoring::score_targets;
 use crate::weights::{LlamaConfig, RopeStyle};
+use crate::MIN_ROWS;
 
 /// Host weights of one decoder layer.
 #[derive(Debug)]
@@ -86,6 +87,7 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(d)
         .zip(x.par_chunks(d))
+        .with_min_len(MIN_ROWS)
         .for_each(|(o, r)| rms_norm(r, w, eps, o));
     out
 }
@@ -171,6 +173,7 @@ impl HostModel {
             let dtype = kv.dtype;
             qkv.par_chunks_exact_mut(qkv_w)
                 .zip(positions.par_iter())
+                .with_min_len(MIN_ROWS)
                 .for_each(|(row, &p)| {
                     if let Some(b) = &layer.bqkv {
                         for (v, bv) in row.iter_mut().zip(b) {
@@ -235,6 +238,7 @@ impl HostModel {
             let mut act = vec![0f32; t * ff];
             act.par_chunks_mut(ff)
                 .zip(gu.par_chunks(2 * ff))
+                .with_min_len(MIN_ROWS)
                 .for_each(|(a, r)| {
                     let (gate, up) = r.split_at(ff);
                     crate::vexp::silu_mul(gate, up, a);
@@ -278,6 +282,7 @@ impl HostModel {
         let logits = head(&rows);
         let mut per_row: Vec<Vec<f32>> = logits
             .par_chunks_exact(c.vocab_size)
+            .with_min_len(MIN_ROWS)
             .map(<[f32]>::to_vec)
             .collect();
         per_row.reverse();

@@ -639,13 +639,16 @@ impl HostLinear {
         }
         // Each output row gathers its columns from every tile, rows in parallel.
         let mut y = vec![0f32; m * out];
-        y.par_chunks_mut(out).enumerate().for_each(|(i, row)| {
-            for (bi, tile) in yt.chunks(BLOCK * m).enumerate() {
-                let cols = tile.len() / m;
-                let n0 = bi * BLOCK;
-                row[n0..n0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
-            }
-        });
+        y.par_chunks_mut(out)
+            .enumerate()
+            .with_min_len(crate::MIN_ROWS)
+            .for_each(|(i, row)| {
+                for (bi, tile) in yt.chunks(BLOCK * m).enumerate() {
+                    let cols = tile.len() / m;
+                    let n0 = bi * BLOCK;
+                    row[n0..n0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
+                }
+            });
         y
     }
 }

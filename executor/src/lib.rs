@@ -36,6 +36,11 @@
 //! ```
 
 mod attention;
+
+/// Fewest rows a row-wise loop of the host step hands to another thread: below it, waking a
+/// second thread costs more than the rows' work (a fork and join per loop, many per layer).
+pub(crate) const MIN_ROWS: usize = 8;
+
 mod batch;
 mod error;
 mod gguf;

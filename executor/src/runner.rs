@@ -51,6 +51,7 @@ impl<B: Backend> Executor<B> {
         let tokens = logits
             .par_iter()
             .zip(batch.seqs.par_iter())
+            .with_min_len(crate::MIN_ROWS)
             .map(|(l, s)| {
                 l.as_ref()
                     .map(|l| sample(l, &s.sampling, &s.prompt_ids, &s.output_ids))

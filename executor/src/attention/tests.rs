@@ -128,16 +128,16 @@ fn a_row_gets_the_same_bits_alone_in_a_shared_task_or_from_a_gathered_context() 
     ] {
         let cfg = config(6, 2, hd);
         let width = 2 * hd;
-        let (k, v) = pools(dtype, 120, width);
+        let (k, v) = pools(dtype, 500, width);
         let pools = Source::Pools { k: &k, v: &v };
-        // Five rows on one 37-slot prefix, each with its own further slots.
-        let prefix: Vec<u32> = (1..=37).collect();
+        // Five rows on one 150-slot prefix (several chunks), each with its own further slots.
+        let prefix: Vec<u32> = (1..=150).collect();
         let ctxs: Vec<Vec<u32>> = (0..5u32)
             .map(|r| {
                 prefix
                     .iter()
                     .copied()
-                    .chain(60 + 10 * r..60 + 10 * r + r + 1)
+                    .chain(200 + 40 * r..200 + 40 * r + 17 * r + 1)
                     .collect()
             })
             .collect();
@@ -153,7 +153,7 @@ fn a_row_gets_the_same_bits_alone_in_a_shared_task_or_from_a_gathered_context() 
                 .zip(&ctxs)
                 .map(|(q, c)| (&q[..], &c[..]))
                 .collect();
-            let together = run(&cfg, j, pools, &rows, 37, dtype);
+            let together = run(&cfg, j, pools, &rows, 150, dtype);
             for (r, row) in rows.iter().enumerate() {
                 let alone = run(&cfg, j, pools, &[*row], 0, dtype);
                 assert_eq!(
