@@ -261,6 +261,7 @@ mod tests {
     }
 
     /// The documented tree's sum of a key's `w` lane sums, each lane one fused chain.
+    #[cfg(target_arch = "x86_64")]
     fn tree(q: &[f32], key: &[f32], w: usize) -> f32 {
         let mut acc = vec![0f32; w];
         for (x, y) in q.chunks_exact(w).zip(key.chunks_exact(w)) {
