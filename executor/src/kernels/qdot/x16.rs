@@ -133,7 +133,7 @@ impl<'a> Group<'a> {
 }
 
 /// `y[i * ld + r] = w_{n0 + r} · x_i` for the `rows` (a multiple of 16) weight rows from `n0`
-/// (a multiple of 16) and all `m` rows of `x`.
+/// (a multiple of 16) and all `m` rows of `x`, under one dispatch for all of its groups.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn task(
     isa: Isa,
@@ -145,46 +145,17 @@ pub(crate) fn task(
     y: &mut [f32],
     ld: usize,
 ) {
-    let nb = inp / QK;
-    let groups = (n0 / ROWS..).take(y.len() / m / ROWS);
-    for (t, g) in groups.enumerate() {
-        let group = Group::of(w, g, nb);
-        let mut i = 0;
-        while i + 4 <= m {
-            rows_times::<4>(isa, group, x, i, y, ld, t * ROWS);
-            i += 4;
-        }
-        match m - i {
-            3 => rows_times::<3>(isa, group, x, i, y, ld, t * ROWS),
-            2 => rows_times::<2>(isa, group, x, i, y, ld, t * ROWS),
-            1 => rows_times::<1>(isa, group, x, i, y, ld, t * ROWS),
-            _ => {}
-        }
-    }
-}
-
-/// One group against the `NX` activation rows from `i0`, outputs at `y[(i0 + j) * ld + col0..]`.
-fn rows_times<const NX: usize>(
-    isa: Isa,
-    g: Group<'_>,
-    x: &QuantRows,
-    i0: usize,
-    y: &mut [f32],
-    ld: usize,
-    col0: usize,
-) {
-    let job = Job::<NX> {
-        g,
-        xs: std::array::from_fn(|j| x.row(i0 + j)),
+    let job = Job {
+        w,
+        nb: inp / QK,
+        g0: n0 / ROWS,
+        x,
+        m,
         y,
-        at: i0 * ld + col0,
         ld,
     };
     match isa {
-        Isa::Scalar => {
-            let out = scalar::<NX>(job.g, &job.xs);
-            job.finish(out);
-        }
+        Isa::Scalar => job.run(Scalar),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2(v3) => v3.vectorize(x86::On(job, v3)),
         #[cfg(target_arch = "x86_64")]
@@ -194,22 +165,69 @@ fn rows_times<const NX: usize>(
     }
 }
 
-/// One group against `NX` activation rows.
-struct Job<'a, const NX: usize> {
-    g: Group<'a>,
-    xs: [QRow<'a>; NX],
+/// A kernel of one instruction set: one group against `NX` activation rows.
+trait GroupKernel: Copy {
+    fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX];
+}
+
+/// The reference kernel's [`GroupKernel`].
+#[derive(Clone, Copy)]
+struct Scalar;
+
+impl GroupKernel for Scalar {
+    #[inline(always)]
+    fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX] {
+        scalar::<NX>(g, xs)
+    }
+}
+
+/// One task: its groups (from `g0`, as many as `y` holds) against all `m` activation rows.
+struct Job<'a> {
+    w: &'a Weights,
+    nb: usize,
+    g0: usize,
+    x: &'a QuantRows,
+    m: usize,
     y: &'a mut [f32],
-    at: usize,
     ld: usize,
 }
 
-impl<const NX: usize> Job<'_, NX> {
+impl Job<'_> {
+    /// Every group against the rows four at a time, then the rest.
     #[inline(always)]
-    fn finish(self, out: [[f32; ROWS]; NX]) {
-        for (j, o) in out.iter().enumerate() {
-            let at = self.at + j * self.ld;
-            self.y[at..at + ROWS].copy_from_slice(o);
+    fn run<K: GroupKernel>(self, kern: K) {
+        let Job {
+            w,
+            nb,
+            g0,
+            x,
+            m,
+            y,
+            ld,
+        } = self;
+        let rows: Vec<QRow<'_>> = (0..m).map(|i| x.row(i)).collect();
+        let (fours, rest) = rows.as_chunks::<4>();
+        for t in 0..y.len() / m / ROWS {
+            let g = Group::of(w, g0 + t, nb);
+            for (c, xs) in fours.iter().enumerate() {
+                put(y, 4 * c * ld + t * ROWS, ld, kern.group::<4>(g, xs));
+            }
+            let at = 4 * fours.len() * ld + t * ROWS;
+            match rest {
+                [a, b, c] => put(y, at, ld, kern.group::<3>(g, &[*a, *b, *c])),
+                [a, b] => put(y, at, ld, kern.group::<2>(g, &[*a, *b])),
+                [a] => put(y, at, ld, kern.group::<1>(g, &[*a])),
+                _ => {}
+            }
         }
+    }
+}
+
+/// Writes `NX` rows of 16 outputs at `y[at + j * ld..]`.
+#[inline(always)]
+fn put<const NX: usize>(y: &mut [f32], at: usize, ld: usize, out: [[f32; ROWS]; NX]) {
+    for (j, o) in out.iter().enumerate() {
+        y[at + j * ld..at + j * ld + ROWS].copy_from_slice(o);
     }
 }
 
@@ -268,12 +286,7 @@ pub(crate) mod x86 {
 
     use super::super::super::intrinsics::vnni::{Vnni, VnniJob};
     use super::super::avx512::Bw;
-    use super::{Group, Job, QRow, PACKED, QK, ROWS};
-
-    /// A group kernel of one instruction set.
-    trait GroupKernel: Copy {
-        fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX];
-    }
+    use super::{Group, GroupKernel, Job, QRow, PACKED, QK, ROWS};
 
     impl GroupKernel for V3 {
         #[inline(always)]
@@ -289,25 +302,34 @@ pub(crate) mod x86 {
         }
     }
 
+    /// AVX-512 with VNNI's `vpdpbusd`.
+    #[derive(Clone, Copy)]
+    struct WithVnni(V4, Vnni);
+
+    impl GroupKernel for WithVnni {
+        #[inline(always)]
+        fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX] {
+            avx512::<NX>(self.0, self.1, g, xs)
+        }
+    }
+
     /// The job as a struct for `vectorize` (a closure may not inline into the function compiled
     /// for the instruction set).
-    pub(super) struct On<'a, K, const NX: usize>(pub(super) Job<'a, NX>, pub(super) K);
+    pub(super) struct On<'a, K>(pub(super) Job<'a>, pub(super) K);
 
-    impl<K: GroupKernel, const NX: usize> pulp::NullaryFnOnce for On<'_, K, NX> {
+    impl<K: GroupKernel> pulp::NullaryFnOnce for On<'_, K> {
         type Output = ();
 
         #[inline(always)]
         fn call(self) {
-            let out = self.1.group::<NX>(self.0.g, &self.0.xs);
-            self.0.finish(out);
+            self.0.run(self.1);
         }
     }
 
-    impl<const NX: usize> VnniJob for Job<'_, NX> {
+    impl VnniJob for Job<'_> {
         #[inline(always)]
         fn call(self, simd: V4, vnni: Vnni) {
-            let out = avx512::<NX>(simd, vnni, self.g, &self.xs);
-            self.finish(out);
+            self.run(WithVnni(simd, vnni));
         }
     }
 
