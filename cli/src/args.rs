@@ -37,6 +37,19 @@ pub struct EngineArgs {
     /// Turn off prefix caching (every request computes its whole prompt).
     #[arg(long)]
     pub disable_radix_cache: bool,
+    /// Admit requests as SGLang does: several waiting requests on one uncached prompt prefix
+    /// all compute it in the same prefill batch. By default only the first does, and the
+    /// others follow a round later with the prefix cached.
+    #[arg(long)]
+    pub disable_prefill_deferral: bool,
+    /// Prefill steps also compute one decode token of every running request (MIXED batches),
+    /// so that running requests do not stall while a prompt is computed. On by default (it
+    /// needs chunked prefill); SGLang's spelling is accepted.
+    #[arg(long)]
+    pub enable_mixed_chunk: bool,
+    /// Run prefill steps alone, as SGLang does by default: running requests wait for them.
+    #[arg(long, conflicts_with = "enable_mixed_chunk")]
+    pub disable_mixed_chunk: bool,
     /// Waiting-queue order: lpm (longest cached prefix first; the default), dfs-weight, fcfs,
     /// lof, random.
     #[arg(long)]
@@ -149,6 +162,8 @@ impl EngineArgs {
             served_model_name: self.served_model_name.clone(),
             page_size: self.page_size,
             disable_radix_cache: self.disable_radix_cache,
+            defer_shared_prefill: !self.disable_prefill_deferral,
+            enable_mixed_chunk: !self.disable_mixed_chunk,
             schedule_policy: self.schedule_policy.unwrap_or(defaults.schedule_policy),
             eviction_policy: self
                 .radix_eviction_policy

@@ -16,6 +16,13 @@ pub struct EngineConfig {
     pub page_size: usize,
     /// Turn prefix caching off (`--disable-radix-cache`).
     pub disable_radix_cache: bool,
+    /// Pass a waiting request over for a round when the prefill batch already computes its
+    /// uncached prompt prefix (off: `--disable-prefill-deferral`, SGLang's admission); see
+    /// [`router::SchedulerConfig::defer_shared_prefill`].
+    pub defer_shared_prefill: bool,
+    /// Prefill steps also compute the running requests' next tokens (SGLang's
+    /// `--enable-mixed-chunk`; on by default here, `--disable-mixed-chunk` turns it off).
+    pub enable_mixed_chunk: bool,
     /// Waiting-queue order (`--schedule-policy`).
     pub schedule_policy: Policy,
     /// Cache eviction order (`--radix-eviction-policy`).
@@ -79,6 +86,8 @@ impl Default for EngineConfig {
             served_model_name: None,
             page_size: 1,
             disable_radix_cache: false,
+            defer_shared_prefill: true,
+            enable_mixed_chunk: true,
             schedule_policy: Policy::Lpm,
             eviction_policy: EvictionPolicy::Lru,
             chunked_prefill_size: Some(2048),

@@ -140,6 +140,12 @@ impl Engine {
             policy: config.schedule_policy,
             eviction: config.eviction_policy,
             disable_radix_cache: config.disable_radix_cache,
+            defer_shared_prefill: if config.defer_shared_prefill {
+                SchedulerConfig::default().defer_shared_prefill
+            } else {
+                None
+            },
+            enable_mixed_chunk: config.enable_mixed_chunk,
             eos_token_ids: eos,
             check_invariants: config.check_invariants,
             ..SchedulerConfig::default()

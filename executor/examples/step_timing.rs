@@ -1,6 +1,7 @@
 //! Times prefill or decode steps of the default model outside criterion (for profiling).
 //! `cargo run --release -p radixserve-executor --example step_timing -- decode 8 [iters] [burn|CTX]`
 //! or `... -- shared 32 [iters] [CTX]` (decode rows over one shared context), or
+//! `... -- extend 4 [iters] [CTX]` (4 sequences of 35 new tokens over one cached context), or
 //! `... -- prefill 128 [iters]`, or `... -- kernel M [iters] [exact]` for one projection.
 #![allow(missing_docs)]
 
@@ -51,6 +52,27 @@ fn main() {
                 seqs: vec![SequenceInput::new(prompt(n), &[], &slots, true)],
             },
         )
+    } else if mode == "extend" {
+        // `n` sequences of 35 new tokens each over one cached context of `ctx` slots (as
+        // questions arrive after a cached system prompt).
+        const NEW: usize = 35;
+        let mut exec = Executor::new(model, ctx + n * NEW + 1);
+        let shared: Vec<u32> = (1..=ctx as u32).collect();
+        let prefill = ForwardBatch {
+            mode: ForwardMode::Extend,
+            seqs: vec![SequenceInput::new(prompt(ctx), &[], &shared, false)],
+        };
+        exec.step(&prefill).expect("prefill");
+        let extend = ForwardBatch {
+            mode: ForwardMode::Extend,
+            seqs: (0..n)
+                .map(|i| {
+                    let own: Vec<u32> = (0..NEW).map(|k| (ctx + 1 + i * NEW + k) as u32).collect();
+                    SequenceInput::new(prompt(NEW), &shared, &own, true)
+                })
+                .collect(),
+        };
+        (exec, extend)
     } else if mode == "shared" {
         // `n` decode rows over one shared context of `ctx` slots (as the radix cache hands
         // out a cached system prompt), each with its own next slot.

@@ -68,6 +68,19 @@ impl PrefillAdder {
         }
     }
 
+    /// The same budgets for a MIXED step that also computes `tokens` decode tokens (SGLang's
+    /// `mixed_with_decode_tokens`): they count against every budget before any request is
+    /// admitted.
+    pub fn with_mixed_decode(mut self, tokens: usize) -> Self {
+        self.rem_total_offset += tokens as f64;
+        self.cur_offset += tokens as f64;
+        self.rem_input -= tokens as i64;
+        if let Some(c) = &mut self.rem_chunk {
+            *c -= tokens as i64;
+        }
+        self
+    }
+
     /// Future-aware budget: what is left after every admitted and running request's reservation.
     pub fn rem_total_tokens(&self, allocatable: usize) -> f64 {
         allocatable as f64 - self.rem_total_offset

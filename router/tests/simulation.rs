@@ -47,6 +47,9 @@ fn simulate(
     cfg.seed = seed;
     // Half the runs reserve almost nothing for decoding, so memory runs out mid-decode.
     cfg.schedule_conservativeness = if seed % 2 == 1 { 0.02 } else { 1.0 };
+    // MIXED steps in half the runs; prefill deferral off, on, or eager (8 shared tokens).
+    cfg.enable_mixed_chunk = seed % 4 >= 2;
+    cfg.defer_shared_prefill = [None, Some(32), Some(8)][(seed / 4 % 3) as usize];
     let mut s = Scheduler::new(cfg).unwrap();
     let mut runner = FakeRunner::default();
     let bases: Vec<Vec<u32>> = (0..3)

@@ -23,6 +23,9 @@ const RETRACT_DECODE_STEPS: usize = 20;
 const IN_BATCH_PREFIX_CHECK: usize = 32;
 /// SGLang's `IN_BATCH_PREFIX_CACHING_DEPRIORITIZE_THRESHOLD`.
 const IN_BATCH_PREFIX_DEPRIORITIZE: usize = 32;
+/// radixserve's default for [`SchedulerConfig::defer_shared_prefill`]: SGLang's in-batch
+/// threshold, so that a run worth deferring is one SGLang's cache-aware policies act on too.
+const DEFER_SHARED_PREFILL: usize = 32;
 
 /// SGLang's `SGLANG_INIT_NEW_TOKEN_RATIO`: the share of their remaining `max_new_tokens` that
 /// running requests are assumed to still generate, at start (scaled by the conservativeness).
@@ -67,6 +70,14 @@ pub struct SchedulerConfig {
     pub in_batch_prefix_check: Option<usize>,
     /// In-batch prefix caching: a shared uncached prefix this long defers a request a round.
     pub in_batch_prefix_deprioritize: usize,
+    /// Prefill batches carry one decode token of every running request (MIXED steps,
+    /// `--enable-mixed-chunk`); needs chunked prefill, as in SGLang.
+    pub enable_mixed_chunk: bool,
+    /// Admission passes a waiting request over for a round when a request already in the
+    /// prefill batch computes at least this many of the prompt tokens it would compute (its
+    /// uncached prefix); next round it finds them cached. `None`: SGLang's behaviour, where
+    /// both compute them. Ignored without the radix cache (nothing would be found next round).
+    pub defer_shared_prefill: Option<usize>,
     /// Aging bound for cache-aware policies: a request passed over this many prefill rounds is
     /// considered before all others (first come, first served among such requests).
     pub max_wait_rounds: u32,
@@ -84,7 +95,7 @@ pub struct SchedulerConfig {
 
 /// SGLang's defaults where SGLang has one (see the constants above); radixserve's own for the
 /// pool and context sizes, the request cap, and the settings SGLang does not have (aging,
-/// re-match budget, ordering window).
+/// re-match budget, ordering window, deferring shared prefills).
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
@@ -103,6 +114,8 @@ impl Default for SchedulerConfig {
             retract_decode_steps: RETRACT_DECODE_STEPS,
             in_batch_prefix_check: Some(IN_BATCH_PREFIX_CHECK),
             in_batch_prefix_deprioritize: IN_BATCH_PREFIX_DEPRIORITIZE,
+            enable_mixed_chunk: false,
+            defer_shared_prefill: Some(DEFER_SHARED_PREFILL),
             max_wait_rounds: 32,
             rematch_per_round: 256,
             order_window: 1_024,
@@ -147,6 +160,18 @@ impl SchedulerConfig {
             disable_radix_cache: self.disable_radix_cache,
             eviction: self.eviction,
         }
+    }
+
+    /// Whether prefill batches mix in decode tokens: SGLang's `is_mixed_chunk`, mixing with
+    /// chunked prefill on.
+    pub(super) fn mixes(&self) -> bool {
+        self.enable_mixed_chunk && self.chunked_prefill_size.is_some()
+    }
+
+    /// The deferral threshold in effect: none without the radix cache.
+    pub(super) fn effective_defer(&self) -> Option<usize> {
+        self.defer_shared_prefill
+            .filter(|_| !self.disable_radix_cache)
     }
 
     /// The policy in effect: SGLang turns a cache-aware policy into FCFS when the cache is

@@ -42,7 +42,7 @@ impl Scheduler {
 
     /// Allocates one slot per running request and describes the batch, in running order. A
     /// request whose slot cannot be allocated is aborted (its computed KV is cached).
-    fn build_decode(&mut self) -> ForwardBatch {
+    pub(super) fn build_decode(&mut self) -> ForwardBatch {
         let mut seqs = Vec::with_capacity(self.running.len());
         let mut i = 0;
         while i < self.running.len() {
@@ -88,7 +88,7 @@ impl Scheduler {
 
     /// Appends each request's token; finished requests leave (their KV is cached), with their
     /// frees batched as SGLang does.
-    fn place_decoded(&mut self, output: StepOutput) {
+    pub(super) fn place_decoded(&mut self, output: StepOutput) {
         self.kv.free_group_begin();
         let running = std::mem::take(&mut self.running);
         for (mut a, sampled) in running.into_iter().zip(output.tokens) {

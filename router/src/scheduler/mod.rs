@@ -1,10 +1,13 @@
-//! The scheduler: one forward per [`Scheduler::step`], prefill first, else decode.
+//! The scheduler: one forward per [`Scheduler::step`], prefill first (with the running
+//! requests' decode tokens when mixing), else decode.
 //!
 //! One file per concern:
 //! - `config.rs`: [`SchedulerConfig`] and SGLang's constants;
 //! - `prefill.rs`: ordering the queue, admitting requests under the prefill budget, running an
 //!   extend batch (whole prompts or chunks) and caching the computed prompts;
 //! - `decode.rs`: one token for every running request;
+//! - `mixed.rs`: MIXED steps, a prefill batch with the running requests' decode tokens;
+//! - `dedup.rs`: passing over requests whose uncached prefix the prefill batch computes;
 //! - `retract.rs`: making decode room under memory pressure (retraction, `new_token_ratio`);
 //! - `forward.rs`: the call into the [`ModelRunner`] and what a failed forward does;
 //! - `finish.rs`: ending admitted requests (their KV goes to the cache) and pending finishes;
@@ -18,9 +21,11 @@
 mod config;
 mod counters;
 mod decode;
+mod dedup;
 mod events;
 mod finish;
 mod forward;
+mod mixed;
 mod prefill;
 mod retract;
 
@@ -276,7 +281,11 @@ impl Scheduler {
     ) -> Result<Option<StepReport>, RouterError> {
         self.apply_pending_finishes();
         let report = if let Some(batch) = self.prefill_batch(runner.kv_transfer()) {
-            Some(self.run_extend(batch, runner))
+            Some(if self.mixes(&batch) {
+                self.run_mixed(batch, runner)
+            } else {
+                self.run_extend(batch, runner)
+            })
         } else if !self.running.is_empty() {
             self.run_decode(runner)
         } else {

@@ -2,6 +2,7 @@
 //! admit requests while the [`PrefillAdder`] budgets allow, compute their uncached prompt (or one
 //! chunk of it) and cache what was computed.
 
+use super::dedup::BatchPrompts;
 use super::forward::SAMPLED;
 use super::{Admitted, Scheduler, StepReport, ROW_IN_USE};
 use crate::adder::{AddResult, Plan, PrefillAdder};
@@ -15,7 +16,7 @@ use page_manager::{KvCacheManager, KvError, RowId, Slot};
 
 /// A request taken into this step's prefill batch.
 pub(super) struct Admission {
-    seq: Admitted,
+    pub(super) seq: Admitted,
     /// Tokens to compute now: the whole uncached rest, or one chunk.
     extend: usize,
     /// Prompt tokens found in the cache at admission (0 for the next chunk of the request
@@ -23,8 +24,19 @@ pub(super) struct Admission {
     hit: usize,
 }
 
-/// What admission granted a waiting request (it is still in the queue).
+/// What admission decided for a waiting request.
+enum Admit {
+    /// Admitted, with the budget state after it.
+    Granted(Grant, AddResult),
+    /// Passed over this round: the batch computes its uncached prefix.
+    Deferred,
+    /// It does not fit: admission stops.
+    NoFit,
+}
+
+/// What admission granted a waiting request (it is still in the queue, at `index`).
 struct Grant {
+    index: usize,
     row: RowId,
     extend: usize,
     hit: usize,
@@ -72,12 +84,17 @@ impl Scheduler {
             self.cfg.max_prefill_tokens,
             self.cfg.chunked_prefill_size,
         );
+        if self.cfg.mixes() {
+            adder = adder.with_mixed_decode(self.running.len());
+        }
         let mut batch = Vec::new();
+        let mut prompts = BatchPrompts::new(self.kv.page_size(), self.cfg.effective_defer());
         if let Some(a) = self.chunked.take() {
             let Some(extend) = self.next_chunk(&a, &mut adder) else {
                 self.chunked = Some(a);
                 return None;
             };
+            prompts.add(&a.req);
             batch.push(Admission {
                 seq: a,
                 extend,
@@ -88,22 +105,35 @@ impl Scheduler {
             && !self.waiting.is_empty()
         {
             self.order_waiting();
-            let grants = self.admit_waiting(&mut adder, batch.len(), xfer);
-            // Admission stops at the first request that does not fit: the grants are the head.
-            let admitted = self.waiting.drain(..grants.len());
-            batch.extend(admitted.zip(grants).map(|(req, g)| Admission {
-                seq: Admitted {
-                    req: *req,
-                    row: g.row,
-                },
-                extend: g.extend,
-                hit: g.hit,
-            }));
+            let grants = self.admit_waiting(&mut adder, &mut prompts, batch.len(), xfer);
+            batch.extend(self.take_granted(grants));
             for r in &mut self.waiting {
                 r.waited_rounds = r.waited_rounds.saturating_add(1);
             }
         }
         (!batch.is_empty()).then_some(batch)
+    }
+
+    /// Takes the granted requests out of the queue (the others keep their order).
+    fn take_granted(&mut self, grants: Vec<Grant>) -> Vec<Admission> {
+        let mut grants = grants.into_iter().peekable();
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(self.waiting.len());
+        for (i, req) in std::mem::take(&mut self.waiting).into_iter().enumerate() {
+            match grants.next_if(|g| g.index == i) {
+                Some(g) => taken.push(Admission {
+                    seq: Admitted {
+                        req: *req,
+                        row: g.row,
+                    },
+                    extend: g.extend,
+                    hit: g.hit,
+                }),
+                None => kept.push(req),
+            }
+        }
+        self.waiting = kept;
+        taken
     }
 
     /// The size of the next chunk of the request mid-prefill, or `None` when none fits now.
@@ -114,11 +144,13 @@ impl Scheduler {
         (n > 0).then_some(n)
     }
 
-    /// Admits waiting requests from the head of the queue while they fit and the batch has
-    /// room; `in_batch` requests are already in the batch.
+    /// Admits waiting requests in queue order while they fit and the batch has room, passing
+    /// over those whose uncached prefix the batch already computes (`prompts`); `in_batch`
+    /// requests are already in the batch. The grants are in queue order.
     fn admit_waiting(
         &mut self,
         adder: &mut PrefillAdder,
+        prompts: &mut BatchPrompts,
         in_batch: usize,
         mut xfer: Option<&mut dyn KvTransfer>,
     ) -> Vec<Grant> {
@@ -127,25 +159,30 @@ impl Scheduler {
             if self.running.len() + in_batch + grants.len() >= self.cfg.max_running_requests {
                 break;
             }
-            let Some((grant, result)) = self.try_admit(i, adder, xfer.as_deref_mut()) else {
-                break;
-            };
-            grants.push(grant);
-            if result != AddResult::Continue {
-                break;
+            match self.try_admit(i, adder, prompts, xfer.as_deref_mut()) {
+                Admit::Granted(grant, result) => {
+                    prompts.add(&self.waiting[i]);
+                    grants.push(grant);
+                    if result != AddResult::Continue {
+                        break;
+                    }
+                }
+                Admit::Deferred => {}
+                Admit::NoFit => break,
             }
         }
         grants
     }
 
-    /// Tries to admit waiting request `i`: match (L-1 rule), lock, budget. Returns its grant and
-    /// the budget state, or `None` when it does not fit (nothing is held then).
+    /// Tries to admit waiting request `i`: match (L-1 rule), deferral, lock, budget. Nothing is
+    /// held unless it is granted.
     fn try_admit<'t>(
         &mut self,
         i: usize,
         adder: &mut PrefillAdder,
+        prompts: &mut BatchPrompts,
         xfer: Option<&mut (dyn KvTransfer + 't)>,
-    ) -> Option<(Grant, AddResult)> {
+    ) -> Admit {
         let tokens = self.waiting[i].all_tokens();
         let req = &self.waiting[i];
         let (id, max_new_left) = (req.id, req.max_new_left());
@@ -161,9 +198,12 @@ impl Scheduler {
                 Ok(h) => hit = h,
                 Err(e) => {
                     self.kv_fault(Some(id), "loading a prefix from disk", e);
-                    return None;
+                    return Admit::NoFit;
                 }
             }
+        }
+        if prompts.defers(&tokens, &self.waiting[i].namespace, hit.len) {
+            return Admit::Deferred;
         }
         let extend = tokens.len() - hit.len;
         if adder
@@ -171,13 +211,13 @@ impl Scheduler {
             .is_some()
             || self.kv.free_rows() == 0
         {
-            return None;
+            return Admit::NoFit;
         }
         let row = match self.kv.admit(req.namespace.clone(), hit) {
             Ok(row) => row,
             Err(e) => {
                 self.kv_fault(Some(id), "admission", e);
-                return None;
+                return Admit::NoFit;
             }
         };
         let n = match adder.plan(extend, max_new_left, self.kv.allocatable_size()) {
@@ -187,7 +227,7 @@ impl Scheduler {
                 if let Err(e) = self.kv.release(row) {
                     self.kv_fault(Some(id), "releasing a rejected admission", e);
                 }
-                return None;
+                return Admit::NoFit;
             }
         };
         self.counters.prefix_query_tokens += tokens.len() as u64;
@@ -200,11 +240,12 @@ impl Scheduler {
             req.already_computed = hit.len + n;
         }
         let grant = Grant {
+            index: i,
             row,
             extend: n,
             hit: hit.len,
         };
-        Some((grant, adder.budget_state(self.kv.allocatable_size())))
+        Admit::Granted(grant, adder.budget_state(self.kv.allocatable_size()))
     }
 
     /// Runs the prefill batch and places its requests: mid-prefill, decoding, or finished.
@@ -214,6 +255,17 @@ impl Scheduler {
         runner: &mut R,
     ) -> StepReport {
         let (seqs, fb, cached) = self.build_extend(batch);
+        self.run_built_extend(seqs, fb, cached, runner)
+    }
+
+    /// Runs a built prefill batch (see [`Self::build_extend`]).
+    pub(super) fn run_built_extend<R: ModelRunner + ?Sized>(
+        &mut self,
+        seqs: Vec<Admitted>,
+        fb: ForwardBatch,
+        cached: usize,
+        runner: &mut R,
+    ) -> StepReport {
         let mut report = StepReport {
             mode: ForwardMode::Extend,
             batch_size: seqs.len(),
@@ -240,7 +292,10 @@ impl Scheduler {
 
     /// Allocates KV for each admission's new tokens and describes the batch. Returns the
     /// requests in batch order, the batch, and the prompt tokens the batch found cached.
-    fn build_extend(&mut self, batch: Vec<Admission>) -> (Vec<Admitted>, ForwardBatch, usize) {
+    pub(super) fn build_extend(
+        &mut self,
+        batch: Vec<Admission>,
+    ) -> (Vec<Admitted>, ForwardBatch, usize) {
         let mut seqs = Vec::with_capacity(batch.len());
         let mut inputs = Vec::with_capacity(batch.len());
         let mut cached = 0;
@@ -321,7 +376,12 @@ impl Scheduler {
 
     /// After the forward: a non-final chunk is cached and the request stays mid-prefill; a
     /// completed prompt gets its first token and decodes, unless it is already finished.
-    fn place_extended(&mut self, seqs: Vec<Admitted>, fb: &ForwardBatch, output: StepOutput) {
+    pub(super) fn place_extended(
+        &mut self,
+        seqs: Vec<Admitted>,
+        fb: &ForwardBatch,
+        output: StepOutput,
+    ) {
         let mut scored = output.input_logprobs.into_iter();
         for ((mut a, seq), sampled) in seqs.into_iter().zip(&fb.seqs).zip(output.tokens) {
             a.req.add_input_logprobs(scored.next().unwrap_or_default());

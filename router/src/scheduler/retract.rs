@@ -61,7 +61,7 @@ impl NewTokenRatio {
 
 impl Scheduler {
     /// Whether every running request can get its next token's KV (evicting if need be).
-    fn decode_fits(&self) -> bool {
+    pub(super) fn decode_fits(&self) -> bool {
         let pages: usize = self
             .running
             .iter()
