@@ -81,9 +81,18 @@ impl Context {
     }
 }
 
+/// A pool thread's buffers, kept across tasks and steps: the blocks of keys and values, and
+/// the rows' scores (written in full by every task before they are read, so never cleared:
+/// zeroing a task's scores, 100 KB for 8 rows at 1k context, cost more than their use).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    blocks: Context,
+    scores: Vec<f32>,
+}
+
 thread_local! {
-    /// Each pool thread's block buffers, kept across tasks and steps.
-    pub(crate) static SCRATCH: std::cell::RefCell<Context> = std::cell::RefCell::default();
+    /// Each pool thread's buffers.
+    pub(crate) static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// Where a task's rows read their context's K and V.
@@ -121,7 +130,7 @@ pub(crate) struct AttendRows<'a> {
     /// Leading keys that every row's context holds alike (the same slots).
     pub shared: usize,
     /// This thread's buffers, kept across tasks.
-    pub scratch: &'a mut Context,
+    pub scratch: &'a mut Scratch,
     pub width: usize,
     pub dtype: KvDtype,
 }
@@ -277,7 +286,10 @@ impl AttendRows<'_> {
             hd,
             width,
         };
-        let Context { k: kbuf, v: vbuf } = scratch;
+        let Scratch {
+            blocks: Context { k: kbuf, v: vbuf },
+            scores: scores_buf,
+        } = scratch;
         kbuf.resize(CHUNK * hd, 0.0);
         vbuf.resize(CHUNK * hd, 0.0);
         let lens: Vec<usize> = rows.iter().map(|r| r.slots.len()).collect();
@@ -286,8 +298,11 @@ impl AttendRows<'_> {
         let first = rows.first().map_or(&[][..], |r| r.slots);
         // Each row's scores `[head][key]`, then its weights, back to back.
         let mut scores: Vec<&mut [f32]> = Vec::with_capacity(rows.len());
-        let mut all = vec![0f32; g * lens.iter().sum::<usize>()];
-        let mut rest = &mut all[..];
+        let need = g * lens.iter().sum::<usize>();
+        if scores_buf.len() < need {
+            scores_buf.resize(need, 0.0);
+        }
+        let mut rest = &mut scores_buf[..need];
         for &l in &lens {
             let (s, r) = rest.split_at_mut(g * l);
             scores.push(s);
@@ -495,7 +510,7 @@ impl Layer<'_> {
     }
 
     /// One task's rows over KV head `j`.
-    fn job(&self, task: &Task, j: usize, outs: Vec<&mut [f32]>, scratch: &mut Context) {
+    fn job(&self, task: &Task, j: usize, outs: Vec<&mut [f32]>, scratch: &mut Scratch) {
         let group = self.cfg.num_heads / self.cfg.num_kv_heads * self.cfg.head_dim;
         let rows = task.rows.iter().zip(outs).map(|(&r, out)| {
             let (si, i) = self.rows[r];

@@ -59,7 +59,12 @@ fn run(
 ) -> Vec<Vec<f32>> {
     let group = cfg.num_heads / cfg.num_kv_heads * cfg.head_dim;
     let mut outs = vec![vec![0f32; group]; rows.len()];
-    let mut scratch = Context::default();
+    // Scores are never cleared between tasks: NaN left over from an earlier task would reach
+    // the output of a task that read a score it had not written.
+    let mut scratch = Scratch {
+        scores: vec![f32::NAN; 1 << 16],
+        ..Scratch::default()
+    };
     AttendRows {
         cfg,
         j,
