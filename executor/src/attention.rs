@@ -7,9 +7,12 @@
 //! then reads its own remaining keys. A single decode row still makes one task per KV head, so
 //! it keeps every core busy.
 
+mod prefix;
 mod scores;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use prefix::{HeadPrefix, Pools, Prefix, PrefixKv};
 
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
@@ -129,6 +132,9 @@ pub(crate) struct AttendRows<'a> {
     pub rows: Vec<Query<'a>>,
     /// Leading keys that every row's context holds alike (the same slots).
     pub shared: usize,
+    /// The first of those keys and values, already widened for the task's KV head (a decode
+    /// group's prefix), read in place instead of from `source`.
+    pub prefix: Option<HeadPrefix<'a>>,
     /// This thread's buffers, kept across tasks.
     pub scratch: &'a mut Scratch,
     pub width: usize,
@@ -207,6 +213,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Keys `k0..k0 + n` of a widened prefix of `len` keys, in place, if it holds them. The
+/// prefix ends on a chunk boundary, so such a block is a whole chunk and needs no padding.
+#[inline(always)]
+fn in_prefix(rows: &[f32], len: usize, hd: usize, (k0, n): (usize, usize)) -> Option<Block<'_>> {
+    (k0 + n <= len && n == CHUNK).then(|| Block {
+        rows: &rows[k0 * hd..(k0 + n) * hd],
+        k0,
+        n,
+    })
+}
+
 /// A task's head shape: `g` query heads of `hd` values per KV head.
 #[derive(Clone, Copy)]
 struct Heads {
@@ -270,6 +287,7 @@ impl AttendRows<'_> {
             source,
             mut rows,
             shared,
+            prefix,
             scratch,
             width,
             dtype,
@@ -310,7 +328,11 @@ impl AttendRows<'_> {
         }
         for k0 in (0..shared).step_by(CHUNK) {
             let n = CHUNK.min(shared - k0);
-            let b = reader.block(kern, Side::K, (first, k0, n), kbuf);
+            let b = match prefix {
+                Some(p) => in_prefix(p.k, p.len, hd, (k0, n)),
+                None => None,
+            }
+            .unwrap_or_else(|| reader.block(kern, Side::K, (first, k0, n), kbuf));
             for (row, s) in rows.iter().zip(scores.iter_mut()) {
                 score(kern, heads, row.q, b, s);
             }
@@ -331,7 +353,11 @@ impl AttendRows<'_> {
         let mut acc = vec![0f32; rows.len() * g * 2 * hd];
         for k0 in (0..shared).step_by(CHUNK) {
             let n = CHUNK.min(shared - k0);
-            let b = reader.block(kern, Side::V, (first, k0, n), vbuf);
+            let b = match prefix {
+                Some(p) => in_prefix(p.v, p.len, hd, (k0, n)),
+                None => None,
+            }
+            .unwrap_or_else(|| reader.block(kern, Side::V, (first, k0, n), vbuf));
             for (p, acc) in scores.iter().zip(acc.chunks_exact_mut(g * 2 * hd)) {
                 weigh_row(simd, heads, p, b, acc);
             }
@@ -411,6 +437,29 @@ impl<K: Scorer> pulp::NullaryFnOnce for Attend<'_, K> {
 pub(crate) struct Task {
     pub rows: Vec<usize>,
     pub shared: usize,
+    /// The plan's widened prefix these rows read their first keys from, if any.
+    pub prefix: Option<usize>,
+}
+
+/// A step's attention work: its tasks, and the decode groups' prefixes they share.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub tasks: Vec<Task>,
+    pub prefixes: Vec<Prefix>,
+}
+
+/// The number of leading slots that all `rows` (token rows, see [`plan`]) hold alike.
+fn common_slots(batch: &ForwardBatch, rows: &[(usize, usize)], group: &[usize]) -> usize {
+    let slots = |r: usize| &batch.seqs[rows[r].0].slot_row[..];
+    let head = slots(group[0]);
+    group[1..].iter().fold(head.len(), |n, &r| {
+        n.min(
+            head.iter()
+                .zip(slots(r))
+                .take_while(|(a, b)| a == b)
+                .count(),
+        )
+    })
 }
 
 /// The step's attention tasks, once for all layers. `rows[r] = (sequence, index among its new
@@ -418,9 +467,12 @@ pub(crate) struct Task {
 ///
 /// Decode rows whose contexts start at the same slot (sequences on one cached prefix) go
 /// together, up to [`ROWS_PER_TASK`] at a time, sharing their contexts' common slots; the
-/// rows of one prefill sequence go together in runs, sharing the first row's context.
-pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Vec<Task> {
+/// rows of one prefill sequence go together in runs, sharing the first row's context. A
+/// decode group of more rows than one task takes gets a [`Prefix`]: the chunks of keys that
+/// all its rows share, widened once per layer for all of its tasks.
+pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Plan {
     let mut tasks = Vec::new();
+    let mut prefixes = Vec::new();
     // Decode rows by their context's first slot, in order of first appearance.
     let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
     let mut r = 0;
@@ -440,30 +492,30 @@ pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Vec<Task> {
                 tasks.push(Task {
                     rows: (start..end).collect(),
                     shared: past + (start - r) + 1,
+                    prefix: None,
                 });
             }
         }
         r += n;
     }
     for (_, group) in groups {
-        for chunk in group.chunks(ROWS_PER_TASK) {
-            let slots = |r: usize| &batch.seqs[rows[r].0].slot_row[..];
-            let head = slots(chunk[0]);
-            let shared = chunk[1..].iter().fold(head.len(), |n, &r| {
-                n.min(
-                    head.iter()
-                        .zip(slots(r))
-                        .take_while(|(a, b)| a == b)
-                        .count(),
-                )
+        let len = common_slots(batch, rows, &group) / CHUNK * CHUNK;
+        let prefix = (group.len() > ROWS_PER_TASK && len > 0).then(|| {
+            prefixes.push(Prefix {
+                seq: rows[group[0]].0,
+                len,
             });
+            prefixes.len() - 1
+        });
+        for chunk in group.chunks(ROWS_PER_TASK) {
             tasks.push(Task {
                 rows: chunk.to_vec(),
-                shared,
+                shared: common_slots(batch, rows, chunk),
+                prefix,
             });
         }
     }
-    tasks
+    Plan { tasks, prefixes }
 }
 
 /// One layer's attention inputs for all of a step's rows.
@@ -480,6 +532,8 @@ pub(crate) struct Layer<'a> {
     pub v: &'a KvPool,
     pub width: usize,
     pub dtype: KvDtype,
+    /// The plan's prefixes, widened for this layer.
+    pub prefixes: &'a [PrefixKv],
 }
 
 impl Layer<'_> {
@@ -538,6 +592,7 @@ impl Layer<'_> {
             source,
             rows: rows.collect(),
             shared: task.shared,
+            prefix: task.prefix.map(|p| self.prefixes[p].head(j)),
             scratch,
             width: self.width,
             dtype: self.dtype,

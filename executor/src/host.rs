@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::attention::{self, Context, Layer};
+use crate::attention::{self, Context, Layer, Pools, PrefixKv};
 use crate::batch::ForwardBatch;
 use crate::kernels::HostLinear;
 use crate::kv_dtype::{KvDtype, KvPool};
@@ -165,6 +165,9 @@ impl HostModel {
         // Per sequence, its context's K/V rows of the current layer (buffers kept across layers).
         let mut contexts: Vec<Context> = batch.seqs.iter().map(|_| Context::default()).collect();
         let plan = attention::plan(batch, &rows);
+        // Per decode-group prefix, its keys and values of the current layer, widened once.
+        let mut prefixes: Vec<PrefixKv> =
+            plan.prefixes.iter().map(|_| PrefixKv::default()).collect();
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm_rows(&x, &layer.attn_norm, c.rms_eps);
             let mut qkv = layer.wqkv.forward(&hn, t);
@@ -216,6 +219,14 @@ impl HostModel {
                 .zip(batch.seqs.par_iter())
                 .filter(|(_, s)| s.token_ids.len() > 1)
                 .for_each(|(ctx, s)| ctx.gather(k_pool, v_pool, &s.slot_row, width));
+            let pools = Pools {
+                k: k_pool,
+                v: v_pool,
+                width,
+            };
+            for (buf, p) in prefixes.iter_mut().zip(&plan.prefixes) {
+                buf.gather(pools, &batch.seqs[p.seq].slot_row[..p.len], kvh, hd);
+            }
             let attn = Layer {
                 cfg: c,
                 batch,
@@ -227,8 +238,9 @@ impl HostModel {
                 v: v_pool,
                 width,
                 dtype,
+                prefixes: &prefixes,
             }
-            .attend(&plan);
+            .attend(&plan.tasks);
             let o = layer.wo.forward(&attn, t);
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;

@@ -57,6 +57,18 @@ fn run(
     shared: usize,
     dtype: KvDtype,
 ) -> Vec<Vec<f32>> {
+    run_with(cfg, j, source, rows, (shared, None), dtype)
+}
+
+/// [`run`] with the first keys read from a widened prefix.
+fn run_with(
+    cfg: &LlamaConfig,
+    j: usize,
+    source: Source<'_>,
+    rows: &[(&[f32], &[u32])],
+    (shared, prefix): (usize, Option<HeadPrefix<'_>>),
+    dtype: KvDtype,
+) -> Vec<Vec<f32>> {
     let group = cfg.num_heads / cfg.num_kv_heads * cfg.head_dim;
     let mut outs = vec![vec![0f32; group]; rows.len()];
     // Scores are never cleared between tasks: NaN left over from an earlier task would reach
@@ -75,6 +87,7 @@ fn run(
             .map(|(&(q, slots), out)| Query { q, slots, out })
             .collect(),
         shared,
+        prefix,
         scratch: &mut scratch,
         width: cfg.num_kv_heads * cfg.head_dim,
         dtype,
@@ -159,6 +172,19 @@ fn a_row_gets_the_same_bits_alone_in_a_shared_task_or_from_a_gathered_context() 
                 .map(|(q, c)| (&q[..], &c[..]))
                 .collect();
             let together = run(&cfg, j, pools, &rows, 150, dtype);
+            // The same task with its first two chunks from a widened prefix (a decode group's).
+            let mut widened = PrefixKv::default();
+            let both = Pools {
+                k: &k,
+                v: &v,
+                width,
+            };
+            widened.gather(both, &prefix[..2 * CHUNK], 2, hd);
+            let prefixed = run_with(&cfg, j, pools, &rows, (150, Some(widened.head(j))), dtype);
+            assert_eq!(
+                together, prefixed,
+                "{dtype} hd {hd}: prefix and pools differ"
+            );
             for (r, row) in rows.iter().enumerate() {
                 let alone = run(&cfg, j, pools, &[*row], 0, dtype);
                 assert_eq!(
@@ -212,20 +238,26 @@ fn plan_groups_decode_rows_by_prefix_and_prefill_rows_in_runs() {
     for (si, s) in batch.seqs.iter().enumerate() {
         rows.extend((0..s.token_ids.len()).map(|i| (si, i)));
     }
-    let tasks = plan(&batch, &rows);
+    let Plan { tasks, prefixes } = plan(&batch, &rows);
+    assert!(
+        prefixes.is_empty(),
+        "no group has more rows than one task takes"
+    );
     // The prefill run of 10 rows in 8 and 2, sharing the first row's context (4 and 12 keys).
     assert_eq!(
         tasks[0],
         Task {
             rows: (2..10).collect(),
-            shared: 4
+            shared: 4,
+            prefix: None,
         }
     );
     assert_eq!(
         tasks[1],
         Task {
             rows: vec![10, 11],
-            shared: 12
+            shared: 12,
+            prefix: None,
         }
     );
     // Decode rows on slot 1 together, sharing the 12 slots all three hold; slot 50 alone.
@@ -233,15 +265,34 @@ fn plan_groups_decode_rows_by_prefix_and_prefill_rows_in_runs() {
         tasks[2],
         Task {
             rows: vec![0, 12, 13],
-            shared: 12
+            shared: 12,
+            prefix: None,
         }
     );
     assert_eq!(
         tasks[3],
         Task {
             rows: vec![1],
-            shared: 3
+            shared: 3,
+            prefix: None,
         }
     );
     assert_eq!(tasks.len(), 4);
+}
+
+#[test]
+fn a_decode_group_larger_than_a_task_shares_its_whole_chunks_as_a_prefix() {
+    let common: Vec<u32> = (1..=150).collect();
+    let batch = ForwardBatch {
+        mode: ForwardMode::Decode,
+        seqs: (0..10u32)
+            .map(|i| SequenceInput::new(vec![1], &common, &[200 + i], true))
+            .collect(),
+    };
+    let rows: Vec<(usize, usize)> = (0..10).map(|s| (s, 0)).collect();
+    let Plan { tasks, prefixes } = plan(&batch, &rows);
+    // 150 common slots: two whole chunks of 64 are widened once for both tasks.
+    assert_eq!(prefixes, vec![Prefix { seq: 0, len: 128 }]);
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|t| t.prefix == Some(0) && t.shared == 150));
 }
