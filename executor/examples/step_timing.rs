@@ -56,13 +56,7 @@ fn main() {
         // `n` sequences of 35 new tokens each over one cached context of `ctx` slots (as
         // questions arrive after a cached system prompt).
         const NEW: usize = 35;
-        let mut exec = Executor::new(model, ctx + n * NEW + 1);
-        let shared: Vec<u32> = (1..=ctx as u32).collect();
-        let prefill = ForwardBatch {
-            mode: ForwardMode::Extend,
-            seqs: vec![SequenceInput::new(prompt(ctx), &[], &shared, false)],
-        };
-        exec.step(&prefill).expect("prefill");
+        let (exec, shared) = cached_context(model, ctx, n * NEW, prompt(ctx));
         let extend = ForwardBatch {
             mode: ForwardMode::Extend,
             seqs: (0..n)
@@ -76,13 +70,7 @@ fn main() {
     } else if mode == "shared" {
         // `n` decode rows over one shared context of `ctx` slots (as the radix cache hands
         // out a cached system prompt), each with its own next slot.
-        let mut exec = Executor::new(model, ctx + n + 1);
-        let shared: Vec<u32> = (1..=ctx as u32).collect();
-        let prefill = ForwardBatch {
-            mode: ForwardMode::Extend,
-            seqs: vec![SequenceInput::new(prompt(ctx), &[], &shared, false)],
-        };
-        exec.step(&prefill).expect("prefill");
+        let (exec, shared) = cached_context(model, ctx, n, prompt(ctx));
         let decode = ForwardBatch {
             mode: ForwardMode::Decode,
             seqs: (0..n)
@@ -130,6 +118,24 @@ fn main() {
         times[0],
         n as f64 * 1e3 / med
     );
+}
+
+/// An executor with room for `ctx + extra` slots whose first `ctx` slots hold `tokens`
+/// computed (a cached prompt), and those slots.
+fn cached_context(
+    model: executor::LlamaModel<CpuBackend>,
+    ctx: usize,
+    extra: usize,
+    tokens: Vec<u32>,
+) -> (Executor<CpuBackend>, Vec<u32>) {
+    let mut exec = Executor::new(model, ctx + extra + 1);
+    let shared: Vec<u32> = (1..=ctx as u32).collect();
+    let prefill = ForwardBatch {
+        mode: ForwardMode::Extend,
+        seqs: vec![SequenceInput::new(tokens, &[], &shared, false)],
+    };
+    exec.step(&prefill).expect("prefill");
+    (exec, shared)
 }
 
 /// Times the host kernel alone on a Q4_1-valued [1536][576] matrix with `m` input rows,
