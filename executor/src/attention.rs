@@ -468,8 +468,8 @@ fn common_slots(batch: &ForwardBatch, rows: &[(usize, usize)], group: &[usize]) 
 /// Decode rows whose contexts start at the same slot (sequences on one cached prefix) go
 /// together, up to [`ROWS_PER_TASK`] at a time, sharing their contexts' common slots; the
 /// rows of one prefill sequence go together in runs, sharing the first row's context. A
-/// decode group of more rows than one task takes gets a [`Prefix`]: the chunks of keys that
-/// all its rows share, widened once per layer for all of its tasks.
+/// decode group of two rows or more is split into two tasks or more, and gets a [`Prefix`]:
+/// the chunks of keys that all its rows share, widened once per layer for all of its tasks.
 pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Plan {
     let mut tasks = Vec::new();
     let mut prefixes = Vec::new();
@@ -499,15 +499,18 @@ pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Plan {
         r += n;
     }
     for (_, group) in groups {
+        // At least two tasks per KV head from two rows up, so that a few rows on one prefix
+        // still keep both halves of a machine busy (three KV heads make three tasks).
+        let per_task = ROWS_PER_TASK.min(group.len().div_ceil(2));
         let len = common_slots(batch, rows, &group) / CHUNK * CHUNK;
-        let prefix = (group.len() > ROWS_PER_TASK && len > 0).then(|| {
+        let prefix = (group.len() > per_task && len > 0).then(|| {
             prefixes.push(Prefix {
                 seq: rows[group[0]].0,
                 len,
             });
             prefixes.len() - 1
         });
-        for chunk in group.chunks(ROWS_PER_TASK) {
+        for chunk in group.chunks(per_task) {
             tasks.push(Task {
                 rows: chunk.to_vec(),
                 shared: common_slots(batch, rows, chunk),

@@ -260,24 +260,34 @@ fn plan_groups_decode_rows_by_prefix_and_prefill_rows_in_runs() {
             prefix: None,
         }
     );
-    // Decode rows on slot 1 together, sharing the 12 slots all three hold; slot 50 alone.
+    // The three decode rows on slot 1 in two tasks (two rows at least make two tasks): rows 0
+    // and 12 share their 20 slots, row 13 alone holds 13; their 12 common slots are less
+    // than a chunk, so no prefix. Slot 50 alone.
     assert_eq!(
         tasks[2],
         Task {
-            rows: vec![0, 12, 13],
-            shared: 12,
+            rows: vec![0, 12],
+            shared: 20,
             prefix: None,
         }
     );
     assert_eq!(
         tasks[3],
         Task {
+            rows: vec![13],
+            shared: 13,
+            prefix: None,
+        }
+    );
+    assert_eq!(
+        tasks[4],
+        Task {
             rows: vec![1],
             shared: 3,
             prefix: None,
         }
     );
-    assert_eq!(tasks.len(), 4);
+    assert_eq!(tasks.len(), 5);
 }
 
 #[test]
@@ -291,8 +301,9 @@ fn a_decode_group_larger_than_a_task_shares_its_whole_chunks_as_a_prefix() {
     };
     let rows: Vec<(usize, usize)> = (0..10).map(|s| (s, 0)).collect();
     let Plan { tasks, prefixes } = plan(&batch, &rows);
-    // 150 common slots: two whole chunks of 64 are widened once for both tasks.
+    // 150 common slots: two whole chunks of 64 are widened once for both tasks of 5 rows.
     assert_eq!(prefixes, vec![Prefix { seq: 0, len: 128 }]);
     assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|t| t.rows.len() == 5));
     assert!(tasks.iter().all(|t| t.prefix == Some(0) && t.shared == 150));
 }
