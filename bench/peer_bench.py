@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of radixserve and llama.cpp's server on the same workloads.
 
-Runs each server in turn (never both at once) on the same GGUF file and the workloads of
-shared_prefix_client.py, then writes a table of ratios into docs/benchmarks.md between the
+Loads both servers on the same GGUF file and runs the workloads of shared_prefix_client.py on
+one and then the other (never both at once; the decode runs alternate), then writes a table of ratios into docs/benchmarks.md between the
 markers `<!-- bench-peer:start -->` and `<!-- bench-peer:end -->`.
 
   A  one ~1,000-token system prompt shared by every request
@@ -131,16 +131,11 @@ def run_client(server, args, port, key, suffix=""):
     return load_summary(out)
 
 
-def run_workload(server, args, port, key):
-    """One workload's summary; for decode, the best of --decode-repeats runs, with every run's
-    rate kept in `runs_tok_per_s`."""
-    if key != "decode":
-        return run_client(server, args, port, key)
-    runs = [run_client(server, args, port, key, f"-{i}") for i in range(args.decode_repeats)]
-    best = max(runs, key=lambda r: r["per_request_decode_tok_per_s_mean"])
-    best = dict(best)
+def best_of(runs):
+    """The decode run with the best per-request rate, with every run's rate in
+    `runs_tok_per_s` and the first run's (the only cold) time to first token."""
+    best = dict(max(runs, key=lambda r: r["per_request_decode_tok_per_s_mean"]))
     best["runs_tok_per_s"] = [r["per_request_decode_tok_per_s_mean"] for r in runs]
-    # The cold prefill is only cold in the first run.
     best["first_ttft_s"] = runs[0]["first_ttft_s"]
     return best
 
@@ -170,16 +165,31 @@ def reload(args):
 
 
 def bench(args):
+    """Both servers loaded side by side; each workload runs on one and then on the other
+    (never both at once), and the decode runs alternate between them, so that a neighbour
+    slowing the shared machine down for a while hits both servers alike."""
     os.makedirs(args.out_dir, exist_ok=True)
-    results = {}
-    for server, port in (("radixserve", 30411), ("llama.cpp", 30412)):
-        proc = start(server, args, port)
-        try:
-            results[server] = {k: run_workload(server, args, port, k) for k in args.workloads}
-            results[server]["rss_mib"] = rss_mib(proc.pid)
-        finally:
+    servers = (("radixserve", 30411), ("llama.cpp", 30412))
+    procs = {}
+    results = {server: {} for server, _ in servers}
+    try:
+        for server, port in servers:
+            procs[server] = start(server, args, port)
+        for key in args.workloads:
+            repeats = args.decode_repeats if key == "decode" else 1
+            runs = {server: [] for server, _ in servers}
+            for i in range(repeats):
+                suffix = f"-{i}" if key == "decode" else ""
+                for server, port in servers:
+                    runs[server].append(run_client(server, args, port, key, suffix))
+            for server, _ in servers:
+                results[server][key] = best_of(runs[server]) if key == "decode" else runs[server][0]
+            print(f"{key}: done", file=sys.stderr)
+        for server, _ in servers:
+            results[server]["rss_mib"] = rss_mib(procs[server].pid)
+    finally:
+        for proc in procs.values():
             stop(proc)
-        print(f"{server}: done", file=sys.stderr)
     return results
 
 
@@ -222,8 +232,8 @@ def table(results, args):
     a, b = ours["rss_mib"], peer["rss_mib"]
     rows.append(f"| server RSS after the runs | {a:.0f} MiB | {b:.0f} MiB | {b / a:.2f}x |")
     errors = sum(r.get("errors", 0) for s in results.values() for r in s.values() if isinstance(r, dict))
-    head = (f"Measured {datetime.date.today().isoformat()} on {cpu_description()}, one server at a "
-            f"time on the same GGUF file ({os.path.basename(args.model)}), chat API, greedy, "
+    head = (f"Measured {datetime.date.today().isoformat()} on {cpu_description()}, both servers "
+            f"loaded and each workload run on one then the other (decode runs alternating), on the same GGUF file ({os.path.basename(args.model)}), chat API, greedy, "
             f"{args.requests} requests of {args.max_tokens} tokens (decode: {args.decode_requests} "
             f"requests, 1 client, best of {args.decode_repeats} runs each); llama.cpp gets `repeat_penalty: 1.0` so both sample alike. "
             f"Failed requests: {errors}. Command: `cargo xtask bench-peer`.")
