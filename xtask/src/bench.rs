@@ -1,5 +1,6 @@
 //! `cargo xtask bench-peer`: radixserve and llama.cpp's server side by side on the same
-//! workloads, one server at a time, with the table written into docs/benchmarks.md.
+//! workloads (both loaded, each workload run on one and then the other), with the table
+//! written into docs/benchmarks.md.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
