@@ -82,3 +82,26 @@ fn another_namespace_or_a_disabled_cache_is_not_deferred() {
         "nothing would be found cached next round"
     );
 }
+
+#[test]
+fn a_long_queue_on_one_prompt_is_not_scanned_whole_each_round() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_running_requests: 200,
+        ..config(1, 8192)
+    })
+    .unwrap();
+    let mut r = FakeRunner::default();
+    for id in 1..=150 {
+        s.add_request(req(id, prompt(id as u32 % 4), 1)).unwrap();
+    }
+    // Request 1 computes the prompt; the next 64 are passed over and admission stops there,
+    // so a request past them that shares nothing waits for the next round.
+    s.add_request(req(151, vec![7; 40], 1)).unwrap();
+    let first = s.step(&mut r).unwrap().unwrap();
+    assert_eq!((first.batch_size, first.tokens_computed), (1, 103));
+    // Next round the prompt is cached: the others and request 151 are admitted.
+    let second = s.step(&mut r).unwrap().unwrap();
+    assert_eq!(second.batch_size, 150);
+    let out = run_to_idle(&mut s, &mut r, 50);
+    assert_eq!(out.len(), 151, "every request finishes");
+}

@@ -24,6 +24,10 @@ pub(super) struct Admission {
     hit: usize,
 }
 
+/// Admission stops after passing over this many requests in one round (see
+/// [`super::dedup`]): the rest wait for the next round rather than each being matched now.
+const MAX_DEFERRED_PER_ROUND: usize = 64;
+
 /// What admission decided for a waiting request.
 enum Admit {
     /// Admitted, with the budget state after it.
@@ -155,6 +159,7 @@ impl Scheduler {
         mut xfer: Option<&mut dyn KvTransfer>,
     ) -> Vec<Grant> {
         let mut grants: Vec<Grant> = Vec::new();
+        let mut deferred = 0;
         for i in 0..self.waiting.len() {
             if self.running.len() + in_batch + grants.len() >= self.cfg.max_running_requests {
                 break;
@@ -167,7 +172,13 @@ impl Scheduler {
                         break;
                     }
                 }
-                Admit::Deferred => {}
+                Admit::Deferred => {
+                    deferred += 1;
+                    // A queue of many requests on one prefix is not matched whole each round.
+                    if deferred >= MAX_DEFERRED_PER_ROUND {
+                        break;
+                    }
+                }
                 Admit::NoFit => break,
             }
         }
