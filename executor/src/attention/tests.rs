@@ -239,10 +239,7 @@ fn plan_groups_decode_rows_by_prefix_and_prefill_rows_in_runs() {
         rows.extend((0..s.token_ids.len()).map(|i| (si, i)));
     }
     let Plan { tasks, prefixes } = plan(&batch, &rows);
-    assert!(
-        prefixes.is_empty(),
-        "no group has more rows than one task takes"
-    );
+    assert!(prefixes.is_empty(), "no group shares a whole chunk of keys");
     // The prefill run of 10 rows in 8 and 2, sharing the first row's context (4 and 12 keys).
     assert_eq!(
         tasks[0],
