@@ -156,6 +156,9 @@ impl EngineArgs {
             n if n > 0 => Some(n as usize),
             n => bail!("--chunked-prefill-size must be positive or -1, not {n}"),
         };
+        if self.enable_mixed_chunk && chunk.is_none() {
+            bail!("--enable-mixed-chunk needs chunked prefill (--chunked-prefill-size -1 turns it off)");
+        }
         let defaults = engine_defaults();
         Ok(EngineConfig {
             model: self.model.clone().unwrap_or(defaults.model),
@@ -412,5 +415,42 @@ mod tests {
         let cfg = parsed.serve.engine.config().expect("valid");
         assert_eq!(cfg.kv_cache_disk_bytes, 2_000_000_000);
         assert_eq!(cfg.kv_cache_write_policy, engine::WritePolicy::WriteBack);
+    }
+
+    #[test]
+    fn mixed_chunk_flags_are_honoured_or_refused() {
+        let config = |flags: &[&str]| {
+            let args = std::iter::once("radixserve").chain(flags.iter().copied());
+            ServeOnly::try_parse_from(args)
+                .expect("parses")
+                .serve
+                .engine
+                .config()
+        };
+        assert!(
+            config(&[]).expect("valid").enable_mixed_chunk,
+            "on by default"
+        );
+        assert!(
+            config(&["--enable-mixed-chunk"])
+                .expect("valid")
+                .enable_mixed_chunk
+        );
+        assert!(
+            !config(&["--disable-mixed-chunk"])
+                .expect("valid")
+                .enable_mixed_chunk
+        );
+        let err = config(&["--enable-mixed-chunk", "--chunked-prefill-size", "-1"])
+            .expect_err("mixing needs chunked prefill");
+        assert!(err.to_string().contains("--enable-mixed-chunk"), "{err}");
+        assert!(ServeOnly::try_parse_from([
+            "radixserve",
+            "--enable-mixed-chunk",
+            "--disable-mixed-chunk"
+        ])
+        .is_err());
+        let deferral = config(&["--disable-prefill-deferral"]).expect("valid");
+        assert!(!deferral.defer_shared_prefill);
     }
 }
