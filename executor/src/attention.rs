@@ -201,6 +201,7 @@ impl<'a> Reader<'a> {
                 };
                 let cols = Cols {
                     slots: &slots[k0..k0 + n],
+                    ahead: &slots[k0 + n..],
                     width,
                     col: self.col,
                     len: hd,

@@ -26,6 +26,14 @@ mod x86;
 
 use refit::compress;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use intrinsics::prefetch::prefetch;
+
+/// A cache hint; without x86's prefetch instruction, nothing.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn prefetch<T>(_: &[T]) {}
+
 pub(crate) use blocks::convertible as ggml_convertible;
 
 use std::sync::Arc;

@@ -197,6 +197,7 @@ impl KvPool {
     ) {
         let cols = Cols {
             slots,
+            ahead: &[],
             width,
             col,
             len,
@@ -222,19 +223,30 @@ impl KvPool {
             .chunks_exact_mut(len)
             .zip(cols.slots);
         let src = |s: u32| s as usize * cols.width + cols.col;
+        // The slot `PREFETCH_ROWS` rows on, in this read or after it.
+        let later = |i: usize| {
+            let j = i + PREFETCH_ROWS;
+            cols.slots
+                .get(j)
+                .or_else(|| cols.ahead.get(j - cols.slots.len()))
+        };
+        let soon = |i: usize| later(i).map(|&s| src(s)..src(s) + len);
         match self {
             KvPool::F32(v) => {
-                for (d, &s) in rows {
+                for (i, (d, &s)) in rows.enumerate() {
+                    prefetch_rows(v, soon(i));
                     d.copy_from_slice(&v[src(s)..src(s) + len]);
                 }
             }
             KvPool::F16(v) => {
-                for (d, &s) in rows {
+                for (i, (d, &s)) in rows.enumerate() {
+                    prefetch_rows(v, soon(i));
                     kernel.row(&v[src(s)..src(s) + len], d);
                 }
             }
             KvPool::Bf16(v) => {
-                for (d, &s) in rows {
+                for (i, (d, &s)) in rows.enumerate() {
+                    prefetch_rows(v, soon(i));
                     for (o, &b) in d.iter_mut().zip(&v[src(s)..src(s) + len]) {
                         *o = f32::from_bits(u32::from(b) << 16);
                     }
@@ -244,17 +256,33 @@ impl KvPool {
     }
 }
 
+/// Prefetches `v[at]`, if there is such a range.
+#[inline(always)]
+fn prefetch_rows<T>(v: &[T], at: Option<std::ops::Range<usize>>) {
+    if let Some(row) = at.and_then(|at| v.get(at)) {
+        crate::kernels::prefetch(row);
+    }
+}
+
 /// Which values [`KvPool::read_cols_with`] reads: `len` values at column `col` of each slot's
 /// row (`width` values from `slot * width`).
 #[derive(Clone, Copy)]
 pub(crate) struct Cols<'a> {
     pub slots: &'a [u32],
+    /// The slots that follow `slots` in the reader's context (empty if none): their rows are
+    /// prefetched [`PREFETCH_ROWS`] ahead of their use.
+    pub ahead: &'a [u32],
     pub width: usize,
     pub col: usize,
     pub len: usize,
 }
 
 pub(crate) use widen::{Plain, Widen};
+
+/// How many rows ahead of its use [`KvPool::read_cols_with`] prefetches a row: enough to
+/// cover the memory's latency, few enough to keep the lines in flight within what the core
+/// tracks.
+const PREFETCH_ROWS: usize = 16;
 
 /// f16 → f32 of whole rows (exact, as every f16 is an f32), per instruction set.
 mod widen {
