@@ -443,7 +443,7 @@ fn greedy_is_identical_with_prefix_reuse_and_in_a_batch() {
     let p: Vec<Vec<u32>> = (0..3)
         .map(|i| ids(&fx["prompts"][i]["prompt_token_ids"]))
         .collect();
-    let mut exec = executor(l, 1024);
+    let mut exec = executor(l, 2048);
     let mut next = 1;
     // Alone, from scratch.
     let alone: Vec<(Vec<u32>, Vec<u32>)> = p
@@ -469,18 +469,18 @@ fn greedy_is_identical_with_prefix_reuse_and_in_a_batch() {
     for (i, (got, (want, _))) in o.iter().zip(&alone).enumerate() {
         assert_eq!(got, want, "prompt {i}: batching changed the greedy output");
     }
-    // Ten sequences on one cached 88-token prompt in one batch: more decode rows than an
-    // attention task takes, so the shared prompt is widened once per layer for all of them.
+    // Twenty sequences on one cached 88-token prompt in one batch: three attention tasks per
+    // KV head, so the shared prompt is widened once per layer for all of them.
     let repeated = ids(&fx["prompts"][4]["prompt_token_ids"]);
     let (want, row) = {
         let (mut o, mut r) = generate(&mut exec, &[(repeated.clone(), Vec::new())], 16, &mut next);
         (o.remove(0), r.remove(0))
     };
     let prefix = row[..repeated.len() - 1].to_vec();
-    let ten: Vec<(Vec<u32>, Vec<u32>)> = (0..10)
+    let twenty: Vec<(Vec<u32>, Vec<u32>)> = (0..20)
         .map(|_| (repeated.clone(), prefix.clone()))
         .collect();
-    let (o, _) = generate(&mut exec, &ten, 16, &mut next);
+    let (o, _) = generate(&mut exec, &twenty, 16, &mut next);
     assert!(
         o.iter().all(|got| got == &want),
         "a shared-prefix group changed the greedy output"

@@ -288,19 +288,29 @@ fn plan_groups_decode_rows_by_prefix_and_prefill_rows_in_runs() {
 }
 
 #[test]
-fn a_decode_group_larger_than_a_task_shares_its_whole_chunks_as_a_prefix() {
+fn a_decode_group_of_three_tasks_shares_its_whole_chunks_as_a_prefix() {
     let common: Vec<u32> = (1..=150).collect();
-    let batch = ForwardBatch {
+    let group = |n: u32| ForwardBatch {
         mode: ForwardMode::Decode,
-        seqs: (0..10u32)
+        seqs: (0..n)
             .map(|i| SequenceInput::new(vec![1], &common, &[200 + i], true))
             .collect(),
     };
-    let rows: Vec<(usize, usize)> = (0..10).map(|s| (s, 0)).collect();
-    let Plan { tasks, prefixes } = plan(&batch, &rows);
-    // 150 common slots: two whole chunks of 64 are widened once for both tasks of 5 rows.
+    let rows = |n: usize| -> Vec<(usize, usize)> { (0..n).map(|s| (s, 0)).collect() };
+    // 20 rows make three tasks (8, 8, 4): the 150 common slots' two whole chunks of 64 are
+    // widened once for all of them.
+    let Plan { tasks, prefixes } = plan(&group(20), &rows(20));
     assert_eq!(prefixes, vec![Prefix { seq: 0, len: 128 }]);
+    assert_eq!(tasks.len(), 3);
+    assert_eq!(
+        tasks.iter().map(|t| t.rows.len()).collect::<Vec<_>>(),
+        [8, 8, 4]
+    );
+    assert!(tasks.iter().all(|t| t.prefix == Some(0) && t.shared == 150));
+    // 10 rows make two tasks of 5, which read their blocks from the pools.
+    let Plan { tasks, prefixes } = plan(&group(10), &rows(10));
+    assert!(prefixes.is_empty(), "two tasks widen their own blocks");
     assert_eq!(tasks.len(), 2);
     assert!(tasks.iter().all(|t| t.rows.len() == 5));
-    assert!(tasks.iter().all(|t| t.prefix == Some(0) && t.shared == 150));
+    assert!(tasks.iter().all(|t| t.prefix.is_none() && t.shared == 150));
 }
