@@ -217,7 +217,7 @@ impl HostModel {
             contexts
                 .par_iter_mut()
                 .zip(batch.seqs.par_iter())
-                .filter(|(_, s)| s.token_ids.len() > 1)
+                .filter(|(_, s)| attention::gathers(s.token_ids.len()))
                 .for_each(|(ctx, s)| ctx.gather(k_pool, v_pool, &s.slot_row, width));
             let pools = Pools {
                 k: k_pool,
