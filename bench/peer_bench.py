@@ -2,8 +2,9 @@
 """Side-by-side benchmark of radixserve and llama.cpp's server on the same workloads.
 
 Loads both servers on the same GGUF file and runs the workloads of shared_prefix_client.py on
-one and then the other (never both at once; the decode runs alternate), then writes a table of ratios into docs/benchmarks.md between the
-markers `<!-- bench-peer:start -->` and `<!-- bench-peer:end -->`.
+one and then the other (never both at once; the decode runs alternate), then writes a table
+of ratios into docs/benchmarks.md between the markers `<!-- bench-peer:start -->` and
+`<!-- bench-peer:end -->`.
 
   A  one ~1,000-token system prompt shared by every request
   B  four such prompts interleaved

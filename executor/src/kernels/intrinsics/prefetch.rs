@@ -9,20 +9,15 @@
 /// changes nothing a program can observe but timing.
 #[inline(always)]
 pub(crate) fn prefetch<T>(data: &[T]) {
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(data);
-        let p = data.as_ptr().cast::<i8>();
-        // Every line the slice touches: its first byte and then one per line up to its last.
-        let first = p as usize;
-        let last = first + bytes.saturating_sub(1);
-        let mut line = first & !63;
-        while bytes > 0 && line <= last {
-            let at = p.wrapping_add(line.max(first) - first);
-            // SAFETY: a prefetch never faults and writes nothing, whatever the address (here
-            // one inside `data`); the SSE instructions it needs are part of x86-64's baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at) };
-            line += 64;
-        }
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let bytes = std::mem::size_of_val(data);
+    let p = data.as_ptr().cast::<i8>();
+    // One address per 64-byte line from the first byte on, and the last byte: together they
+    // touch every line the slice spans.
+    let last = bytes.checked_sub(1).into_iter();
+    for off in (0..bytes).step_by(64).chain(last) {
+        // SAFETY: a prefetch never faults and writes nothing, whatever the address (here one
+        // inside `data`); the SSE instructions it needs are part of x86-64's baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
     }
 }
