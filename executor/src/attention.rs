@@ -85,21 +85,11 @@ fn accumulate<S: Simd, const NV: usize>(simd: S, p: &[f32], v: &[f32], acc: &mut
     true
 }
 
-/// One sequence's context K and V rows of one layer as f32, `[l][width]` each, read once
-/// from the pools for all of the sequence's query rows.
+/// A pool thread's block buffers of keys and values.
 #[derive(Default)]
-pub(crate) struct Context {
+pub(crate) struct BlockBufs {
     k: Vec<f32>,
     v: Vec<f32>,
-}
-
-impl Context {
-    pub(crate) fn gather(&mut self, k_pool: &KvPool, v_pool: &KvPool, slots: &[u32], width: usize) {
-        self.k.resize(slots.len() * width, 0.0);
-        self.v.resize(slots.len() * width, 0.0);
-        k_pool.read_rows(slots, width, &mut self.k);
-        v_pool.read_rows(slots, width, &mut self.v);
-    }
 }
 
 /// A pool thread's buffers, kept across tasks and steps: the blocks of keys and values, and
@@ -107,7 +97,7 @@ impl Context {
 /// zeroing a task's scores, 100 KB for 8 rows at 1k context, cost more than their use).
 #[derive(Default)]
 pub(crate) struct Scratch {
-    blocks: Context,
+    blocks: BlockBufs,
     scores: Vec<f32>,
 }
 
@@ -119,9 +109,10 @@ thread_local! {
 /// Where a task's rows read their context's K and V.
 #[derive(Clone, Copy)]
 pub(crate) enum Source<'a> {
-    /// Their sequence's rows, gathered once for all of the sequence's query rows (a prefill
-    /// of more than [`POOL_ROWS`] tokens).
-    Gathered(&'a Context),
+    /// Their sequence's context, widened once per layer for all of the sequence's query rows
+    /// (a prefill of more than [`POOL_ROWS`] tokens), head by head: blocks of whole scorer
+    /// blocks are read in place.
+    Gathered(&'a PrefixKv),
     /// Straight from the pools by each row's slots, a block of keys at a time (decode rows
     /// and short extends: gathering whole contexts would only add memory traffic).
     Pools { k: &'a KvPool, v: &'a KvPool },
@@ -204,14 +195,17 @@ impl<'a> Reader<'a> {
         let (w, hd, width) = (K::W, self.hd, self.width);
         match self.source {
             Source::Gathered(ctx) => {
+                let head = ctx.head(self.col / hd);
                 let all = match side {
-                    Side::K => &ctx.k,
-                    Side::V => &ctx.v,
+                    Side::K => head.k,
+                    Side::V => head.v,
                 };
-                let rows = &all[k0 * width + self.col..];
-                for (k, b) in buf.chunks_exact_mut(hd).take(n).enumerate() {
-                    b.copy_from_slice(&rows[k * width..k * width + hd]);
+                let rows = &all[k0 * hd..(k0 + n) * hd];
+                if n.is_multiple_of(w) {
+                    // Whole scorer blocks: no padding, so read in place.
+                    return Block { rows, k0, n };
                 }
+                buf[..n * hd].copy_from_slice(rows);
             }
             Source::Pools { k, v } => {
                 let pool = match side {
@@ -258,16 +252,12 @@ fn score<K: Scorer>(kern: K, heads: Heads, q: &[f32], b: Block<'_>, s: &mut [f32
     let l = s.len() / heads.g;
     let scale = 1.0 / (heads.hd as f32).sqrt();
     let (w, hd) = (K::W, heads.hd);
-    let mut sums = [0f32; 16];
     for (a, qa) in q.chunks_exact(hd).enumerate() {
         // The scorer's blocks of `W` keys; the last may be padded with zero rows.
         for i in (0..b.n).step_by(w) {
             let n = w.min(b.n - i);
-            kern.block(qa, &b.rows[i * hd..(i + w) * hd], &mut sums);
             let at = a * l + b.k0 + i;
-            for (o, x) in s[at..at + n].iter_mut().zip(&sums) {
-                *o = x * scale;
-            }
+            kern.scaled(qa, &b.rows[i * hd..(i + w) * hd], scale, &mut s[at..at + n]);
         }
     }
 }
@@ -325,7 +315,7 @@ impl AttendRows<'_> {
             width,
         };
         let Scratch {
-            blocks: Context { k: kbuf, v: vbuf },
+            blocks: BlockBufs { k: kbuf, v: vbuf },
             scores: scores_buf,
         } = scratch;
         kbuf.resize(CHUNK * hd, 0.0);
@@ -550,8 +540,8 @@ pub(crate) struct Layer<'a> {
     /// `[t][qkv_w]` projected, rotated and rounded queries, keys and values.
     pub qkv: &'a [f32],
     pub qkv_w: usize,
-    /// Per sequence, its gathered context (sequences with several new tokens).
-    pub contexts: &'a [Context],
+    /// Per sequence, its gathered context (sequences of more than [`POOL_ROWS`] new tokens).
+    pub contexts: &'a [PrefixKv],
     pub k: &'a KvPool,
     pub v: &'a KvPool,
     pub width: usize,

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::attention::{self, Context, Layer, Pools, PrefixKv};
+use crate::attention::{self, Layer, Pools, PrefixKv};
 use crate::batch::ForwardBatch;
 use crate::kernels::HostLinear;
 use crate::kv_dtype::{KvDtype, KvPool};
@@ -162,8 +162,9 @@ impl HostModel {
             .flat_map(|s| s.out_slots.iter().map(|&x| x as usize))
             .collect();
         let width = kv.width;
-        // Per sequence, its context's K/V rows of the current layer (buffers kept across layers).
-        let mut contexts: Vec<Context> = batch.seqs.iter().map(|_| Context::default()).collect();
+        // Per sequence of many new tokens, its context's keys and values of the current layer,
+        // widened head by head (buffers kept across layers).
+        let mut contexts: Vec<PrefixKv> = batch.seqs.iter().map(|_| PrefixKv::default()).collect();
         let plan = attention::plan(batch, &rows);
         // Per decode-group prefix, its keys and values of the current layer, widened once.
         let mut prefixes: Vec<PrefixKv> =
@@ -213,17 +214,17 @@ impl HostModel {
                 kv.v[li].write(slot * width, v);
             }
             let (k_pool, v_pool, dtype) = (&kv.k[li], &kv.v[li], kv.dtype);
-            // Sequences with several query rows read their context once for all of them.
-            contexts
-                .par_iter_mut()
-                .zip(batch.seqs.par_iter())
-                .filter(|(_, s)| attention::gathers(s.token_ids.len()))
-                .for_each(|(ctx, s)| ctx.gather(k_pool, v_pool, &s.slot_row, width));
             let pools = Pools {
                 k: k_pool,
                 v: v_pool,
                 width,
             };
+            // Sequences with many query rows read their context once for all of them.
+            for (ctx, s) in contexts.iter_mut().zip(&batch.seqs) {
+                if attention::gathers(s.token_ids.len()) {
+                    ctx.gather(pools, &s.slot_row, kvh, hd);
+                }
+            }
             for (buf, p) in prefixes.iter_mut().zip(&plan.prefixes) {
                 buf.gather(pools, &batch.seqs[p.seq].slot_row[..p.len], kvh, hd);
             }

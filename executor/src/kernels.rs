@@ -17,6 +17,7 @@
 //! without any `unsafe` in this crate.
 
 mod blocks;
+mod expand;
 #[cfg(target_arch = "x86_64")]
 mod intrinsics;
 mod qdot;
@@ -38,7 +39,7 @@ pub(crate) use blocks::convertible as ggml_convertible;
 
 use std::sync::Arc;
 
-use pulp::{Arch, Simd, WithSimd};
+use pulp::Arch;
 use rayon::prelude::*;
 
 /// Values per quantisation block.
@@ -47,6 +48,10 @@ const QK: usize = 32;
 const BLOCK: usize = 32;
 /// Input rows per pass over the weights (larger batches are tiled).
 const M_TILE: usize = 64;
+/// Most rayon tasks of one call with several input rows: each task takes a run of whole
+/// [`BLOCK`]s, so that a wide output (the LM head's 49,152 columns) does not make thousands
+/// of tasks, each with a slice of every output row.
+const MAX_TASKS: usize = 64;
 /// Weight rows expanded to f32 at a time.
 const GROUP: usize = 8;
 
@@ -303,128 +308,7 @@ impl Weights {
     }
 }
 
-/// Dot products of `NW` weight rows (stride `inp` in `w`) with `NX` input rows (stride `inp`
-/// in `x`), accumulated in registers: `out[a][b] = w_a · x_b`.
-#[inline(always)]
-pub(crate) fn micro<S: Simd, const NW: usize, const NX: usize>(
-    simd: S,
-    w: &[f32],
-    x: &[f32],
-    inp: usize,
-) -> [[f32; NX]; NW] {
-    let lanes = S::F32_LANES;
-    let full = inp / lanes * lanes;
-    let mut acc = [[simd.splat_f32s(0.0); NX]; NW];
-    let wr: [&[f32]; NW] = std::array::from_fn(|a| &w[a * inp..a * inp + full]);
-    let xr: [&[f32]; NX] = std::array::from_fn(|b| &x[b * inp..b * inp + full]);
-    let n = full / lanes;
-    // Equal, known lengths let the compiler drop the bounds checks in the loop.
-    let wv: [&[S::f32s]; NW] = std::array::from_fn(|a| &S::as_simd_f32s(wr[a]).0[..n]);
-    let xv: [&[S::f32s]; NX] = std::array::from_fn(|b| &S::as_simd_f32s(xr[b]).0[..n]);
-    for k in 0..n {
-        let xs: [S::f32s; NX] = std::array::from_fn(|b| xv[b][k]);
-        for a in 0..NW {
-            let wk = wv[a][k];
-            for b in 0..NX {
-                acc[a][b] = simd.mul_add_e_f32s(wk, xs[b], acc[a][b]);
-            }
-        }
-    }
-    let mut out = [[0f32; NX]; NW];
-    for a in 0..NW {
-        for b in 0..NX {
-            let mut s = simd.reduce_sum_f32s(acc[a][b]);
-            for k in full..inp {
-                s += w[a * inp + k] * x[b * inp + k];
-            }
-            out[a][b] = s;
-        }
-    }
-    out
-}
-
-// The operands of one micro-kernel sweep; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-/// `y[i * ld + col0 + r] = w_r · x_i` for the `rows` expanded weight rows in `w` and the `NX`
-/// input rows starting at input row `i0`, `NW` weight rows at a time.
-#[inline(always)]
-fn rows_times<S: Simd, const NW: usize, const NX: usize>(
-    simd: S,
-    w: &[f32],
-    rows: usize,
-    x: &[f32],
-    i0: usize,
-    inp: usize,
-    y: &mut [f32],
-    ld: usize,
-    col0: usize,
-) {
-    let xs = &x[i0 * inp..(i0 + NX) * inp];
-    let mut put = |r: usize, b: usize, v: f32| y[(i0 + b) * ld + col0 + r] = v;
-    let mut r = 0;
-    while r + NW <= rows {
-        let o = micro::<S, NW, NX>(simd, &w[r * inp..(r + NW) * inp], xs, inp);
-        for (a, oa) in o.iter().enumerate() {
-            for (b, &v) in oa.iter().enumerate() {
-                put(r + a, b, v);
-            }
-        }
-        r += NW;
-    }
-    while r < rows {
-        let o = micro::<S, 1, NX>(simd, &w[r * inp..(r + 1) * inp], xs, inp);
-        for (b, &v) in o[0].iter().enumerate() {
-            put(r, b, v);
-        }
-        r += 1;
-    }
-}
-
-/// One task: output rows `n0..n0 + chunk.len() / m` into `chunk`, row-major `[m][n]` (so
-/// each input row's outputs of this task are contiguous).
-#[inline(always)]
-fn task<S: Simd>(simd: S, t: Task<'_>) {
-    let Task {
-        w,
-        inp,
-        x,
-        m,
-        n0,
-        chunk,
-        buf,
-    } = t;
-    let n_rows = chunk.len() / m;
-    #[cfg(target_arch = "x86_64")]
-    let v3 = pulp::x86::V3::try_new();
-    let mut g = 0;
-    while g < n_rows {
-        let rows = GROUP.min(n_rows - g);
-        for r in 0..rows {
-            let dst = &mut buf[r * inp..(r + 1) * inp];
-            #[cfg(target_arch = "x86_64")]
-            if let Some(v3) = v3 {
-                x86::expand_row(v3, w, n0 + g + r, inp, dst);
-                continue;
-            }
-            w.expand_row(n0 + g + r, inp, dst);
-        }
-        let wb = &buf[..rows * inp];
-        let y = &mut *chunk;
-        let mut i = 0;
-        while i + 3 <= m {
-            rows_times::<S, 4, 3>(simd, wb, rows, x, i, inp, y, n_rows, g);
-            i += 3;
-        }
-        match m - i {
-            2 => rows_times::<S, 4, 2>(simd, wb, rows, x, i, inp, y, n_rows, g),
-            1 => rows_times::<S, 8, 1>(simd, wb, rows, x, i, inp, y, n_rows, g),
-            _ => {}
-        }
-        g += rows;
-    }
-}
-
-/// [`task`] for weights with an integer kernel: output rows `n0..` of every input row in
+/// [`expand::task`] for weights with an integer kernel: output rows `n0..` of every input row in
 /// `chunk` (row-major `[m][rows]`), from the quantised inputs `x`.
 fn qtask(
     isa: qdot::Isa,
@@ -449,26 +333,6 @@ fn qtask(
         2 => qdot::rows_times::<2>(isa, w, inp, n0, rows, x, i, chunk, rows, 0),
         1 => qdot::rows_times::<1>(isa, w, inp, n0, rows, x, i, chunk, rows, 0),
         _ => {}
-    }
-}
-
-/// [`task`] as a `pulp` operation, compiled for each instruction set it dispatches to.
-struct Task<'a> {
-    w: &'a Weights,
-    inp: usize,
-    x: &'a [f32],
-    m: usize,
-    n0: usize,
-    chunk: &'a mut [f32],
-    buf: &'a mut [f32],
-}
-
-impl WithSimd for Task<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        task(simd, self);
     }
 }
 
@@ -611,54 +475,89 @@ impl HostLinear {
             }
             return y;
         }
-        // Tiles of BLOCK outputs, each row-major `[m][BLOCK]`, so that each task owns a
-        // contiguous chunk; the tiles' rows are then copied into place.
-        let mut yt = vec![0f32; out * m];
         let integer = |w: &Weights| self.integer && qdot::supported(w);
-        let isa = qdot::Isa::detect();
         let xq = self
             .parts
             .iter()
             .any(|p| integer(&p.w))
             .then(|| qdot::QuantRows::new(x, inp));
-        yt.par_chunks_mut(BLOCK * m).enumerate().for_each_init(
-            Vec::new,
-            |buf: &mut Vec<f32>, (bi, chunk)| {
-                let (w, n0) = self.part_of(bi * BLOCK);
-                match &xq {
-                    Some(xq) if integer(w) => qtask(isa, w, inp, xq, m, n0, chunk),
-                    _ => {
-                        buf.resize(GROUP * inp, 0.0);
-                        Arch::new().dispatch(Task {
-                            w,
-                            inp,
-                            x,
-                            m,
-                            n0,
-                            chunk,
-                            buf: &mut buf[..],
-                        })
+        let tile = Tile {
+            isa: qdot::Isa::detect(),
+            x,
+            xq: xq.as_ref(),
+            m,
+        };
+        let mut y = vec![0f32; m * out];
+        if m == 1 {
+            // One row: each task's outputs are one contiguous run of the output.
+            y.par_chunks_mut(BLOCK)
+                .enumerate()
+                .for_each_init(Vec::new, |buf: &mut Vec<f32>, (bi, chunk)| {
+                    self.tile(&tile, bi * BLOCK, chunk, buf)
+                });
+            return y;
+        }
+        // Each task owns a run of columns of every output row: it computes them BLOCK at a
+        // time into a row-major `[m][BLOCK]` tile of its own and copies the tile's rows into
+        // place, all on the pool (no tile of the whole output, no second pass).
+        let span = BLOCK * out.div_ceil(BLOCK).div_ceil(MAX_TASKS);
+        let mut runs: Vec<Vec<&mut [f32]>> = (0..out.div_ceil(span))
+            .map(|_| Vec::with_capacity(m))
+            .collect();
+        for row in y.chunks_mut(out) {
+            for (run, seg) in runs.iter_mut().zip(row.chunks_mut(span)) {
+                run.push(seg);
+            }
+        }
+        runs.into_par_iter().enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(t, buf): &mut (Vec<f32>, Vec<f32>), (ti, mut segs)| {
+                let width = segs.first().map_or(0, |s| s.len());
+                for c0 in (0..width).step_by(BLOCK) {
+                    let cols = BLOCK.min(width - c0);
+                    t.resize(m * cols, 0.0);
+                    self.tile(&tile, ti * span + c0, &mut t[..m * cols], buf);
+                    for (seg, row) in segs.iter_mut().zip(t.chunks_exact(cols)) {
+                        seg[c0..c0 + cols].copy_from_slice(row);
                     }
                 }
             },
         );
-        if m == 1 {
-            return yt;
-        }
-        // Each output row gathers its columns from every tile, rows in parallel.
-        let mut y = vec![0f32; m * out];
-        y.par_chunks_mut(out)
-            .enumerate()
-            .with_min_len(crate::MIN_ROWS)
-            .for_each(|(i, row)| {
-                for (bi, tile) in yt.chunks(BLOCK * m).enumerate() {
-                    let cols = tile.len() / m;
-                    let n0 = bi * BLOCK;
-                    row[n0..n0 + cols].copy_from_slice(&tile[i * cols..(i + 1) * cols]);
-                }
-            });
         y
     }
+
+    /// Output columns `n..n + chunk.len() / m` (`n` a multiple of [`BLOCK`], within one part)
+    /// of every input row into `chunk`, row-major `[m][cols]`; `buf` is the f32 path's
+    /// scratch.
+    fn tile(&self, t: &Tile<'_>, n: usize, chunk: &mut [f32], buf: &mut Vec<f32>) {
+        let (w, n0) = self.part_of(n);
+        match t.xq {
+            Some(xq) if self.integer && qdot::supported(w) => {
+                qtask(t.isa, w, self.inp, xq, t.m, n0, chunk)
+            }
+            _ => {
+                buf.resize(GROUP * self.inp, 0.0);
+                Arch::new().dispatch(expand::Task {
+                    w,
+                    inp: self.inp,
+                    x: t.x,
+                    m: t.m,
+                    n0,
+                    chunk,
+                    buf: &mut buf[..],
+                })
+            }
+        }
+    }
+}
+
+/// One call's inputs, shared by its tasks: the f32 rows and, where some part has an integer
+/// kernel, the same rows quantised.
+struct Tile<'a> {
+    isa: qdot::Isa,
+    x: &'a [f32],
+    xq: Option<&'a qdot::QuantRows>,
+    m: usize,
 }
 
 #[cfg(test)]

@@ -172,11 +172,6 @@ impl KvPool {
         }
     }
 
-    /// Reads the rows of `slots` (each `width` values) into `dst` as f32.
-    pub(crate) fn read_rows(&self, slots: &[u32], width: usize, dst: &mut [f32]) {
-        self.read_cols(slots, width, 0, width, dst);
-    }
-
     /// Reads `dst.len()` values at offset `off` as f32.
     pub(crate) fn read(&self, off: usize, dst: &mut [f32]) {
         // One "slot" 0 with a zero-width row: its only column run starts at `off`.
@@ -449,7 +444,7 @@ mod tests {
             // Rows by slot, in runs and out of order: the same values as row by row.
             let slots = [3u32, 4, 5, 1, 9, 8];
             let mut rows = vec![0f32; slots.len() * 10];
-            pool.read_rows(&slots, 10, &mut rows);
+            pool.read_cols(&slots, 10, 0, 10, &mut rows);
             for (k, &s) in slots.iter().enumerate() {
                 let mut one = vec![0f32; 10];
                 pool.read(s as usize * 10, &mut one);

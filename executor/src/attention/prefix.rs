@@ -1,9 +1,11 @@
-//! A decode group's shared prefix, widened once per layer for all of the group's tasks.
+//! Keys and values widened once per layer, head by head, for several tasks to read in place:
+//! a decode group's shared prefix, and a long prefill's whole context.
 //!
 //! When more decode rows sit on one cached prefix than one task takes, each of their tasks
 //! would widen the same f16 keys and values from the pool; here they are widened once per
-//! layer, head by head, and the tasks read their blocks in place. The values are the same f32
-//! either way (widening is exact), so the rows' outputs keep their bits.
+//! layer and the tasks read their blocks in place. A prefill sequence's tasks read their
+//! context the same way. The values are the same f32 either way (widening is exact), so the
+//! rows' outputs keep their bits.
 
 use rayon::prelude::*;
 
@@ -17,7 +19,8 @@ pub(crate) struct Prefix {
     pub len: usize,
 }
 
-/// One layer's keys and values of a [`Prefix`], `[kv head][key][head_dim]` each.
+/// One layer's keys and values of a [`Prefix`] or of a sequence's context,
+/// `[kv head][key][head_dim]` each.
 #[derive(Default)]
 pub(crate) struct PrefixKv {
     k: Vec<f32>,

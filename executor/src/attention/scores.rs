@@ -29,6 +29,16 @@ pub(crate) trait Scorer: Copy {
     /// `sums[k] = q · key_k` for the `W` keys of `rows`, back to back (`q.len()` values
     /// each).
     fn block(self, q: &[f32], rows: &[f32], sums: &mut [f32]);
+    /// `out[k] = scale * (q · key_k)` for the first `out.len()` (at most `W`) keys of the
+    /// block: [`Scorer::block`]'s sums, each times `scale`.
+    #[inline(always)]
+    fn scaled(self, q: &[f32], rows: &[f32], scale: f32, out: &mut [f32]) {
+        let mut sums = [0f32; 16];
+        self.block(q, rows, &mut sums);
+        for (o, x) in out.iter_mut().zip(&sums) {
+            *o = x * scale;
+        }
+    }
 }
 
 /// One dot product per key, for instruction sets without a block kernel.
@@ -123,6 +133,32 @@ pub(crate) mod x86 {
                 None => per_key(self, q, rows, &mut sums[..16]),
             }
         }
+
+        /// A whole block's scaled sums go from the register straight to `out`: through a
+        /// buffer on the stack, a misaligned reload of the sums stalled every block.
+        #[inline(always)]
+        fn scaled(self, q: &[f32], rows: &[f32], scale: f32, out: &mut [f32]) {
+            let whole = <&mut [f32; 16]>::try_from(&mut *out);
+            let v = match q.len() {
+                32 => block16::<2>(self, q, rows),
+                64 => block16::<4>(self, q, rows),
+                128 => block16::<8>(self, q, rows),
+                _ => None,
+            };
+            match (whole, v) {
+                (Ok(o), Some(v)) => {
+                    let f = self.avx512f;
+                    *o = cast(f._mm512_mul_ps(v, f._mm512_set1_ps(scale)));
+                }
+                _ => {
+                    let mut sums = [0f32; 16];
+                    self.block(q, rows, &mut sums);
+                    for (o, x) in out.iter_mut().zip(&sums) {
+                        *o = x * scale;
+                    }
+                }
+            }
+        }
     }
 
     impl Scorer for V3 {
@@ -151,6 +187,31 @@ pub(crate) mod x86 {
             match out {
                 Some(v) => sums[..8].copy_from_slice(&cast::<__m256, [f32; 8]>(v)),
                 None => per_key(self, q, rows, &mut sums[..8]),
+            }
+        }
+
+        /// As for AVX-512: a whole block's scaled sums go from the register to `out`.
+        #[inline(always)]
+        fn scaled(self, q: &[f32], rows: &[f32], scale: f32, out: &mut [f32]) {
+            let whole = <&mut [f32; 8]>::try_from(&mut *out);
+            let v = match q.len() {
+                32 => block8::<4>(self, q, rows),
+                64 => block8::<8>(self, q, rows),
+                128 => block8::<16>(self, q, rows),
+                _ => None,
+            };
+            match (whole, v) {
+                (Ok(o), Some(v)) => {
+                    let a = self.avx;
+                    *o = cast(a._mm256_mul_ps(v, a._mm256_set1_ps(scale)));
+                }
+                _ => {
+                    let mut sums = [0f32; 16];
+                    self.block(q, rows, &mut sums);
+                    for (o, x) in out.iter_mut().zip(&sums) {
+                        *o = x * scale;
+                    }
+                }
             }
         }
     }

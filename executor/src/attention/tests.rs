@@ -192,8 +192,8 @@ fn a_row_gets_the_same_bits_alone_in_a_shared_task_or_from_a_gathered_context() 
                     "{dtype} hd {hd} row {r}: alone and shared differ"
                 );
                 // The same row as the last of a prefill sequence, from its gathered context.
-                let mut ctx = Context::default();
-                ctx.gather(&k, &v, row.1, width);
+                let mut ctx = PrefixKv::default();
+                ctx.gather(both, row.1, 2, hd);
                 let gathered = run(&cfg, j, Source::Gathered(&ctx), &[*row], 0, dtype);
                 assert_eq!(
                     alone[0], gathered[0],

@@ -39,40 +39,63 @@ pub(crate) struct QuantRows {
 }
 
 impl QuantRows {
-    /// Quantises the `m` rows of `x` (`[m][inp]`, `inp` a multiple of 32).
+    /// Quantises the `m` rows of `x` (`[m][inp]`, `inp` a multiple of 32), runs of
+    /// [`QUANT_ROWS`] rows in parallel.
     pub(crate) fn new(x: &[f32], inp: usize) -> Self {
+        use rayon::prelude::*;
         debug_assert!(inp.is_multiple_of(QK) && x.len().is_multiple_of(inp.max(1)));
         let blocks = x.len() / QK;
+        let nb = inp / QK;
+        // Per row: one scale vector per pair of blocks.
+        let pairs = nb / 2 * 16;
+        let rows = blocks.checked_div(nb).unwrap_or(0);
         let mut out = Self {
             qs: vec![0; x.len()],
-            d: Vec::with_capacity(blocks),
-            s: Vec::with_capacity(blocks),
-            s16: Vec::with_capacity(2 * blocks),
-            sum: Vec::with_capacity(blocks),
-            d2: Vec::new(),
+            d: vec![0.0; blocks],
+            s: vec![0.0; blocks],
+            s16: vec![0.0; 2 * blocks],
+            sum: vec![0; blocks],
+            d2: vec![0.0; rows * pairs],
             inp,
         };
-        let mut scales = vec![(0f32, [0i32; 2]); blocks];
-        quantize_blocks(x, &mut out.qs, &mut scales);
-        for (d, halves) in scales {
-            let sum = halves[0] + halves[1];
-            out.sum.push(sum);
-            out.d.push(f16::from_f32(d).to_f32());
-            out.s.push(f16::from_f32(d * sum as f32).to_f32());
-            for h in halves {
-                out.s16.push(f16::from_f32(d * h as f32).to_f32());
-            }
+        if blocks == 0 {
+            return out;
         }
-        let nb = inp / QK;
-        if nb >= 2 {
-            out.d2.reserve(blocks / nb * (nb / 2) * 16);
-            for row in out.d.chunks_exact(nb) {
-                for pair in row.chunks_exact(2) {
-                    out.d2.extend((0..16).map(|l| pair[l / 8]));
-                }
+        let r = QUANT_ROWS;
+        let mut runs = out.runs(r, nb);
+        if runs.len() <= 1 {
+            // A few rows (a decode step's): on this thread, no hand-over to the pool.
+            if let Some(run) = runs.pop() {
+                quantize_run(x, run, nb);
             }
+        } else {
+            runs.into_par_iter()
+                .zip(x.par_chunks(r * inp))
+                .for_each(|(run, x)| quantize_run(x, run, nb));
         }
         out
+    }
+
+    /// The parts of each run of `r` rows (of `nb` blocks), to be filled.
+    fn runs(&mut self, r: usize, nb: usize) -> Vec<Run<'_>> {
+        let pairs = nb / 2 * 16;
+        // `d2` is empty for rows of one block; its runs then are empty too.
+        let mut d2 = self.d2.chunks_mut((r * pairs).max(1));
+        self.qs
+            .chunks_mut(r * self.inp)
+            .zip(self.d.chunks_mut(r * nb))
+            .zip(self.s.chunks_mut(r * nb))
+            .zip(self.s16.chunks_mut(2 * r * nb))
+            .zip(self.sum.chunks_mut(r * nb))
+            .map(|((((qs, d), s), s16), sum)| Run {
+                qs,
+                d,
+                s,
+                s16,
+                sum,
+                d2: d2.next().unwrap_or_default(),
+            })
+            .collect()
     }
 
     fn row(&self, i: usize) -> QRow<'_> {
@@ -89,6 +112,54 @@ impl QuantRows {
                 .unwrap_or(&[]),
         }
     }
+}
+
+/// Activation rows quantised per parallel task (fewer run on the calling thread alone).
+const QUANT_ROWS: usize = 8;
+
+/// One run of rows' parts of a [`QuantRows`].
+struct Run<'a> {
+    qs: &'a mut [i8],
+    d: &'a mut [f32],
+    s: &'a mut [f32],
+    s16: &'a mut [f32],
+    sum: &'a mut [i32],
+    d2: &'a mut [f32],
+}
+
+/// Quantises the rows `x` (`nb` blocks each) into their parts of a [`QuantRows`].
+fn quantize_run(x: &[f32], out: Run<'_>, nb: usize) {
+    let mut scales = vec![(0f32, [0i32; 2]); out.d.len()];
+    quantize_blocks(x, out.qs, &mut scales);
+    for (i, &(d, halves)) in scales.iter().enumerate() {
+        let sum = halves[0] + halves[1];
+        out.sum[i] = sum;
+        out.d[i] = d;
+        out.s[i] = d * sum as f32;
+        out.s16[2 * i] = d * halves[0] as f32;
+        out.s16[2 * i + 1] = d * halves[1] as f32;
+    }
+    // Stored through f16, as ggml stores them; a slice at a time (the hardware
+    // conversion on whole vectors, where one value at a time was a call each).
+    for v in [&mut *out.d, &mut *out.s, &mut *out.s16] {
+        round_f16(v);
+    }
+    if nb >= 2 {
+        let pairs = out.d.chunks_exact(nb).flat_map(|row| row.chunks_exact(2));
+        for (pair, v) in pairs.zip(out.d2.chunks_exact_mut(16)) {
+            for (l, o) in v.iter_mut().enumerate() {
+                *o = pair[l / 8];
+            }
+        }
+    }
+}
+
+/// Rounds each value to the nearest f16 (ties to even), in place.
+fn round_f16(v: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    let mut h = vec![f16::ZERO; v.len()];
+    h.convert_from_f32_slice(v);
+    h.convert_to_f32_slice(v);
 }
 
 /// Quantises each 32-value block of `x` into `qs`: `q = round(x / d)` (halves away from

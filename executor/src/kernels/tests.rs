@@ -295,3 +295,21 @@ fn activation_quantisation_is_the_same_on_every_path() {
     // Halves round away from zero: 0.5 -> 1, -0.5 -> -1, 1.5 -> 2.
     assert_eq!(&q1[15..18], &[-1, 1, 2]);
 }
+
+/// Activations quantised for a whole batch (runs of rows on the pool) give each row the bits
+/// it gets alone, through the row-major kernels that read every per-block scale layout.
+#[test]
+fn batched_activation_quantisation_gives_each_row_its_bits() {
+    // 40 rows: not whole groups of 16, so the row-major Q4_1 and Q8_0 kernels run.
+    let (inp, out, m) = (6 * QK, 40, 19);
+    for q4 in [true, false] {
+        let lin = HostLinear::new(inp, out, quantised(out, inp, q4)).expect("shape");
+        assert_eq!(lin.format(), if q4 { "q4_1" } else { "q8_0" });
+        let x = activations(m, inp, 13);
+        let all = lin.forward(&x, m);
+        for i in 0..m {
+            let alone = lin.forward(&x[i * inp..(i + 1) * inp], 1);
+            assert_eq!(all[i * out..(i + 1) * out], alone[..], "q4 {q4} row {i}");
+        }
+    }
+}

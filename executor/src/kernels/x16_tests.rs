@@ -103,3 +103,23 @@ fn check_paths(q4: bool) {
         }
     }
 }
+
+/// A projection wide enough that each task of a batched call takes a run of several blocks of
+/// outputs (the LM head's shape, smaller): every row of a batch gets the same bits as alone,
+/// the partial last block included, through the integer and the f32 paths.
+#[test]
+fn wide_projections_give_each_row_its_bits_alone() {
+    // 131 groups of 16 rows: 66 blocks of 32 outputs, more than one per task, the last half.
+    let (inp, out) = (2 * QK, 131 * qdot::x16::ROWS);
+    assert!(out.div_ceil(BLOCK) > MAX_TASKS && !out.is_multiple_of(BLOCK));
+    let (lin, _) = interleaved(inp, out, true);
+    for lin in [lin.clone(), lin.exact()] {
+        let m = 11;
+        let x = activations(m, inp, 9);
+        let all = lin.forward(&x, m);
+        for i in 0..m {
+            let alone = lin.forward(&x[i * inp..(i + 1) * inp], 1);
+            assert_eq!(all[i * out..(i + 1) * out], alone[..], "row {i}");
+        }
+    }
+}
