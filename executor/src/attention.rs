@@ -486,18 +486,17 @@ pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Plan {
     let mut prefixes = Vec::new();
     // Decode rows by their context's first slot, in order of first appearance.
     let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    // Extends read from the pools: their sequence and their tasks.
+    let mut extends: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
     let mut r = 0;
     while r < rows.len() {
         let s = &batch.seqs[rows[r].0];
         let n = s.token_ids.len();
         if n == 1 {
-            let first = s.slot_row.first().copied().unwrap_or(0);
-            match groups.iter_mut().find(|(f, _)| *f == first) {
-                Some((_, g)) => g.push(r),
-                None => groups.push((first, vec![r])),
-            }
+            push_grouped(&mut groups, s, r);
         } else {
             let past = s.slot_row.len() - n;
+            let first = tasks.len();
             for start in (r..r + n).step_by(ROWS_PER_TASK) {
                 let end = (start + ROWS_PER_TASK).min(r + n);
                 tasks.push(Task {
@@ -506,9 +505,13 @@ pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Plan {
                     prefix: None,
                 });
             }
+            if !gathers(n) {
+                extends.push((rows[r].0, first..tasks.len()));
+            }
         }
         r += n;
     }
+    extend_prefixes(batch, &extends, &mut tasks, &mut prefixes);
     for (_, group) in groups {
         // At least two tasks per KV head from two rows up, so that a few rows on one prefix
         // still keep both halves of a machine busy (three KV heads make three tasks).
@@ -530,6 +533,62 @@ pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Plan {
         }
     }
     Plan { tasks, prefixes }
+}
+
+/// Adds `i` to the group of sequences whose context starts at `s`'s first slot (sequences on
+/// one cached prefix), in order of first appearance.
+fn push_grouped(groups: &mut Vec<(u32, Vec<usize>)>, s: &crate::batch::SequenceInput, i: usize) {
+    let first = s.slot_row.first().copied().unwrap_or(0);
+    match groups.iter_mut().find(|(f, _)| *f == first) {
+        Some((_, g)) => g.push(i),
+        None => groups.push((first, vec![i])),
+    }
+}
+
+/// Gives the tasks of short extends over one cached context a [`Prefix`]: the whole chunks of
+/// cached keys that all of their sequences hold alike, widened once per layer instead of by
+/// each task from the pools (a 35-token extend makes five tasks per KV head, each of which
+/// read the whole context). Extends are grouped by their context's first slot, and a group
+/// of [`PREFIX_TASKS`] tasks or more gets the prefix.
+fn extend_prefixes(
+    batch: &ForwardBatch,
+    extends: &[(usize, std::ops::Range<usize>)],
+    tasks: &mut [Task],
+    prefixes: &mut Vec<Prefix>,
+) {
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (i, (seq, _)) in extends.iter().enumerate() {
+        push_grouped(&mut groups, &batch.seqs[*seq], i);
+    }
+    for (_, group) in groups {
+        let count: usize = group.iter().map(|&i| extends[i].1.len()).sum();
+        let cached = |i: usize| {
+            let s = &batch.seqs[extends[i].0];
+            &s.slot_row[..s.prefix_len()]
+        };
+        let head = cached(group[0]);
+        let len = group[1..].iter().fold(head.len(), |n, &i| {
+            n.min(
+                head.iter()
+                    .zip(cached(i))
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+            )
+        }) / CHUNK
+            * CHUNK;
+        if count < PREFIX_TASKS || len == 0 {
+            continue;
+        }
+        prefixes.push(Prefix {
+            seq: extends[group[0]].0,
+            len,
+        });
+        for &i in &group {
+            for t in &mut tasks[extends[i].1.clone()] {
+                t.prefix = Some(prefixes.len() - 1);
+            }
+        }
+    }
 }
 
 /// One layer's attention inputs for all of a step's rows.

@@ -314,3 +314,52 @@ fn a_decode_group_of_three_tasks_shares_its_whole_chunks_as_a_prefix() {
     assert!(tasks.iter().all(|t| t.rows.len() == 5));
     assert!(tasks.iter().all(|t| t.prefix.is_none() && t.shared == 150));
 }
+
+#[test]
+fn short_extends_over_one_cached_context_share_its_whole_chunks_as_a_prefix() {
+    let cached: Vec<u32> = (1..=150).collect();
+    // Extends of `n` new tokens each, over the cached slots (sequence i's own slots after).
+    let extends = |lens: &[usize]| {
+        let mut next = 1000;
+        let seqs: Vec<SequenceInput> = lens
+            .iter()
+            .map(|&n| {
+                let own: Vec<u32> = (next..next + n as u32).collect();
+                next += n as u32;
+                SequenceInput::new(vec![1; n], &cached, &own, true)
+            })
+            .collect();
+        let rows: Vec<(usize, usize)> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &n)| (0..n).map(move |i| (s, i)))
+            .collect();
+        (
+            ForwardBatch {
+                mode: ForwardMode::Extend,
+                seqs,
+            },
+            rows,
+        )
+    };
+    // Two extends of 10 tokens make four tasks (8 + 2 rows each): the cached context's two
+    // whole chunks are widened once for all of them.
+    let (batch, rows) = extends(&[10, 10]);
+    let Plan { tasks, prefixes } = plan(&batch, &rows);
+    assert_eq!(prefixes, vec![Prefix { seq: 0, len: 128 }]);
+    assert_eq!(tasks.len(), 4);
+    assert!(tasks.iter().all(|t| t.prefix == Some(0)));
+    // One extend of 20 tokens makes three tasks on its own.
+    let (batch, rows) = extends(&[20]);
+    let Plan { tasks, prefixes } = plan(&batch, &rows);
+    assert_eq!(prefixes, vec![Prefix { seq: 0, len: 128 }]);
+    assert!(tasks.len() == 3 && tasks.iter().all(|t| t.prefix == Some(0)));
+    // One extend of 10 tokens makes two tasks, which read their blocks from the pools; so
+    // does a prefill of more than `POOL_ROWS` tokens, which reads its gathered context.
+    for lens in [&[10][..], &[POOL_ROWS + 1]] {
+        let (batch, rows) = extends(lens);
+        let Plan { tasks, prefixes } = plan(&batch, &rows);
+        assert!(prefixes.is_empty(), "{lens:?}");
+        assert!(tasks.iter().all(|t| t.prefix.is_none()), "{lens:?}");
+    }
+}
