@@ -204,9 +204,7 @@ impl HostModel {
                         }
                     }
                     rope(k, kvh, hd, cs, sn, c.rope_style);
-                    for x in q.iter_mut() {
-                        *x = dtype.round(*x);
-                    }
+                    dtype.round_slice(q);
                 });
             for (row, &slot) in qkv.chunks_exact(qkv_w).zip(&out_slots) {
                 let (k, v) = row[h * hd..].split_at(kvh * hd);

@@ -49,6 +49,33 @@ impl KvDtype {
             KvDtype::Bf16 => bf16::from_f32(x).to_f32(),
         }
     }
+
+    /// Each value of `v` rounded to this type in place, as [`KvDtype::round`] rounds it, a
+    /// run at a time through `half`'s slice conversions (its vector instructions where the
+    /// CPU has them; one value at a time, each conversion is a call).
+    pub(crate) fn round_slice(self, v: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        const RUN: usize = 64;
+        match self {
+            KvDtype::F32 => {}
+            KvDtype::F16 => {
+                let mut buf = [f16::ZERO; RUN];
+                for run in v.chunks_mut(RUN) {
+                    let b = &mut buf[..run.len()];
+                    b.convert_from_f32_slice(run);
+                    b.convert_to_f32_slice(run);
+                }
+            }
+            KvDtype::Bf16 => {
+                let mut buf = [bf16::ZERO; RUN];
+                for run in v.chunks_mut(RUN) {
+                    let b = &mut buf[..run.len()];
+                    b.convert_from_f32_slice(run);
+                    b.convert_to_f32_slice(run);
+                }
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for KvDtype {
@@ -422,6 +449,32 @@ mod tests {
                 v4.vectorize(|| widen::x86::row_v4(v4, &all[3..], &mut got[3..]));
                 got[..3].copy_from_slice(&want[..3]);
                 check(&got, "avx512");
+            }
+        }
+    }
+
+    /// Rounding a slice gives each value's own rounding: ties, subnormals, overflow, signs,
+    /// and runs that end mid-buffer.
+    #[test]
+    fn rounding_a_slice_rounds_each_value_alone() {
+        let mut v: Vec<f32> = (0..200).map(|i| (i as f32 - 100.0) * 0.0137).collect();
+        // Exact ties between two halves (1 + 2^-11), tiny and huge values.
+        v.extend([
+            1.0 + 2f32.powi(-11),
+            -(1.0 + 3.0 * 2f32.powi(-11)),
+            1e-7,
+            -3e-8,
+            7e4,
+            -1e6,
+        ]);
+        v.extend([f32::INFINITY, f32::MIN_POSITIVE, 0.0, -0.0]);
+        for dtype in [KvDtype::F32, KvDtype::F16, KvDtype::Bf16] {
+            for len in [v.len(), 70, 64, 1] {
+                let mut got = v[..len].to_vec();
+                dtype.round_slice(&mut got);
+                let want: Vec<u32> = v[..len].iter().map(|&x| dtype.round(x).to_bits()).collect();
+                let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, want, "{dtype} len {len}");
             }
         }
     }

@@ -15,8 +15,6 @@
 //! Kernels: AVX-512BW (two blocks per instruction), AVX2 (`vpmaddubsw` + `vpmaddwd`) and a
 //! scalar reference, chosen at run time through `pulp`'s feature detection.
 
-use half::f16;
-
 use super::{Weights, QK};
 
 /// Activation rows quantised per 32-value block.
@@ -142,7 +140,7 @@ fn quantize_run(x: &[f32], out: Run<'_>, nb: usize) {
     // Stored through f16, as ggml stores them; a slice at a time (the hardware
     // conversion on whole vectors, where one value at a time was a call each).
     for v in [&mut *out.d, &mut *out.s, &mut *out.s16] {
-        round_f16(v);
+        crate::kv_dtype::KvDtype::F16.round_slice(v);
     }
     if nb >= 2 {
         let pairs = out.d.chunks_exact(nb).flat_map(|row| row.chunks_exact(2));
@@ -152,14 +150,6 @@ fn quantize_run(x: &[f32], out: Run<'_>, nb: usize) {
             }
         }
     }
-}
-
-/// Rounds each value to the nearest f16 (ties to even), in place.
-fn round_f16(v: &mut [f32]) {
-    use half::slice::HalfFloatSliceExt;
-    let mut h = vec![f16::ZERO; v.len()];
-    h.convert_from_f32_slice(v);
-    h.convert_to_f32_slice(v);
 }
 
 /// Quantises each 32-value block of `x` into `qs`: `q = round(x / d)` (halves away from
