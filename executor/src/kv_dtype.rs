@@ -54,27 +54,26 @@ impl KvDtype {
     /// run at a time through `half`'s slice conversions (its vector instructions where the
     /// CPU has them; one value at a time, each conversion is a call).
     pub(crate) fn round_slice(self, v: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        const RUN: usize = 64;
         match self {
             KvDtype::F32 => {}
-            KvDtype::F16 => {
-                let mut buf = [f16::ZERO; RUN];
-                for run in v.chunks_mut(RUN) {
-                    let b = &mut buf[..run.len()];
-                    b.convert_from_f32_slice(run);
-                    b.convert_to_f32_slice(run);
-                }
-            }
-            KvDtype::Bf16 => {
-                let mut buf = [bf16::ZERO; RUN];
-                for run in v.chunks_mut(RUN) {
-                    let b = &mut buf[..run.len()];
-                    b.convert_from_f32_slice(run);
-                    b.convert_to_f32_slice(run);
-                }
-            }
+            KvDtype::F16 => round_runs::<f16>(v),
+            KvDtype::Bf16 => round_runs::<bf16>(v),
         }
+    }
+}
+
+/// `v` rounded in place to the half type `H`, through a buffer of `H` a run at a time.
+fn round_runs<H: Copy + Default>(v: &mut [f32])
+where
+    [H]: half::slice::HalfFloatSliceExt,
+{
+    use half::slice::HalfFloatSliceExt;
+    const RUN: usize = 64;
+    let mut buf = [H::default(); RUN];
+    for run in v.chunks_mut(RUN) {
+        let b = &mut buf[..run.len()];
+        b.convert_from_f32_slice(run);
+        b.convert_to_f32_slice(run);
     }
 }
 

@@ -33,11 +33,17 @@ pub(crate) trait Scorer: Copy {
     /// block: [`Scorer::block`]'s sums, each times `scale`.
     #[inline(always)]
     fn scaled(self, q: &[f32], rows: &[f32], scale: f32, out: &mut [f32]) {
-        let mut sums = [0f32; 16];
-        self.block(q, rows, &mut sums);
-        for (o, x) in out.iter_mut().zip(&sums) {
-            *o = x * scale;
-        }
+        scaled_sums(self, q, rows, scale, out);
+    }
+}
+
+/// [`Scorer::scaled`] through [`Scorer::block`]'s sums.
+#[inline(always)]
+fn scaled_sums<K: Scorer>(kern: K, q: &[f32], rows: &[f32], scale: f32, out: &mut [f32]) {
+    let mut sums = [0f32; 16];
+    kern.block(q, rows, &mut sums);
+    for (o, x) in out.iter_mut().zip(&sums) {
+        *o = x * scale;
     }
 }
 
@@ -150,13 +156,7 @@ pub(crate) mod x86 {
                     let f = self.avx512f;
                     *o = cast(f._mm512_mul_ps(v, f._mm512_set1_ps(scale)));
                 }
-                _ => {
-                    let mut sums = [0f32; 16];
-                    self.block(q, rows, &mut sums);
-                    for (o, x) in out.iter_mut().zip(&sums) {
-                        *o = x * scale;
-                    }
-                }
+                _ => super::scaled_sums(self, q, rows, scale, out),
             }
         }
     }
@@ -205,13 +205,7 @@ pub(crate) mod x86 {
                     let a = self.avx;
                     *o = cast(a._mm256_mul_ps(v, a._mm256_set1_ps(scale)));
                 }
-                _ => {
-                    let mut sums = [0f32; 16];
-                    self.block(q, rows, &mut sums);
-                    for (o, x) in out.iter_mut().zip(&sums) {
-                        *o = x * scale;
-                    }
-                }
+                _ => super::scaled_sums(self, q, rows, scale, out),
             }
         }
     }
