@@ -1,8 +1,8 @@
 //! Causal attention of a step's query rows over their contexts, on the host.
 //!
-//! A task is one KV head `j` of up to [`ROWS_PER_TASK`] query rows that share their context's
-//! first keys: the decode rows of sequences on one cached prefix (the same slots), or
-//! consecutive prefill rows of one sequence. The shared keys and values are read once, a block
+//! A task is one KV head `j` of a few query rows that share their context's first keys: up to
+//! [`DECODE_ROWS`] decode rows of sequences on one cached prefix (the same slots), or up to
+//! [`ROWS_PER_TASK`] consecutive prefill rows of one sequence. The shared keys and values are read once, a block
 //! at a time, for all the task's rows and their query heads that share KV head `j`; each row
 //! then reads its own remaining keys. A single decode row still makes one task per KV head, so
 //! it keeps every core busy.
@@ -22,14 +22,21 @@ use crate::kv_dtype::{Cols, KvDtype, KvPool};
 use crate::weights::LlamaConfig;
 use scores::{PerKey, Scorer};
 
-/// Most query rows in one attention task: enough to read a shared prefix's keys and values
-/// once for many rows, few enough that a batch still makes tasks for every core.
+/// Most prefill rows of one sequence in one attention task: enough to read their shared
+/// context once for many rows, few enough that a batch still makes tasks for every core.
 pub(crate) const ROWS_PER_TASK: usize = 8;
+
+/// Most decode rows of one group (sequences on one cached prefix) in one task. A task reads
+/// the shared keys and values once for all of its rows, so 32 rows make two tasks per KV head
+/// that read them from the pools, where 8 a task made four tasks over a prefix widened once
+/// per layer: 32 rows on a 1k prefix were 2.5-3% faster a step, 24 rows 4% (interleaved
+/// `step_timing shared`), 48 rows (three tasks of 16, with a prefix) the same.
+const DECODE_ROWS: usize = 16;
 
 /// Fewest tasks of one decode group for which its shared prefix is widened once per layer
 /// ([`Prefix`]). With fewer, each task widening its own blocks from the pools (whose rows are
-/// prefetched) was faster: 5-15% of the step for 4 to 16 rows on a 1k prefix, and 8% slower
-/// for 24 rows (three tasks).
+/// prefetched) was faster: 5-15% of the step for 4 to 16 rows on a 1k prefix (two tasks).
+/// With 8 rows a task, 24 rows (three tasks) were 8% faster with it.
 const PREFIX_TASKS: usize = 3;
 
 /// Most new tokens of a sequence whose attention tasks read its context straight from the
@@ -476,7 +483,7 @@ fn common_slots(batch: &ForwardBatch, rows: &[(usize, usize)], group: &[usize]) 
 /// tokens)`.
 ///
 /// Decode rows whose contexts start at the same slot (sequences on one cached prefix) go
-/// together, up to [`ROWS_PER_TASK`] at a time, sharing their contexts' common slots; the
+/// together, up to [`DECODE_ROWS`] at a time, sharing their contexts' common slots; the
 /// rows of one prefill sequence go together in runs, sharing the first row's context. A
 /// decode group of two rows or more is split into two tasks or more; one of [`PREFIX_TASKS`]
 /// tasks or more gets a [`Prefix`]: the chunks of keys that all its rows share, widened once
@@ -515,7 +522,7 @@ pub(crate) fn plan(batch: &ForwardBatch, rows: &[(usize, usize)]) -> Plan {
     for (_, group) in groups {
         // At least two tasks per KV head from two rows up, so that a few rows on one prefix
         // still keep both halves of a machine busy (three KV heads make three tasks).
-        let per_task = ROWS_PER_TASK.min(group.len().div_ceil(2));
+        let per_task = DECODE_ROWS.min(group.len().div_ceil(2));
         let len = common_slots(batch, rows, &group) / CHUNK * CHUNK;
         let prefix = (group.len() > (PREFIX_TASKS - 1) * per_task && len > 0).then(|| {
             prefixes.push(Prefix {

@@ -297,22 +297,25 @@ fn a_decode_group_of_three_tasks_shares_its_whole_chunks_as_a_prefix() {
             .collect(),
     };
     let rows = |n: usize| -> Vec<(usize, usize)> { (0..n).map(|s| (s, 0)).collect() };
-    // 20 rows make three tasks (8, 8, 4): the 150 common slots' two whole chunks of 64 are
+    // 40 rows make three tasks (16, 16, 8): the 150 common slots' two whole chunks of 64 are
     // widened once for all of them.
-    let Plan { tasks, prefixes } = plan(&group(20), &rows(20));
+    let Plan { tasks, prefixes } = plan(&group(40), &rows(40));
     assert_eq!(prefixes, vec![Prefix { seq: 0, len: 128 }]);
     assert_eq!(tasks.len(), 3);
     assert_eq!(
         tasks.iter().map(|t| t.rows.len()).collect::<Vec<_>>(),
-        [8, 8, 4]
+        [16, 16, 8]
     );
     assert!(tasks.iter().all(|t| t.prefix == Some(0) && t.shared == 150));
-    // 10 rows make two tasks of 5, which read their blocks from the pools.
-    let Plan { tasks, prefixes } = plan(&group(10), &rows(10));
-    assert!(prefixes.is_empty(), "two tasks widen their own blocks");
-    assert_eq!(tasks.len(), 2);
-    assert!(tasks.iter().all(|t| t.rows.len() == 5));
-    assert!(tasks.iter().all(|t| t.prefix.is_none() && t.shared == 150));
+    // 32 rows make two tasks of 16, and 10 rows two of 5: they read their blocks from the
+    // pools.
+    for (n, per_task) in [(32, 16), (10, 5)] {
+        let Plan { tasks, prefixes } = plan(&group(n as u32), &rows(n));
+        assert!(prefixes.is_empty(), "two tasks widen their own blocks");
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks.iter().all(|t| t.rows.len() == per_task));
+        assert!(tasks.iter().all(|t| t.prefix.is_none() && t.shared == 150));
+    }
 }
 
 #[test]

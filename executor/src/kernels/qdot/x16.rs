@@ -384,13 +384,32 @@ pub(crate) mod x86 {
         out
     }
 
-    /// Block `b` of an activation row as eight four-byte words (tile row `r`'s four values).
-    #[inline(always)]
-    fn words(x: &QRow<'_>, b: usize) -> [i32; 8] {
-        let q: [i8; QK] = x.qs[b * QK..(b + 1) * QK]
-            .try_into()
-            .expect("a block of 32 values");
-        cast(q)
+    /// An activation row's first `nb` blocks, each slice exactly `nb` long, so that the
+    /// kernels' per-block reads need no bounds checks (nor reloads of the row's slices).
+    #[derive(Clone, Copy)]
+    struct XBlocks<'a> {
+        qs: &'a [[i8; QK]],
+        d: &'a [f32],
+        s: &'a [f32],
+        sum: &'a [i32],
+    }
+
+    impl<'a> XBlocks<'a> {
+        #[inline(always)]
+        fn of(x: &QRow<'a>, nb: usize) -> Self {
+            Self {
+                qs: &x.qs.as_chunks::<QK>().0[..nb],
+                d: &x.d[..nb],
+                s: &x.s[..nb],
+                sum: &x.sum[..nb],
+            }
+        }
+
+        /// Block `b` as eight four-byte words (tile row `r`'s four values).
+        #[inline(always)]
+        fn words(self, b: usize) -> [i32; 8] {
+            cast(self.qs[b])
+        }
     }
 
     /// `acc += (d_w ⊙ d_x) ⊙ sums` (a function, not a closure: a closure is compiled apart
@@ -414,12 +433,15 @@ pub(crate) mod x86 {
         let mut acc = [f._mm512_setzero_ps(); NX];
         match g {
             Group::Q4 { qs, d, m } => {
+                let nb = qs.len();
+                let (d, m) = (&d[..nb], &m[..nb]);
+                let xb: [XBlocks<'_>; NX] = std::array::from_fn(|j| XBlocks::of(&xs[j], nb));
                 let mut mins = [f._mm512_setzero_ps(); NX];
-                for (b, q) in qs.iter().enumerate() {
-                    let w = unpack_v4(simd, q);
+                for b in 0..nb {
+                    let w = unpack_v4(simd, &qs[b]);
                     let (wd, wm): (__m512, __m512) = (cast(d[b]), cast(m[b]));
                     for j in 0..NX {
-                        let xw = words(&xs[j], b);
+                        let xw = xb[j].words(b);
                         // Two chains of four, added exactly.
                         let mut s = [f._mm512_setzero_si512(); 2];
                         for r in 0..8 {
@@ -429,30 +451,33 @@ pub(crate) mod x86 {
                             simd,
                             &mut acc[j],
                             wd,
-                            xs[j].d[b],
+                            xb[j].d[b],
                             f._mm512_add_epi32(s[0], s[1]),
                         );
-                        mins[j] = f._mm512_fmadd_ps(wm, f._mm512_set1_ps(xs[j].s[b]), mins[j]);
+                        mins[j] = f._mm512_fmadd_ps(wm, f._mm512_set1_ps(xb[j].s[b]), mins[j]);
                     }
                 }
                 std::array::from_fn(|j| cast(f._mm512_add_ps(acc[j], mins[j])))
             }
             Group::Q8 { qs, d } => {
                 let bias = dot.i8_bias();
-                for (b, q) in qs.iter().enumerate() {
-                    let rows: &[[i8; 64]] = q.as_chunks().0;
+                let nb = qs.len();
+                let d = &d[..nb];
+                let xb: [XBlocks<'_>; NX] = std::array::from_fn(|j| XBlocks::of(&xs[j], nb));
+                for b in 0..nb {
+                    let rows: &[[i8; 64]] = qs[b].as_chunks().0;
                     let w: [__m512i; 8] = std::array::from_fn(|r| cast(rows[r]));
                     let wd: __m512 = cast(d[b]);
                     for j in 0..NX {
-                        let xw = words(&xs[j], b);
+                        let xw = xb[j].words(b);
                         let mut s = [f._mm512_setzero_si512(); 2];
                         for r in 0..8 {
                             let xv = f._mm512_set1_epi32(xw[r]);
                             s[r % 2] = dot.dot4_i8(simd, s[r % 2], w[r], xv);
                         }
-                        let offset = f._mm512_set1_epi32(bias * xs[j].sum[b]);
+                        let offset = f._mm512_set1_epi32(bias * xb[j].sum[b]);
                         let sums = f._mm512_sub_epi32(f._mm512_add_epi32(s[0], s[1]), offset);
-                        scaled(simd, &mut acc[j], wd, xs[j].d[b], sums);
+                        scaled(simd, &mut acc[j], wd, xb[j].d[b], sums);
                     }
                 }
                 std::array::from_fn(|j| cast(acc[j]))
@@ -471,6 +496,7 @@ pub(crate) mod x86 {
         let nb = match g {
             Group::Q4 { d, .. } | Group::Q8 { d, .. } => d.len(),
         };
+        let xb: [XBlocks<'_>; NX] = std::array::from_fn(|j| XBlocks::of(&xs[j], nb));
         for b in 0..nb {
             // Each tile row's two halves as u8 (Q8_0: `|w|`, with `w` kept for its signs).
             let mut w = [[a._mm256_setzero_si256(); 2]; 8];
@@ -500,7 +526,7 @@ pub(crate) mod x86 {
             };
             let wd: [__m256; 2] = cast(d[b]);
             for j in 0..NX {
-                let xw = words(&xs[j], b);
+                let xw = xb[j].words(b);
                 let mut s = [a._mm256_setzero_si256(); 2];
                 for (r, wr) in w.iter().enumerate() {
                     let xv = a._mm256_set1_epi32(xw[r]);
@@ -513,14 +539,14 @@ pub(crate) mod x86 {
                         s[h] = a2._mm256_add_epi32(s[h], p);
                     }
                 }
-                let xd = a._mm256_set1_ps(xs[j].d[b]);
+                let xd = a._mm256_set1_ps(xb[j].d[b]);
                 for h in 0..2 {
                     let scale = a._mm256_mul_ps(wd[h], xd);
                     acc[j][h] = fma._mm256_fmadd_ps(scale, a._mm256_cvtepi32_ps(s[h]), acc[j][h]);
                 }
                 if let Some(m) = m {
                     let wm: [__m256; 2] = cast(m[b]);
-                    let xsum = a._mm256_set1_ps(xs[j].s[b]);
+                    let xsum = a._mm256_set1_ps(xb[j].s[b]);
                     for h in 0..2 {
                         mins[j][h] = fma._mm256_fmadd_ps(wm[h], xsum, mins[j][h]);
                     }
