@@ -309,19 +309,19 @@ impl Weights {
 }
 
 /// [`expand::task`] for weights with an integer kernel: output rows `n0..` of every input row in
-/// `chunk` (row-major `[m][rows]`), from the quantised inputs `x`.
+/// `chunk` (row-major `[x.len()][rows]`), from the quantised input rows `x`.
 fn qtask(
     isa: qdot::Isa,
     w: &Weights,
     inp: usize,
-    x: &qdot::QuantRows,
-    m: usize,
+    x: &[qdot::QRow<'_>],
     n0: usize,
     chunk: &mut [f32],
 ) {
+    let m = x.len();
     let rows = chunk.len() / m;
     if let Weights::Q4_1x16 { .. } | Weights::Q8_0x16 { .. } = w {
-        return qdot::x16::task(isa, w, inp, x, m, n0, chunk, rows);
+        return qdot::x16::task(isa, w, inp, x, n0, chunk, rows);
     }
     let mut i = 0;
     while i + 4 <= m {
@@ -481,10 +481,11 @@ impl HostLinear {
             .iter()
             .any(|p| integer(&p.w))
             .then(|| qdot::QuantRows::new(x, inp));
+        let xrows = xq.as_ref().map(qdot::QuantRows::rows);
         let tile = Tile {
             isa: qdot::Isa::detect(),
             x,
-            xq: xq.as_ref(),
+            xq: xrows.as_deref(),
             m,
         };
         let mut y = vec![0f32; m * out];
@@ -533,7 +534,7 @@ impl HostLinear {
         let (w, n0) = self.part_of(n);
         match t.xq {
             Some(xq) if self.integer && qdot::supported(w) => {
-                qtask(t.isa, w, self.inp, xq, t.m, n0, chunk)
+                qtask(t.isa, w, self.inp, xq, n0, chunk)
             }
             _ => {
                 buf.resize(GROUP * self.inp, 0.0);
@@ -556,7 +557,7 @@ impl HostLinear {
 struct Tile<'a> {
     isa: qdot::Isa,
     x: &'a [f32],
-    xq: Option<&'a qdot::QuantRows>,
+    xq: Option<&'a [qdot::QRow<'a>]>,
     m: usize,
 }
 

@@ -96,6 +96,13 @@ impl QuantRows {
             .collect()
     }
 
+    /// Every row's parts, made once per projection for all of its tasks.
+    pub(crate) fn rows(&self) -> Vec<QRow<'_>> {
+        (0..self.qs.len() / self.inp.max(1))
+            .map(|i| self.row(i))
+            .collect()
+    }
+
     fn row(&self, i: usize) -> QRow<'_> {
         let nb = self.inp / QK;
         QRow {
@@ -308,7 +315,7 @@ pub(crate) fn rows_times<const NX: usize>(
     inp: usize,
     n0: usize,
     rows: usize,
-    x: &QuantRows,
+    x: &[QRow<'_>],
     i0: usize,
     y: &mut [f32],
     ld: usize,
@@ -319,7 +326,7 @@ pub(crate) fn rows_times<const NX: usize>(
         nb: inp / QK,
         n0,
         rows,
-        xs: std::array::from_fn(|b| x.row(i0 + b)),
+        xs: std::array::from_fn(|b| x[i0 + b]),
         y,
         at: i0 * ld + col0,
         ld,

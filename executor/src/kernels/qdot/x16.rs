@@ -15,7 +15,7 @@
 //! acc)` with the exact integer sum, the minimum terms `mins = fma(m_w, s_x, mins)` alike,
 //! and the output `acc + mins` (Q8_0 has no minimums: the output is `acc`).
 
-use super::{Isa, QRow, QuantRows, Weights, QK};
+use super::{Isa, QRow, Weights, QK};
 
 /// Weight rows per group.
 pub(crate) const ROWS: usize = 16;
@@ -133,14 +133,13 @@ impl<'a> Group<'a> {
 }
 
 /// `y[i * ld + r] = w_{n0 + r} · x_i` for the `rows` (a multiple of 16) weight rows from `n0`
-/// (a multiple of 16) and all `m` rows of `x`, under one dispatch for all of its groups.
-#[allow(clippy::too_many_arguments)]
+/// (a multiple of 16) and all rows `x` (see [`super::QuantRows::rows`]), under one dispatch
+/// for all of its groups.
 pub(crate) fn task(
     isa: Isa,
     w: &Weights,
     inp: usize,
-    x: &QuantRows,
-    m: usize,
+    x: &[QRow<'_>],
     n0: usize,
     y: &mut [f32],
     ld: usize,
@@ -150,7 +149,6 @@ pub(crate) fn task(
         nb: inp / QK,
         g0: n0 / ROWS,
         x,
-        m,
         y,
         ld,
     };
@@ -181,13 +179,12 @@ impl GroupKernel for Scalar {
     }
 }
 
-/// One task: its groups (from `g0`, as many as `y` holds) against all `m` activation rows.
+/// One task: its groups (from `g0`, as many as `y` holds) against all activation rows `x`.
 struct Job<'a> {
     w: &'a Weights,
     nb: usize,
     g0: usize,
-    x: &'a QuantRows,
-    m: usize,
+    x: &'a [QRow<'a>],
     y: &'a mut [f32],
     ld: usize,
 }
@@ -201,12 +198,11 @@ impl Job<'_> {
             nb,
             g0,
             x,
-            m,
             y,
             ld,
         } = self;
-        let rows: Vec<QRow<'_>> = (0..m).map(|i| x.row(i)).collect();
-        let (fours, rest) = rows.as_chunks::<4>();
+        let m = x.len();
+        let (fours, rest) = x.as_chunks::<4>();
         for t in 0..y.len() / m / ROWS {
             let g = Group::of(w, g0 + t, nb);
             for (c, xs) in fours.iter().enumerate() {
