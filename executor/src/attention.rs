@@ -2,10 +2,10 @@
 //!
 //! A task is one KV head `j` of a few query rows that share their context's first keys: up to
 //! [`DECODE_ROWS`] decode rows of sequences on one cached prefix (the same slots), or up to
-//! [`ROWS_PER_TASK`] consecutive prefill rows of one sequence. The shared keys and values are read once, a block
-//! at a time, for all the task's rows and their query heads that share KV head `j`; each row
-//! then reads its own remaining keys. A single decode row still makes one task per KV head, so
-//! it keeps every core busy.
+//! [`ROWS_PER_TASK`] consecutive prefill rows of one sequence. The shared keys and values are
+//! read once, a block at a time, for all the task's rows and their query heads that share KV
+//! head `j`; each row then reads its own remaining keys. A single decode row still makes one
+//! task per KV head, so it keeps every core busy.
 
 mod prefix;
 mod scores;
