@@ -314,14 +314,14 @@ fn qtask(
     isa: qdot::Isa,
     w: &Weights,
     inp: usize,
-    x: &[qdot::QRow<'_>],
+    (x, quads): (&[qdot::QRow<'_>], &[qdot::quads::Quad]),
     n0: usize,
     chunk: &mut [f32],
 ) {
     let m = x.len();
     let rows = chunk.len() / m;
     if let Weights::Q4_1x16 { .. } | Weights::Q8_0x16 { .. } = w {
-        return qdot::x16::task(isa, w, inp, x, n0, chunk, rows);
+        return qdot::x16::task(isa, w, inp, x, quads, n0, chunk, rows);
     }
     let mut i = 0;
     while i + 4 <= m {
@@ -485,7 +485,9 @@ impl HostLinear {
         let tile = Tile {
             isa: qdot::Isa::detect(),
             x,
-            xq: xrows.as_deref(),
+            xq: xrows
+                .as_deref()
+                .zip(xq.as_ref().map(qdot::QuantRows::quads)),
             m,
         };
         let mut y = vec![0f32; m * out];
@@ -553,11 +555,11 @@ impl HostLinear {
 }
 
 /// One call's inputs, shared by its tasks: the f32 rows and, where some part has an integer
-/// kernel, the same rows quantised.
+/// kernel, the same rows quantised (and their whole fours packed).
 struct Tile<'a> {
     isa: qdot::Isa,
     x: &'a [f32],
-    xq: Option<&'a [qdot::QRow<'a>]>,
+    xq: Option<(&'a [qdot::QRow<'a>], &'a [qdot::quads::Quad])>,
     m: usize,
 }
 

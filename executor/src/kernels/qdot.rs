@@ -33,6 +33,8 @@ pub(crate) struct QuantRows {
     /// `[m][inp / 64][16]`: per pair of blocks, the first block's scale in lanes 0..8 and the
     /// second's in lanes 8..16, the layout of the AVX-512 kernels' per-block sums.
     d2: Vec<f32>,
+    /// Whole fours of rows packed block by block, for the interleaved kernels.
+    quads: Vec<quads::Quad>,
     inp: usize,
 }
 
@@ -54,6 +56,7 @@ impl QuantRows {
             s16: vec![0.0; 2 * blocks],
             sum: vec![0; blocks],
             d2: vec![0.0; rows * pairs],
+            quads: vec![quads::Quad::default(); quads::len(rows, nb)],
             inp,
         };
         if blocks == 0 {
@@ -74,11 +77,19 @@ impl QuantRows {
         out
     }
 
+    /// The whole fours of rows, `[rows / 4][inp / 32]` (see [`quads`]).
+    pub(crate) fn quads(&self) -> &[quads::Quad] {
+        &self.quads
+    }
+
     /// The parts of each run of `r` rows (of `nb` blocks), to be filled.
     fn runs(&mut self, r: usize, nb: usize) -> Vec<Run<'_>> {
         let pairs = nb / 2 * 16;
         // `d2` is empty for rows of one block; its runs then are empty too.
         let mut d2 = self.d2.chunks_mut((r * pairs).max(1));
+        // Runs are whole fours of rows (but the last): each packs its own.
+        debug_assert!(r.is_multiple_of(quads::QUAD));
+        let mut quads = self.quads.chunks_mut(quads::len(r, nb).max(1));
         self.qs
             .chunks_mut(r * self.inp)
             .zip(self.d.chunks_mut(r * nb))
@@ -92,6 +103,7 @@ impl QuantRows {
                 s16,
                 sum,
                 d2: d2.next().unwrap_or_default(),
+                quads: quads.next().unwrap_or_default(),
             })
             .collect()
     }
@@ -130,6 +142,7 @@ struct Run<'a> {
     s16: &'a mut [f32],
     sum: &'a mut [i32],
     d2: &'a mut [f32],
+    quads: &'a mut [quads::Quad],
 }
 
 /// Quantises the rows `x` (`nb` blocks each) into their parts of a [`QuantRows`].
@@ -157,6 +170,14 @@ fn quantize_run(x: &[f32], out: Run<'_>, nb: usize) {
             }
         }
     }
+    let parts = quads::Parts {
+        qs: out.qs,
+        d: out.d,
+        s: out.s,
+        sum: out.sum,
+        nb,
+    };
+    quads::pack(&parts, out.quads);
 }
 
 /// Quantises each 32-value block of `x` into `qs`: `q = round(x / d)` (halves away from
@@ -692,4 +713,5 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+pub(crate) mod quads;
 pub(crate) mod x16;

@@ -81,7 +81,7 @@ fn check_paths(q4: bool) {
         let rows = out - n0;
         let xq = qdot::QuantRows::new(&x[i0 * inp..(i0 + m) * inp], inp);
         let mut y = vec![0f32; m * rows];
-        qdot::x16::task(isa, w, inp, &xq.rows(), n0, &mut y, rows);
+        qdot::x16::task(isa, w, inp, &xq.rows(), xq.quads(), n0, &mut y, rows);
         y
     };
     let reference = run(qdot::Isa::Scalar, 0, 37, 0);

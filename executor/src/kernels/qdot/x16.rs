@@ -15,6 +15,7 @@
 //! acc)` with the exact integer sum, the minimum terms `mins = fma(m_w, s_x, mins)` alike,
 //! and the output `acc + mins` (Q8_0 has no minimums: the output is `acc`).
 
+use super::quads::Quad;
 use super::{Isa, QRow, Weights, QK};
 
 /// Weight rows per group.
@@ -130,16 +131,26 @@ impl<'a> Group<'a> {
             _ => unreachable!("only interleaved weights reach these kernels"),
         }
     }
+
+    /// Blocks per row.
+    fn blocks(self) -> usize {
+        match self {
+            Group::Q4 { d, .. } | Group::Q8 { d, .. } => d.len(),
+        }
+    }
 }
 
 /// `y[i * ld + r] = w_{n0 + r} · x_i` for the `rows` (a multiple of 16) weight rows from `n0`
-/// (a multiple of 16) and all rows `x` (see [`super::QuantRows::rows`]), under one dispatch
-/// for all of its groups.
+/// (a multiple of 16) and all rows `x` (see [`super::QuantRows::rows`]; `quads`, the same
+/// rows' whole fours packed, from [`super::QuantRows::quads`]), under one dispatch for all of
+/// its groups.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn task(
     isa: Isa,
     w: &Weights,
     inp: usize,
     x: &[QRow<'_>],
+    quads: &[Quad],
     n0: usize,
     y: &mut [f32],
     ld: usize,
@@ -149,6 +160,7 @@ pub(crate) fn task(
         nb: inp / QK,
         g0: n0 / ROWS,
         x,
+        quads,
         y,
         ld,
     };
@@ -166,6 +178,13 @@ pub(crate) fn task(
 /// A kernel of one instruction set: one group against `NX` activation rows.
 trait GroupKernel: Copy {
     fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX];
+
+    /// One group against four rows `xs`, whose blocks `quad` also holds packed (the vector
+    /// kernels read those; the reference reads the rows).
+    fn four(self, g: Group<'_>, xs: &[QRow<'_>; 4], quad: &[Quad]) -> [[f32; ROWS]; 4] {
+        let _ = quad;
+        self.group::<4>(g, xs)
+    }
 }
 
 /// The reference kernel's [`GroupKernel`].
@@ -185,6 +204,7 @@ struct Job<'a> {
     nb: usize,
     g0: usize,
     x: &'a [QRow<'a>],
+    quads: &'a [Quad],
     y: &'a mut [f32],
     ld: usize,
 }
@@ -198,6 +218,7 @@ impl Job<'_> {
             nb,
             g0,
             x,
+            quads,
             y,
             ld,
         } = self;
@@ -206,7 +227,11 @@ impl Job<'_> {
         for t in 0..y.len() / m / ROWS {
             let g = Group::of(w, g0 + t, nb);
             for (c, xs) in fours.iter().enumerate() {
-                put(y, 4 * c * ld + t * ROWS, ld, kern.group::<4>(g, xs));
+                let out = match quads.get(c * nb..(c + 1) * nb) {
+                    Some(quad) => kern.four(g, xs, quad),
+                    None => kern.group::<4>(g, xs),
+                };
+                put(y, 4 * c * ld + t * ROWS, ld, out);
             }
             let at = 4 * fours.len() * ld + t * ROWS;
             match rest {
@@ -282,19 +307,29 @@ pub(crate) mod x86 {
 
     use super::super::super::intrinsics::vnni::{Vnni, VnniJob};
     use super::super::avx512::Bw;
-    use super::{Group, GroupKernel, Job, QRow, PACKED, QK, ROWS};
+    use super::{Group, GroupKernel, Job, QRow, Quad, PACKED, QK, ROWS};
 
     impl GroupKernel for V3 {
         #[inline(always)]
         fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX] {
-            avx2::<NX>(self, g, xs)
+            avx2::<NX>(self, g, rows(xs, g.blocks()))
+        }
+
+        #[inline(always)]
+        fn four(self, g: Group<'_>, _xs: &[QRow<'_>; 4], quad: &[Quad]) -> [[f32; ROWS]; 4] {
+            avx2::<4>(self, g, Quads(quad))
         }
     }
 
     impl GroupKernel for V4 {
         #[inline(always)]
         fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX] {
-            avx512::<NX>(self, Bw, g, xs)
+            avx512::<NX>(self, Bw, g, rows(xs, g.blocks()))
+        }
+
+        #[inline(always)]
+        fn four(self, g: Group<'_>, _xs: &[QRow<'_>; 4], quad: &[Quad]) -> [[f32; ROWS]; 4] {
+            avx512::<4>(self, Bw, g, Quads(quad))
         }
     }
 
@@ -305,7 +340,12 @@ pub(crate) mod x86 {
     impl GroupKernel for WithVnni {
         #[inline(always)]
         fn group<const NX: usize>(self, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX] {
-            avx512::<NX>(self.0, self.1, g, xs)
+            avx512::<NX>(self.0, self.1, g, rows(xs, g.blocks()))
+        }
+
+        #[inline(always)]
+        fn four(self, g: Group<'_>, _xs: &[QRow<'_>; 4], quad: &[Quad]) -> [[f32; ROWS]; 4] {
+            avx512::<4>(self.0, self.1, g, Quads(quad))
         }
     }
 
@@ -393,18 +433,104 @@ pub(crate) mod x86 {
     impl<'a> XBlocks<'a> {
         #[inline(always)]
         fn of(x: &QRow<'a>, nb: usize) -> Self {
+            Self::of_blocks(
+                Self {
+                    qs: x.qs.as_chunks::<QK>().0,
+                    d: x.d,
+                    s: x.s,
+                    sum: x.sum,
+                },
+                nb,
+            )
+        }
+
+        #[inline(always)]
+        fn of_blocks(x: Self, nb: usize) -> Self {
             Self {
-                qs: &x.qs.as_chunks::<QK>().0[..nb],
+                qs: &x.qs[..nb],
                 d: &x.d[..nb],
                 s: &x.s[..nb],
                 sum: &x.sum[..nb],
             }
         }
+    }
 
-        /// Block `b` as eight four-byte words (tile row `r`'s four values).
+    /// `NX` rows' blocks `b` as the kernels read them: from the rows themselves or packed in
+    /// [`Quad`]s.
+    trait Acts<const NX: usize>: Copy {
+        /// The same, each part exactly `nb` blocks long (so that reads need no bounds checks).
+        fn fit(self, nb: usize) -> Self;
+        /// Row `j`'s block `b` as eight four-byte words (tile row `r`'s four values).
+        fn words(self, b: usize, j: usize) -> [i32; 8];
+        /// Row `j`'s block scale.
+        fn d(self, b: usize, j: usize) -> f32;
+        /// Row `j`'s `d · Σq`.
+        fn s(self, b: usize, j: usize) -> f32;
+        /// Row `j`'s exact `Σq`.
+        fn sum(self, b: usize, j: usize) -> i32;
+    }
+
+    /// The rows `xs`' first `nb` blocks.
+    #[inline(always)]
+    fn rows<'a, const NX: usize>(xs: &[QRow<'a>; NX], nb: usize) -> [XBlocks<'a>; NX] {
+        std::array::from_fn(|j| XBlocks::of(&xs[j], nb))
+    }
+
+    impl<const NX: usize> Acts<NX> for [XBlocks<'_>; NX] {
         #[inline(always)]
-        fn words(self, b: usize) -> [i32; 8] {
-            cast(self.qs[b])
+        fn fit(self, nb: usize) -> Self {
+            self.map(|x| XBlocks::of_blocks(x, nb))
+        }
+
+        #[inline(always)]
+        fn words(self, b: usize, j: usize) -> [i32; 8] {
+            cast(self[j].qs[b])
+        }
+
+        #[inline(always)]
+        fn d(self, b: usize, j: usize) -> f32 {
+            self[j].d[b]
+        }
+
+        #[inline(always)]
+        fn s(self, b: usize, j: usize) -> f32 {
+            self[j].s[b]
+        }
+
+        #[inline(always)]
+        fn sum(self, b: usize, j: usize) -> i32 {
+            self[j].sum[b]
+        }
+    }
+
+    /// Four rows' blocks packed side by side: one pointer for the four rows.
+    #[derive(Clone, Copy)]
+    struct Quads<'a>(&'a [Quad]);
+
+    impl Acts<4> for Quads<'_> {
+        #[inline(always)]
+        fn fit(self, nb: usize) -> Self {
+            Quads(&self.0[..nb])
+        }
+
+        #[inline(always)]
+        fn words(self, b: usize, j: usize) -> [i32; 8] {
+            self.0[b].words[j]
+        }
+
+        #[inline(always)]
+        fn d(self, b: usize, j: usize) -> f32 {
+            self.0[b].d[j]
+        }
+
+        #[inline(always)]
+        fn s(self, b: usize, j: usize) -> f32 {
+            self.0[b].s[j]
+        }
+
+        #[inline(always)]
+        fn sum(self, b: usize, j: usize) -> i32 {
+            self.0[b].sum[j]
         }
     }
 
@@ -423,7 +549,7 @@ pub(crate) mod x86 {
         simd: V4,
         dot: impl Dot4,
         g: Group<'_>,
-        xs: &[QRow<'_>; NX],
+        xa: impl Acts<NX>,
     ) -> [[f32; ROWS]; NX] {
         let f = simd.avx512f;
         let mut acc = [f._mm512_setzero_ps(); NX];
@@ -431,13 +557,13 @@ pub(crate) mod x86 {
             Group::Q4 { qs, d, m } => {
                 let nb = qs.len();
                 let (d, m) = (&d[..nb], &m[..nb]);
-                let xb: [XBlocks<'_>; NX] = std::array::from_fn(|j| XBlocks::of(&xs[j], nb));
+                let xa = xa.fit(nb);
                 let mut mins = [f._mm512_setzero_ps(); NX];
                 for b in 0..nb {
                     let w = unpack_v4(simd, &qs[b]);
                     let (wd, wm): (__m512, __m512) = (cast(d[b]), cast(m[b]));
                     for j in 0..NX {
-                        let xw = xb[j].words(b);
+                        let xw = xa.words(b, j);
                         // Two chains of four, added exactly.
                         let mut s = [f._mm512_setzero_si512(); 2];
                         for r in 0..8 {
@@ -447,10 +573,10 @@ pub(crate) mod x86 {
                             simd,
                             &mut acc[j],
                             wd,
-                            xb[j].d[b],
+                            xa.d(b, j),
                             f._mm512_add_epi32(s[0], s[1]),
                         );
-                        mins[j] = f._mm512_fmadd_ps(wm, f._mm512_set1_ps(xb[j].s[b]), mins[j]);
+                        mins[j] = f._mm512_fmadd_ps(wm, f._mm512_set1_ps(xa.s(b, j)), mins[j]);
                     }
                 }
                 std::array::from_fn(|j| cast(f._mm512_add_ps(acc[j], mins[j])))
@@ -459,21 +585,21 @@ pub(crate) mod x86 {
                 let bias = dot.i8_bias();
                 let nb = qs.len();
                 let d = &d[..nb];
-                let xb: [XBlocks<'_>; NX] = std::array::from_fn(|j| XBlocks::of(&xs[j], nb));
+                let xa = xa.fit(nb);
                 for b in 0..nb {
                     let rows: &[[i8; 64]] = qs[b].as_chunks().0;
                     let w: [__m512i; 8] = std::array::from_fn(|r| cast(rows[r]));
                     let wd: __m512 = cast(d[b]);
-                    for j in 0..NX {
-                        let xw = xb[j].words(b);
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let xw = xa.words(b, j);
                         let mut s = [f._mm512_setzero_si512(); 2];
                         for r in 0..8 {
                             let xv = f._mm512_set1_epi32(xw[r]);
                             s[r % 2] = dot.dot4_i8(simd, s[r % 2], w[r], xv);
                         }
-                        let offset = f._mm512_set1_epi32(bias * xb[j].sum[b]);
+                        let offset = f._mm512_set1_epi32(bias * xa.sum(b, j));
                         let sums = f._mm512_sub_epi32(f._mm512_add_epi32(s[0], s[1]), offset);
-                        scaled(simd, &mut acc[j], wd, xb[j].d[b], sums);
+                        scaled(simd, acc, wd, xa.d(b, j), sums);
                     }
                 }
                 std::array::from_fn(|j| cast(acc[j]))
@@ -483,16 +609,14 @@ pub(crate) mod x86 {
 
     /// The AVX2 kernel: a lane per weight row, the group in two halves of eight.
     #[inline(always)]
-    fn avx2<const NX: usize>(simd: V3, g: Group<'_>, xs: &[QRow<'_>; NX]) -> [[f32; ROWS]; NX] {
+    fn avx2<const NX: usize>(simd: V3, g: Group<'_>, xa: impl Acts<NX>) -> [[f32; ROWS]; NX] {
         let (a, a2, fma) = (simd.avx, simd.avx2, simd.fma);
         let mask = a._mm256_set1_epi8(0x0f);
         let ones = a._mm256_set1_epi16(1);
         let mut acc = [[a._mm256_setzero_ps(); 2]; NX];
         let mut mins = [[a._mm256_setzero_ps(); 2]; NX];
-        let nb = match g {
-            Group::Q4 { d, .. } | Group::Q8 { d, .. } => d.len(),
-        };
-        let xb: [XBlocks<'_>; NX] = std::array::from_fn(|j| XBlocks::of(&xs[j], nb));
+        let nb = g.blocks();
+        let xa = xa.fit(nb);
         for b in 0..nb {
             // Each tile row's two halves as u8 (Q8_0: `|w|`, with `w` kept for its signs).
             let mut w = [[a._mm256_setzero_si256(); 2]; 8];
@@ -522,7 +646,7 @@ pub(crate) mod x86 {
             };
             let wd: [__m256; 2] = cast(d[b]);
             for j in 0..NX {
-                let xw = xb[j].words(b);
+                let xw = xa.words(b, j);
                 let mut s = [a._mm256_setzero_si256(); 2];
                 for (r, wr) in w.iter().enumerate() {
                     let xv = a._mm256_set1_epi32(xw[r]);
@@ -535,14 +659,14 @@ pub(crate) mod x86 {
                         s[h] = a2._mm256_add_epi32(s[h], p);
                     }
                 }
-                let xd = a._mm256_set1_ps(xb[j].d[b]);
+                let xd = a._mm256_set1_ps(xa.d(b, j));
                 for h in 0..2 {
                     let scale = a._mm256_mul_ps(wd[h], xd);
                     acc[j][h] = fma._mm256_fmadd_ps(scale, a._mm256_cvtepi32_ps(s[h]), acc[j][h]);
                 }
                 if let Some(m) = m {
                     let wm: [__m256; 2] = cast(m[b]);
-                    let xsum = a._mm256_set1_ps(xb[j].s[b]);
+                    let xsum = a._mm256_set1_ps(xa.s(b, j));
                     for h in 0..2 {
                         mins[j][h] = fma._mm256_fmadd_ps(wm[h], xsum, mins[j][h]);
                     }
