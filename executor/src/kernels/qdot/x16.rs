@@ -155,6 +155,10 @@ pub(crate) fn task(
     y: &mut [f32],
     ld: usize,
 ) {
+    debug_assert!(
+        quads.is_empty() || quads.len() == x.len() / 4 * (inp / QK),
+        "quads are the whole fours of exactly the rows `x`"
+    );
     let job = Job {
         w,
         nb: inp / QK,
