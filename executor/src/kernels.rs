@@ -291,6 +291,11 @@ impl Weights {
         }
     }
 
+    /// Whether the rows are interleaved in groups of 16 ([`qdot::x16`]'s kernels).
+    fn interleaved(&self) -> bool {
+        matches!(self, Weights::Q4_1x16 { .. } | Weights::Q8_0x16 { .. })
+    }
+
     /// The layout's name.
     fn name(&self) -> &'static str {
         match self {
@@ -320,7 +325,7 @@ fn qtask(
 ) {
     let m = x.len();
     let rows = chunk.len() / m;
-    if let Weights::Q4_1x16 { .. } | Weights::Q8_0x16 { .. } = w {
+    if w.interleaved() {
         return qdot::x16::task(isa, w, inp, x, quads, n0, chunk, rows);
     }
     let mut i = 0;
@@ -476,11 +481,16 @@ impl HostLinear {
             return y;
         }
         let integer = |w: &Weights| self.integer && qdot::supported(w);
+        // The packed fours only where an interleaved part reads them.
+        let pack = self
+            .parts
+            .iter()
+            .any(|p| integer(&p.w) && p.w.interleaved());
         let xq = self
             .parts
             .iter()
             .any(|p| integer(&p.w))
-            .then(|| qdot::QuantRows::new(x, inp));
+            .then(|| qdot::QuantRows::new(x, inp, pack));
         let xrows = xq.as_ref().map(qdot::QuantRows::rows);
         let tile = Tile {
             isa: qdot::Isa::detect(),

@@ -40,8 +40,9 @@ pub(crate) struct QuantRows {
 
 impl QuantRows {
     /// Quantises the `m` rows of `x` (`[m][inp]`, `inp` a multiple of 32), runs of
-    /// [`QUANT_ROWS`] rows in parallel.
-    pub(crate) fn new(x: &[f32], inp: usize) -> Self {
+    /// [`QUANT_ROWS`] rows in parallel; with `pack`, also packs their whole fours for the
+    /// interleaved kernels ([`Self::quads`]; empty without).
+    pub(crate) fn new(x: &[f32], inp: usize, pack: bool) -> Self {
         use rayon::prelude::*;
         debug_assert!(inp.is_multiple_of(QK) && x.len().is_multiple_of(inp.max(1)));
         let blocks = x.len() / QK;
@@ -56,7 +57,7 @@ impl QuantRows {
             s16: vec![0.0; 2 * blocks],
             sum: vec![0; blocks],
             d2: vec![0.0; rows * pairs],
-            quads: vec![quads::Quad::default(); quads::len(rows, nb)],
+            quads: vec![quads::Quad::default(); if pack { quads::len(rows, nb) } else { 0 }],
             inp,
         };
         if blocks == 0 {
@@ -77,7 +78,7 @@ impl QuantRows {
         out
     }
 
-    /// The whole fours of rows, `[rows / 4][inp / 32]` (see [`quads`]).
+    /// The whole fours of rows, `[rows / 4][inp / 32]` (see [`quads`]), if they were packed.
     pub(crate) fn quads(&self) -> &[quads::Quad] {
         &self.quads
     }

@@ -230,7 +230,7 @@ fn integer_kernels_agree_across_instruction_sets_and_batches() {
     for w in &layouts {
         let inp = w.len() / out;
         let x = activations(6, inp, 3);
-        let xq = qdot::QuantRows::new(&x, inp);
+        let xq = qdot::QuantRows::new(&x, inp, false);
         let xq = xq.rows();
         let run = |isa: qdot::Isa, m: usize, i0: usize| -> Vec<f32> {
             let mut y = vec![0f32; (i0 + m) * out];

@@ -76,26 +76,27 @@ fn check_paths(q4: bool) {
     let (lin, _) = interleaved(inp, out, q4);
     let w = &lin.parts[0].w;
     let x = activations(37, inp, 7);
-    // Rows `i0..i0 + m` through one path, weight rows from `n0` (a later group's first row).
-    let run = |isa: qdot::Isa, i0: usize, m: usize, n0: usize| {
+    // Rows `i0..i0 + m` through one path, weight rows from `n0` (a later group's first row),
+    // fours of rows read packed or (`pack` false) from the rows themselves.
+    let run = |isa: qdot::Isa, i0: usize, m: usize, n0: usize, pack: bool| {
         let rows = out - n0;
-        let xq = qdot::QuantRows::new(&x[i0 * inp..(i0 + m) * inp], inp);
+        let xq = qdot::QuantRows::new(&x[i0 * inp..(i0 + m) * inp], inp, pack);
         let mut y = vec![0f32; m * rows];
         qdot::x16::task(isa, w, inp, &xq.rows(), xq.quads(), n0, &mut y, rows);
         y
     };
-    let reference = run(qdot::Isa::Scalar, 0, 37, 0);
+    let reference = run(qdot::Isa::Scalar, 0, 37, 0, false);
     for isa in isas() {
         for (i0, m) in [(0, 37), (0, 1), (5, 1), (3, 4), (16, 16), (1, 17), (20, 5)] {
-            for n0 in [0, 32] {
-                let got = run(isa, i0, m, n0);
+            for (n0, pack) in [0, 32].into_iter().flat_map(|n| [(n, true), (n, false)]) {
+                let got = run(isa, i0, m, n0, pack);
                 let rows = out - n0;
                 for i in 0..m {
                     let want = &reference[(i0 + i) * out + n0..(i0 + i + 1) * out];
                     assert_eq!(
                         &got[i * rows..(i + 1) * rows],
                         want,
-                        "{} q4 {q4} i0 {i0} m {m} n0 {n0} row {i}",
+                        "{} q4 {q4} i0 {i0} m {m} n0 {n0} pack {pack} row {i}",
                         isa.name()
                     );
                 }
